@@ -1,0 +1,111 @@
+"""`kbqa retrieve`, `kbqa ask` and `kbqa chat` (a terminal REPL)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.cli.common import add_settings_flags, fail, print_json, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrieve", help="show the chunks retrieved for a question")
+    p.add_argument("question")
+    p.add_argument("--kb", required=True)
+    p.add_argument("--json", action="store_true")
+    add_settings_flags(p, llm=False)
+    p.set_defaults(func=cmd_retrieve)
+
+    p = sub.add_parser("ask", help="answer a question from the knowledge base, with sources")
+    p.add_argument("question")
+    p.add_argument("--kb", required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--history", help="JSON file with earlier turns: [{\"role\", \"content\"}, ...]")
+    add_settings_flags(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", help="interactive chat in the terminal")
+    p.add_argument("--kb", required=True)
+    add_settings_flags(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def _open(args):
+    from app.kb import KnowledgeBase
+
+    if not (Path(args.kb) / "kb.json").is_file():
+        fail(f"{args.kb}: not a knowledge base (no kb.json); build it with: ingest PATH --kb {args.kb}")
+    return KnowledgeBase(args.kb, settings_from_args(args))
+
+
+def cmd_retrieve(args) -> int:
+    kb = _open(args)
+    hits = kb.retrieve(args.question, args.k)
+    if args.json:
+        print_json([h.as_source() for h in hits])
+    else:
+        for n, hit in enumerate(hits, start=1):
+            src = hit.as_source()
+            page = f" p.{src['page']}" if src["page"] else ""
+            print(f"[{n}] {src['score']:.3f} {src['source']}{page} #{src['chunk']}")
+            print("    " + hit.chunk.text[:300].replace("\n", " "))
+    return 0
+
+
+def _history(path: str | None):
+    if not path:
+        return None
+    try:
+        turns = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        fail(f"--history {path}: {exc}")
+    if not isinstance(turns, list) or not all(isinstance(t, dict) and {"role", "content"} <= set(t) for t in turns):
+        fail(f"--history {path}: expected a JSON list of {{\"role\", \"content\"}} objects")
+    return turns
+
+
+def _print_sources(answer) -> None:
+    for n, hit in enumerate(answer.sources, start=1):
+        page = f", p. {hit.chunk.page}" if hit.chunk.page else ""
+        print(f"  [{n}] {hit.chunk.source}{page} (score {hit.score:.3f})")
+
+
+def cmd_ask(args) -> int:
+    kb = _open(args)
+    answer = kb.ask(args.question, args.k, history=_history(args.history))
+    if args.json:
+        print_json(answer.to_dict())
+    else:
+        print(answer.answer)
+        if answer.sources:
+            print("\nSources:")
+            _print_sources(answer)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    kb = _open(args)
+    print(f"Loading models for {args.kb} ...", file=sys.stderr)
+    kb.warm_up()
+    print("Ask a question (empty line or Ctrl-D to quit).")
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not question:
+            return 0
+        result = kb.search(question)
+        pieces = []
+        for piece in kb.stream(question, history=history):
+            pieces.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        if result.found:
+            for n, hit in enumerate(result.hits, start=1):
+                page = f", p. {hit.chunk.page}" if hit.chunk.page else ""
+                print(f"  [{n}] {hit.chunk.source}{page} (score {hit.score:.3f})")
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": "".join(pieces)}]

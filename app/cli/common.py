@@ -1,0 +1,70 @@
+"""Flags shared by the commands, and building the one Settings object from them."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from app.settings import Settings, SettingsError
+
+# flag dest -> dotted settings key
+SETTING_FLAGS = {
+    "k": "retrieval.k",
+    "mode": "retrieval.mode",
+    "min_score": "retrieval.min_score",
+    "embedder": "embedder.model",
+    "embedder_backend": "embedder.backend",
+    "store": "store.backend",
+    "llm_backend": "llm.backend",
+    "llm_model": "llm.model",
+    "adapter": "llm.adapter",
+    "max_new_tokens": "llm.max_new_tokens",
+    "device": "llm.device",
+    "base_url": "llm.base_url",
+    "chunk_tokens": "chunking.chunk_tokens",
+    "overlap_tokens": "chunking.overlap_tokens",
+}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = True, llm: bool = True, ingest: bool = False) -> None:
+    parser.add_argument("--config", help="TOML settings file (default: $KBQA_CONFIG)")
+    if retrieval:
+        parser.add_argument("-k", type=int, dest="k", help="number of chunks to retrieve")
+        parser.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help="retrieval mode")
+        parser.add_argument("--min-score", type=float, dest="min_score", help="relevance floor (dense cosine)")
+    if llm:
+        parser.add_argument("--llm-backend", dest="llm_backend", choices=["transformers", "openai", "vllm"])
+        parser.add_argument("--llm-model", dest="llm_model", help="'smollm2' (packaged), a model folder, or a served model name")
+        parser.add_argument("--adapter", help="LoRA adapter folder")
+        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+        parser.add_argument("--device", help="auto, cpu or cuda")
+        parser.add_argument("--base-url", dest="base_url", help="OpenAI-compatible server URL (llm backend openai)")
+    if ingest:
+        parser.add_argument("--embedder", help="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers folder")
+        parser.add_argument("--embedder-backend", dest="embedder_backend", choices=["sentence-transformers", "use"])
+        parser.add_argument("--store", choices=["chroma", "faiss"], help="vector store for a new knowledge base")
+        parser.add_argument("--chunk-tokens", dest="chunk_tokens", type=int)
+        parser.add_argument("--overlap-tokens", dest="overlap_tokens", type=int)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for dest, dotted in SETTING_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides[dotted] = value
+    try:
+        return Settings.load(getattr(args, "config", None), overrides=overrides)
+    except SettingsError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))

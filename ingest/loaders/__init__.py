@@ -1,0 +1,7 @@
+"""One loader interface for every format: ``load(path) -> list[Page]``.
+
+Each format lives in its own module; `load_document` picks one by extension.
+"""
+from ingest.loaders.base import Page, load_document, supported_extensions
+
+__all__ = ["Page", "load_document", "supported_extensions"]

@@ -1,0 +1,51 @@
+"""The loader interface and the extension-to-loader table."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.errors import LoadError
+
+
+@dataclass(frozen=True)
+class Page:
+    text: str
+    page: int | None = None  # 1-based page number for paged formats
+
+
+# extension -> "module:function"; modules are imported on first use
+_LOADERS = {
+    ".pdf": "ingest.loaders.pdf:load_pdf",
+    ".docx": "ingest.loaders.docx:load_docx",
+    ".html": "ingest.loaders.html:load_html",
+    ".htm": "ingest.loaders.html:load_html",
+    ".md": "ingest.loaders.markdown:load_markdown",
+    ".markdown": "ingest.loaders.markdown:load_markdown",
+    ".txt": "ingest.loaders.text:load_text",
+    ".text": "ingest.loaders.text:load_text",
+}
+
+
+def supported_extensions() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_document(path: Path, data: bytes, password: str | None = None) -> list[Page]:
+    """Turn a file's bytes into pages of raw text. Raises LoadError naming the file and reason."""
+    ext = path.suffix.lower()
+    target = _LOADERS.get(ext)
+    if target is None:
+        raise LoadError(path, f"unsupported file type {ext or '(no extension)'!r}; supported: {', '.join(supported_extensions())}")
+    if not data:
+        raise LoadError(path, "empty file (0 bytes)")
+    module_name, func_name = target.split(":")
+    loader = getattr(importlib.import_module(module_name), func_name)
+    try:
+        if ext == ".pdf":
+            return loader(path, data, password=password)
+        return loader(path, data)
+    except LoadError:
+        raise
+    except Exception as exc:  # a parser's own error: name the file and what went wrong
+        raise LoadError(path, f"cannot parse {ext[1:].upper()}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,38 @@
+"""DOCX through python-docx: paragraphs and tables, in document order."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from ingest.errors import LoadError
+from ingest.loaders.base import Page
+
+
+def load_docx(path: Path, data: bytes) -> list[Page]:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise LoadError(path, "corrupt or truncated DOCX (not a zip archive)")
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (KeyError, zipfile.BadZipFile, ValueError) as exc:
+        raise LoadError(path, f"corrupt DOCX: {exc}") from exc
+    lines: list[str] = []
+    for block in document.element.body.iterchildren():
+        tag = block.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            lines.append(Paragraph(block, document).text)
+        elif tag == "tbl":
+            table = Table(block, document)
+            for row in table.rows:
+                cells = []
+                for cell in row.cells:
+                    text = cell.text.strip()
+                    if not cells or cells[-1] != text:  # merged cells repeat
+                        cells.append(text)
+                lines.append(" | ".join(cells))
+            lines.append("")
+    return [Page("\n".join(lines))]

@@ -1,0 +1,20 @@
+"""Markdown through markdown-it-py, rendered to HTML and then to text."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest.encoding import NotTextError, decode_text
+from ingest.errors import LoadError
+from ingest.loaders.base import Page
+from ingest.loaders.html import html_to_text
+
+
+def load_markdown(path: Path, data: bytes) -> list[Page]:
+    from markdown_it import MarkdownIt
+
+    try:
+        source, _ = decode_text(data)
+    except NotTextError as exc:
+        raise LoadError(path, str(exc)) from exc
+    rendered = MarkdownIt("commonmark").enable("table").render(source)
+    return [Page(html_to_text(rendered))]

@@ -1,0 +1,58 @@
+"""What one ingest run did, per file and in total; text for people, JSON for programs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = ("added", "unchanged", "replaced", "removed", "failed", "skipped")
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # one of STATUSES
+    chunks: int = 0
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "status": self.status, "chunks": self.chunks}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileResult] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {status: self.count(status) for status in STATUSES}
+        out.update(
+            chunks_added=self.chunks_added,
+            chunks_removed=self.chunks_removed,
+            seconds=round(self.seconds, 2),
+            files=[f.to_dict() for f in self.files],
+        )
+        return out
+
+    def render(self) -> str:
+        lines = []
+        for f in self.files:
+            if f.status == "failed":
+                lines.append(f"FAILED   {f.path}: {f.reason}")
+            elif f.status == "skipped":
+                lines.append(f"skipped  {f.path}: {f.reason}")
+        counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in ("added", "failed"))
+        lines.append(f"files: {counts}")
+        lines.append(f"chunks: {self.chunks_added} added, {self.chunks_removed} removed; {self.seconds:.1f} s")
+        return "\n".join(lines)

@@ -1,0 +1,19 @@
+"""Pick an embedder backend from settings. Heavy imports stay inside each backend."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from retrieval.protocols import Embedder
+
+
+def make_embedder(backend: str, model: str, device: str = "auto", batch_size: int = 64) -> "Embedder":
+    if backend == "sentence-transformers":
+        from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+    if backend == "use":
+        from retrieval.embedders.use import UniversalSentenceEncoder
+
+        return UniversalSentenceEncoder(batch_size=batch_size)
+    raise ValueError(f"embedder.backend: unknown backend {backend!r} (choose sentence-transformers or use)")

@@ -1,0 +1,66 @@
+"""The on-disk layout of a knowledge base and its recorded settings (``kb.json``).
+
+A knowledge base is a directory holding its vector store, its BM25 index, its
+manifest and ``kb.json``: the embedder it was built with (backend, model, dimension),
+its chunking parameters and its store backend. A knowledge base refuses embeddings
+from any other embedder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+KB_FILE = "kb.json"
+FORMAT_VERSION = 1
+
+
+class EmbedderMismatchError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class KBRecord:
+    embedder_backend: str
+    embedder_model: str
+    dim: int
+    chunk_tokens: int
+    overlap_tokens: int
+    store_backend: str
+    version: int = FORMAT_VERSION
+
+    def check_embedder(self, backend: str, model: str, kb_path: Path) -> None:
+        if (backend, model) != (self.embedder_backend, self.embedder_model):
+            raise EmbedderMismatchError(
+                f"knowledge base {kb_path} was built with embedder {self.embedder_backend}:{self.embedder_model} "
+                f"(dimension {self.dim}); refusing embeddings from {backend}:{model}. "
+                "Use the same embedder, or build a new knowledge base."
+            )
+
+
+def read_record(kb_path: Path) -> KBRecord | None:
+    path = Path(kb_path) / KB_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return KBRecord(**data)
+
+
+def write_record(kb_path: Path, record: KBRecord) -> None:
+    atomic_write_text(Path(kb_path) / KB_FILE, json.dumps(asdict(record), indent=2))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

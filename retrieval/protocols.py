@@ -1,0 +1,63 @@
+"""The seams of kbqa: small protocols that every backend implements.
+
+Streaming is a generator of strings. Constructors of implementations are cheap:
+models and clients load on first use.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from retrieval.types import Chunk, Hit
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-normalised float32 array of shape (len(texts), dim)."""
+        ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def upsert(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def query(self, embedding: np.ndarray, k: int) -> list[Hit]:
+        """Top-k by cosine similarity (score in [-1, 1], higher is better)."""
+        ...
+
+    def get(self, ids: Sequence[str]) -> list[Chunk]: ...
+
+    def all_ids(self) -> list[str]: ...
+
+    def count(self) -> int: ...
+
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@runtime_checkable
+class LLM(Protocol):
+    name: str
+
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str: ...
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]: ...
+
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]: ...

@@ -1,0 +1,113 @@
+"""Chroma: embedded `PersistentClient` on disk by default, or a Chroma server by URL.
+
+We always pass embeddings ourselves (``embedding_function=None``), so Chroma never
+loads or downloads a model of its own; telemetry is off.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.types import Chunk, Hit
+
+_BATCH = 4000  # below Chroma's maximum batch size
+
+
+class ChromaStore:
+    def __init__(self, path: Path, dim: int, url: str | None = None, collection: str = "kbqa"):
+        self.path = Path(path)
+        self.dim = dim
+        self.url = url
+        self.collection_name = collection if len(collection) >= 3 else f"kb-{collection}"
+        self._collection = None
+
+    @property
+    def collection(self):
+        if self._collection is None:
+            try:
+                import chromadb
+                from chromadb.config import Settings as ChromaSettings
+            except ImportError as exc:
+                raise ImportError("the chroma store needs chromadb: pip install chromadb") from exc
+            chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+            if self.url:
+                from urllib.parse import urlparse
+
+                parsed = urlparse(self.url)
+                client = chromadb.HttpClient(
+                    host=parsed.hostname or "localhost",
+                    port=parsed.port or 8000,
+                    ssl=parsed.scheme == "https",
+                    settings=chroma_settings,
+                )
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                client = chromadb.PersistentClient(path=str(self.path), settings=chroma_settings)
+            self._collection = client.get_or_create_collection(
+                self.collection_name, embedding_function=None, metadata={"hnsw:space": "cosine"}
+            )
+        return self._collection
+
+    def _check_dim(self, embeddings: np.ndarray) -> None:
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings of shape {embeddings.shape} do not match the store's dimension {self.dim}")
+
+    def upsert(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
+        if not chunks:
+            return
+        self._check_dim(embeddings)
+        for start in range(0, len(chunks), _BATCH):
+            part = chunks[start : start + _BATCH]
+            self.collection.upsert(
+                ids=[c.id for c in part],
+                embeddings=embeddings[start : start + _BATCH].astype(np.float32),
+                documents=[c.text for c in part],
+                metadatas=[c.metadata() for c in part],
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        ids = list(ids)
+        for start in range(0, len(ids), _BATCH):
+            self.collection.delete(ids=ids[start : start + _BATCH])
+
+    def query(self, embedding: np.ndarray, k: int) -> list[Hit]:
+        total = self.count()
+        if total == 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=[np.asarray(embedding, dtype=np.float32)],
+            n_results=min(k, total),
+            include=["documents", "metadatas", "distances"],
+        )
+        hits = []
+        for id_, text, meta, dist in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+        ):
+            hits.append(Hit(Chunk.from_metadata(id_, text or "", meta or {}), 1.0 - float(dist)))
+        return hits
+
+    def get(self, ids: Sequence[str]) -> list[Chunk]:
+        ids = list(ids)
+        if not ids:
+            return []
+        found: dict[str, Chunk] = {}
+        for start in range(0, len(ids), _BATCH):
+            result = self.collection.get(ids=ids[start : start + _BATCH], include=["documents", "metadatas"])
+            for id_, text, meta in zip(result["ids"], result["documents"], result["metadatas"]):
+                found[id_] = Chunk.from_metadata(id_, text or "", meta or {})
+        return [found[i] for i in ids if i in found]
+
+    def all_ids(self) -> list[str]:
+        ids: list[str] = []
+        offset = 0
+        while True:
+            result = self.collection.get(include=[], limit=_BATCH, offset=offset)
+            ids.extend(result["ids"])
+            if len(result["ids"]) < _BATCH:
+                return ids
+            offset += _BATCH
+
+    def count(self) -> int:
+        return int(self.collection.count())

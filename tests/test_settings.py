@@ -1,0 +1,33 @@
+"""One typed settings object: defaults < file < environment < overrides."""
+from __future__ import annotations
+
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_layers(tmp_path):
+    cfg = tmp_path / "kbqa.toml"
+    cfg.write_text('[retrieval]\nk = 7\nmode = "bm25"\n[llm]\nmax_new_tokens = 99\n')
+    env = {"KBQA_RETRIEVAL__K": "9", "KBQA_LLM__MODEL": "/models/x"}
+    s = Settings.load(cfg, env=env, overrides={"retrieval.mode": "dense"})
+    assert s.retrieval.k == 9  # env beats file
+    assert s.retrieval.mode == "dense"  # override beats file
+    assert s.llm.max_new_tokens == 99  # file beats default
+    assert s.llm.model == "/models/x"
+    assert s.chunking.chunk_tokens == 200  # default
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(SettingsError, match=r"retrieval\.mode"):
+        Settings.load(env={"KBQA_RETRIEVAL__MODE": "magic"})
+
+
+def test_unknown_field_rejected():
+    with pytest.raises(SettingsError, match=r"retrieval\.kk"):
+        Settings.load(env={"KBQA_RETRIEVAL__KK": "3"})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SettingsError, match="not found"):
+        Settings.load(tmp_path / "nope.toml", env={})
