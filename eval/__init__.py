@@ -1,0 +1,1 @@
+"""Evaluation: retrieval and answer metrics (pure functions) and the harness built on them."""
