@@ -164,6 +164,31 @@ class KnowledgeBase:
         s = self.settings.llm
         yield from self.llm.stream(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
 
+    def stream_with_sources(
+        self,
+        question: str,
+        k: int | None = None,
+        history: Sequence[Message] | None = None,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> tuple[Retrieval, Iterator[str]]:
+        """Retrieve now; return the retrieval (sources before the first token) and the text stream.
+
+        Used by the server: one retrieval per answer, and per-request generation limits.
+        """
+        result, lang, _ = self._prepare(question, k, history)
+        if not result.found:
+            return result, iter([NOT_FOUND[lang]])
+        s = self.settings.llm
+        messages = build_messages(question, result.hits, lang)
+        tokens = self.llm.stream(
+            messages,
+            max_tokens=max_tokens or s.max_new_tokens,
+            temperature=s.temperature if temperature is None else temperature,
+        )
+        return result, tokens
+
     def as_langchain_retriever(self, k: int | None = None):
         from app.langchain_adapter import KnowledgeBaseRetriever
 
