@@ -9,6 +9,8 @@ from app.env import offline
 # each module has register(subparsers) which sets `func` on its parser
 COMMAND_MODULES = [
     "app.cli.ask_cmd",
+    "app.cli.eval_cmd",
+    "app.cli.serve_cmd",
 ]
 
 

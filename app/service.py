@@ -1,0 +1,238 @@
+"""The one object the server talks to: named knowledge bases sharing one loaded LLM.
+
+The Gradio callbacks and the FastAPI routes only call `QAService`; none of them opens a
+store or a database. Writes (upload, delete) to a knowledge base are serialised with its
+retrievals by a per-knowledge-base lock; generation runs outside that lock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.kb import KnowledgeBase
+from app.server.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
+from app.settings import Settings
+from ingest.summary import FileResult
+from retrieval.protocols import LLM
+from retrieval.types import Hit
+
+log = logging.getLogger("kbqa.service")
+UPLOAD_DIR = "uploads"
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+Message = dict[str, str]
+
+
+class UnknownKB(KeyError):
+    def __init__(self, name: str, known: Sequence[str]):
+        super().__init__(name)
+        self.name, self.known = name, list(known)
+
+    def __str__(self) -> str:
+        return f"no knowledge base named {self.name!r}; this server holds: {', '.join(self.known) or '(none)'}"
+
+
+class UnknownDocument(KeyError):
+    def __init__(self, kb: str, source: str):
+        super().__init__(source)
+        self.kb, self.source = kb, source
+
+    def __str__(self) -> str:
+        return f"knowledge base {self.kb!r} holds no document {self.source!r}"
+
+
+@dataclass
+class StreamedAnswer:
+    """Sources are known before the first token; `tokens` yields the text."""
+
+    sources: list[Hit]
+    found: bool
+    tokens: Iterator[str]
+
+
+@dataclass
+class Reply:
+    text: str
+    sources: list[Hit]
+    found: bool
+
+
+@dataclass
+class UploadResult:
+    name: str
+    status: str  # added | replaced | unchanged | failed | rejected
+    chunks: int = 0
+    reason: str | None = None
+    source: str | None = None
+    http_status: int = 200
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "status": self.status, "chunks": self.chunks}
+        if self.source:
+            out["source"] = self.source
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class _Entry:
+    kb: KnowledgeBase
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def kb_name(path: Path) -> str:
+    name = _NAME.sub("-", path.resolve().name).strip("-.") or "kb"
+    return name
+
+
+class QAService:
+    def __init__(self, kbs: dict[str, KnowledgeBase], settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_BYTES):
+        if not kbs:
+            raise ValueError("QAService needs at least one knowledge base")
+        self.settings = settings
+        self.max_upload_bytes = max_upload_bytes
+        self._kbs = {name: _Entry(kb) for name, kb in kbs.items()}
+
+    @classmethod
+    def open(cls, dirs: Sequence[str | Path], settings: Settings, *, llm: LLM | None = None, max_upload_bytes: int = DEFAULT_MAX_BYTES) -> "QAService":
+        """Open each directory as a knowledge base named after it (``name=DIR`` names it);
+        all of them share one LLM. A directory without ``kb.json`` starts empty."""
+        if llm is None:
+            from retrieval.llm import make_llm
+
+            llm = make_llm(settings.llm, settings.cache_dir)
+        kbs: dict[str, KnowledgeBase] = {}
+        for raw in dirs:
+            name, _, path = str(raw).rpartition("=") if "=" in str(raw) else ("", "", str(raw))
+            path_obj = Path(path)
+            name = name or kb_name(path_obj)
+            if name in kbs:
+                raise ValueError(f"--kb {raw}: a knowledge base named {name!r} is already open; name it with NAME=DIR")
+            if path_obj.exists() and not path_obj.is_dir():
+                raise ValueError(f"--kb {raw}: not a directory")
+            if not (path_obj / "kb.json").is_file():
+                log.warning("%s: no kb.json; starting an empty knowledge base (upload documents in the admin tab)", path_obj)
+                path_obj.mkdir(parents=True, exist_ok=True)
+            kbs[name] = KnowledgeBase(path_obj, settings, llm=llm)
+        return cls(kbs, settings, max_upload_bytes=max_upload_bytes)
+
+    # ---- knowledge bases ------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._kbs)
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._kbs[name]
+        except KeyError:
+            raise UnknownKB(name, self.names()) from None
+
+    def kb(self, name: str) -> KnowledgeBase:
+        return self._entry(name).kb
+
+    def warm_up(self) -> None:
+        for n, entry in enumerate(self._kbs.values()):
+            entry.kb.warm_up(llm=n == 0)  # the LLM is shared: load it once
+
+    def summary(self) -> list[dict]:
+        return [{"name": name, "path": str(e.kb.path), "documents": len(e.kb.documents())} for name, e in self._kbs.items()]
+
+    # ---- questions ------------------------------------------------------------------
+    def retrieve(self, kb: str, query: str, k: int | None = None, mode: str | None = None) -> tuple[list[Hit], bool]:
+        entry = self._entry(kb)
+        with entry.lock:
+            result = entry.kb.search(query, k, mode)
+        return result.hits, result.found
+
+    def stream(
+        self,
+        kb: str,
+        question: str,
+        history: Sequence[Message] | None = None,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> StreamedAnswer:
+        entry = self._entry(kb)
+        with entry.lock:
+            result, tokens = entry.kb.stream_with_sources(question, history=list(history or []), max_tokens=max_tokens, temperature=temperature)
+        return StreamedAnswer(result.hits if result.found else [], result.found, tokens)
+
+    def chat(self, kb: str, question: str, history: Sequence[Message] | None = None, **limits) -> Reply:
+        answer = self.stream(kb, question, history, **limits)
+        text = "".join(answer.tokens).strip()
+        return Reply(text, answer.sources, answer.found)
+
+    # ---- documents ------------------------------------------------------------------
+    def documents(self, kb: str) -> list[dict]:
+        entry = self._entry(kb)
+        docs = entry.kb.documents()
+        for doc in docs:
+            doc["name"] = Path(doc["source"]).name
+        return sorted(docs, key=lambda d: d["source"])
+
+    def upload(self, kb: str, filename: str, data: bytes, content_type: str | None = None) -> UploadResult:
+        """Check, save under ``<kb>/uploads/`` and ingest with the usual pipeline."""
+        entry = self._entry(kb)
+        try:
+            name = check_upload(filename, data, content_type, self.max_upload_bytes)
+        except UploadRejected as exc:
+            return UploadResult(exc.name, "rejected", reason=exc.reason, http_status=exc.status)
+        folder = entry.kb.path / UPLOAD_DIR
+        target = folder / name
+        with entry.lock:
+            folder.mkdir(parents=True, exist_ok=True)
+            backup = target.read_bytes() if target.is_file() else None
+            tmp = folder / f".{name}.part"
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+            try:
+                summary = entry.kb.ingest([target])
+            except Exception as exc:  # reported, and the previous file restored
+                summary = None
+                failure = FileResult(name, "failed", reason=f"{type(exc).__name__}: {exc}")
+            results = summary.files if summary else [failure]
+            result = results[0] if results else FileResult(name, "failed", reason="nothing was ingested")
+            if result.status == "failed":
+                if backup is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    target.write_bytes(backup)
+                return UploadResult(name, "failed", reason=result.reason, http_status=422)
+        return UploadResult(name, result.status, chunks=result.chunks, source=result.path)
+
+    def delete(self, kb: str, source: str) -> dict:
+        """Remove one document (its exact source, or its file name when that is unique)."""
+        entry = self._entry(kb)
+        with entry.lock:
+            docs = entry.kb.documents()
+            match = [d for d in docs if d["source"] == source]
+            if not match:
+                match = [d for d in docs if Path(d["source"]).name == source]
+            if len(match) != 1:
+                raise UnknownDocument(kb, source)
+            doc = match[0]
+            summary = entry.kb.remove([doc["source"]])
+            failed = [f for f in summary.files if f.status == "failed"]
+            if failed:
+                raise RuntimeError(f"{doc['source']}: {failed[0].reason}")
+            uploaded = (entry.kb.path / UPLOAD_DIR / Path(doc["source"]).name).resolve()
+            if uploaded.is_file() and str(uploaded) == str(Path(doc["source"]).resolve()):
+                uploaded.unlink()
+        return {"source": doc["source"], "chunks_removed": summary.chunks_removed}
+
+
+def sources_payload(hits: Sequence[Hit]) -> list[dict]:
+    """Sources as the API returns them: file, page, chunk, score and the cited passage."""
+    out = []
+    for n, hit in enumerate(hits, start=1):
+        src = hit.as_source()
+        src["n"] = n
+        src["name"] = Path(src["source"]).name
+        out.append(src)
+    return out
