@@ -61,7 +61,7 @@ class KnowledgeBase:
     @cached_property
     def embedder(self) -> Embedder:
         s = self.settings.embedder
-        return make_embedder(s.backend, s.model, device=s.device, batch_size=s.batch_size)
+        return make_embedder(s.backend, s.model, device=s.device, batch_size=s.batch_size, precision=s.precision)
 
     @cached_property
     def store(self) -> VectorStore:

@@ -31,6 +31,8 @@ class EmbedderSettings(_Section):
     model: str = "all-MiniLM-L6-v2"
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = Field(64, ge=1)
+    # auto = fp16 on CUDA, fp32 on CPU; int8 = dynamic int8 Linear layers (CPU); see bench/embed_quality.py
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
 
 
 class ChunkingSettings(_Section):

@@ -7,11 +7,11 @@ if TYPE_CHECKING:
     from retrieval.protocols import Embedder
 
 
-def make_embedder(backend: str, model: str, device: str = "auto", batch_size: int = 64) -> "Embedder":
+def make_embedder(backend: str, model: str, device: str = "auto", batch_size: int = 64, precision: str = "auto") -> "Embedder":
     if backend == "sentence-transformers":
         from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 
-        return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+        return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size, precision=precision)
     if backend == "use":
         from retrieval.embedders.use import UniversalSentenceEncoder
 

@@ -376,8 +376,11 @@ class FaissStore:
 
 
 def _gpu_searcher(rows: np.ndarray, vectors: np.ndarray, device: str):
-    faiss = _import_faiss()
-    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
         resources = faiss.StandardGpuResources()
         index = faiss.GpuIndexFlatIP(resources, vectors.shape[1])
         index.add(vectors)
