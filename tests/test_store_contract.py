@@ -38,7 +38,29 @@ def faiss_hnsw_factory():
     return lambda path, dim: FaissStore(path / "faiss-hnsw", dim=dim, index="hnsw", device="cpu")
 
 
-STORE_FACTORIES = ["chroma_factory", "faiss_factory", "faiss_hnsw_factory"]
+@pytest.fixture(scope="session")
+def chroma_server_url(tmp_path_factory):
+    """A real Chroma server (`chroma run`) shared by the session's tests, stopped at the end."""
+    from chroma_server import chroma_server
+
+    with chroma_server(tmp_path_factory.mktemp("chroma-server") / "data") as url:
+        yield url
+
+
+@pytest.fixture()
+def chroma_server_factory(chroma_server_url):
+    import hashlib
+
+    from retrieval.stores.chroma import ChromaStore
+
+    def make(path, dim):  # one collection per test directory, reopened by the same path
+        collection = "t" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+        return ChromaStore(path / "chroma", dim=dim, url=chroma_server_url, collection=collection)
+
+    return make
+
+
+STORE_FACTORIES = ["chroma_factory", "chroma_server_factory", "faiss_factory", "faiss_hnsw_factory"]
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:

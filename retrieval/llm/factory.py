@@ -11,16 +11,31 @@ if TYPE_CHECKING:
 def make_llm(settings: Any, cache_dir: Path) -> "LLM":
     """`settings` is an `LLMSettings` (duck-typed so that retrieval/ does not import app/)."""
     backend = settings.backend
+    common = dict(
+        adapters=getattr(settings, "adapters", None) or {},
+        stop=tuple(getattr(settings, "stop", None) or ()),
+        max_context_tokens=getattr(settings, "max_context_tokens", None),
+    )
     if backend == "transformers":
         from retrieval.llm.transformers import TransformersLLM
 
-        return TransformersLLM(settings.model, device=settings.device, adapter=settings.adapter, cache_dir=cache_dir)
+        return TransformersLLM(
+            settings.model, device=settings.device, adapter=settings.adapter, cache_dir=cache_dir,
+            trust_remote_code=getattr(settings, "trust_remote_code", False), **common,
+        )
     if backend == "openai":
         from retrieval.llm.openai_compat import OpenAICompatLLM
 
-        return OpenAICompatLLM(settings.model, base_url=settings.base_url, api_key=settings.api_key, timeout_s=settings.timeout_s)
+        return OpenAICompatLLM(
+            settings.model, base_url=settings.base_url, api_key=settings.api_key, timeout_s=settings.timeout_s,
+            max_retries=getattr(settings, "max_retries", 2), stop=common["stop"],
+            max_context_tokens=common["max_context_tokens"], adapter=settings.adapter,
+        )
     if backend == "vllm":
         from retrieval.llm.vllm import VLLMLLM
 
-        return VLLMLLM(settings.model, adapter=settings.adapter)
+        return VLLMLLM(
+            settings.model, adapter=settings.adapter, cache_dir=cache_dir,
+            trust_remote_code=getattr(settings, "trust_remote_code", False), **common,
+        )
     raise ValueError(f"llm.backend: unknown backend {backend!r} (choose transformers, openai or vllm)")

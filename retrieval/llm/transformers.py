@@ -1,55 +1,128 @@
-"""Local models through transformers (CPU or CUDA), with optional LoRA adapters (peft).
+"""Local models through transformers (CPU or CUDA), with LoRA adapters (peft).
 
 `model` is "smollm2" (the packaged SmolLM2-135M-Instruct) or a local model folder.
-Generation stops at the chat template's end-of-turn token as well as at EOS.
+The prompt is the tokenizer's own chat template (Qwen, Llama, ChatGLM, SmolLM, ...), or a
+plain "Role: text" fallback when the tokenizer has none. Generation stops at the
+template's end-of-turn token as well as at EOS and at any configured stop sequence, and
+the prompt is trimmed to fit ``max_context_tokens`` (see `retrieval.llm.context`).
+
+Adapters: the base model loads once per (folder, device) and process; adapters are added
+to it by name (peft ``load_adapter``) and switched per request (``set_adapter``, or
+``disable_adapter`` for the base model), so switching never reloads the base model.
+`for_adapter(name)` returns a view of this backend that answers with that adapter.
 """
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from retrieval.device import resolve_device
+from retrieval.llm.adapters import AdapterRegistry, AdapterSpec
+from retrieval.llm.context import cut_at_stop, fit_messages, prompt_budget, stream_until_stop
 from retrieval.packaged import PACKAGED_LLM
 
 Message = dict[str, str]
-_LOADED: dict[tuple, tuple] = {}  # (path, device, adapter) -> (model, tokenizer); once per process
+_ENGINES: dict[tuple, "_Engine"] = {}  # (path, device, trust_remote_code) -> engine; once per process
 _LOCK = threading.Lock()
-_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+BASE_LOADS: Counter = Counter()  # model folder -> times its weights were loaded in this process
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|user|>", "<|observation|>")
+_FALLBACK_STOPS = ("\nUser:", "\nSystem:")
 
 
-def _load(path: str, device: str, adapter: str | None):
-    key = (path, device, adapter)
+class _Engine:
+    """A loaded base model with its tokenizer and the adapters added to it so far.
+
+    Generation holds `lock`, because the active adapter is state of the shared model."""
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.lock = threading.RLock()
+        self.adapters: dict[str, str] = {}  # peft module name -> folder
+
+    def _add(self, spec: AdapterSpec) -> None:
+        known = self.adapters.get(spec.module_name)
+        if known is not None:
+            if known != spec.path:
+                raise ValueError(f"adapter name {spec.name!r} is already used for {known}, not {spec.path}")
+            return
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise ImportError("LoRA adapters need peft: pip install 'kbqa[finetune]'") from exc
+        if not Path(spec.path, "adapter_config.json").is_file():
+            raise FileNotFoundError(f"adapter {spec.name!r}: {spec.path} has no adapter_config.json (not a peft adapter folder)")
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(spec.path, adapter_name=spec.module_name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, spec.path, adapter_name=spec.module_name)
+        self.model.eval()
+        self.adapters[spec.module_name] = spec.path
+
+    @contextmanager
+    def using(self, spec: AdapterSpec | None):
+        """Hold the model with `spec`'s adapter active (None: all adapters disabled)."""
+        with self.lock:
+            if spec is not None:
+                self._add(spec)
+                self.model.set_adapter(spec.module_name)
+                yield self.model
+            elif self.adapters:
+                with self.model.disable_adapter():
+                    yield self.model
+            else:
+                yield self.model
+
+
+def _load(path: str, device: str, trust_remote_code: bool = False) -> _Engine:
+    key = (path, device, trust_remote_code)
     with _LOCK:
-        if key not in _LOADED:
+        if key not in _ENGINES:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)
-            if adapter:
-                try:
-                    from peft import PeftModel
-                except ImportError as exc:
-                    raise ImportError("LoRA adapters need peft: pip install 'kbqa[finetune]'") from exc
-                model = PeftModel.from_pretrained(model, adapter)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
+            ).to(device)
+            BASE_LOADS[path] += 1
             model.eval()
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            _LOADED[key] = (model, tokenizer)
-        return _LOADED[key]
+            _ENGINES[key] = _Engine(model, tokenizer)
+        return _ENGINES[key]
 
 
 class TransformersLLM:
-    def __init__(self, model: str = PACKAGED_LLM, device: str = "auto", adapter: str | None = None, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        model: str = PACKAGED_LLM,
+        device: str = "auto",
+        adapter: str | None = None,
+        cache_dir: Path | None = None,
+        *,
+        adapters: Mapping[str, str] | None = None,
+        stop: Sequence[str] = (),
+        max_context_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ):
         self.name = model
-        self.adapter = adapter
+        self.registry = AdapterRegistry(adapters, default=adapter)
+        self.adapter_spec = self.registry.default  # None = the base model
+        self.adapter = self.adapter_spec.name if self.adapter_spec else None
+        self.stop = tuple(stop)
+        self.max_context_tokens = max_context_tokens
+        self.trust_remote_code = trust_remote_code
         self._device_setting = device
         self._cache_dir = Path(cache_dir or Path.home() / ".cache" / "kbqa")
-        self._pair = None
+        self._engine: _Engine | None = None
 
     def _path(self) -> str:
         if self.name == PACKAGED_LLM:
@@ -62,41 +135,70 @@ class TransformersLLM:
         return str(path)
 
     def warm_up(self) -> None:
-        self._loaded()
+        with self._loaded().using(self.adapter_spec):
+            pass
 
-    def _loaded(self):
-        if self._pair is None:
-            self._pair = _load(self._path(), resolve_device(self._device_setting), self.adapter)
-        return self._pair
+    def _loaded(self) -> _Engine:
+        if self._engine is None:
+            self._engine = _load(self._path(), resolve_device(self._device_setting), self.trust_remote_code)
+        return self._engine
+
+    def for_adapter(self, name: str | None) -> "TransformersLLM":
+        """A view answering with adapter `name` ("base" = none, None = the default); shares the loaded model."""
+        view = copy.copy(self)
+        view.adapter_spec = self.registry.resolve(name)
+        view.adapter = view.adapter_spec.name if view.adapter_spec else None
+        return view
+
+    @property
+    def adapters(self) -> list[str]:
+        return self.registry.names()
 
     @property
     def tokenizer(self):
-        return self._loaded()[1]
+        return self._loaded().tokenizer
 
     @property
     def model(self):
-        return self._loaded()[0]
+        return self._loaded().model
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _has_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def _stops(self) -> tuple[str, ...]:
+        return self.stop if self._has_template() else self.stop + _FALLBACK_STOPS
+
     def _stop_ids(self) -> list[int]:
         tok = self.tokenizer
         ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         vocab = tok.get_vocab()
         ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
         return sorted(ids)
 
-    def _prompt(self, messages: Sequence[Message]) -> str:
+    def _render(self, messages: Sequence[Message]) -> str:
         tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
+        if self._has_template():
             return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         # fallback for models without a chat template
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return "\n\n".join(lines) + "\n\nAssistant:"
 
+    def _prompt(self, messages: Sequence[Message], max_tokens: int = 0) -> str:
+        """The rendered prompt, trimmed so that it plus `max_tokens` fits the context window."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        budget = prompt_budget(self.max_context_tokens, max_tokens, limit)
+        fitted = fit_messages(messages, lambda msgs: self.count_tokens(self._render(msgs)), budget)
+        return self._render(fitted)
+
     def _gen_kwargs(self, max_tokens: int, temperature: float) -> dict:
         kwargs = {"max_new_tokens": max_tokens, "eos_token_id": self._stop_ids(), "pad_token_id": self.tokenizer.pad_token_id}
+        if self._stops():
+            kwargs.update(stop_strings=list(self._stops()), tokenizer=self.tokenizer)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
         else:
@@ -109,37 +211,41 @@ class TransformersLLM:
     def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
         import torch
 
-        model, tok = self._loaded()
-        prompts = [self._prompt(m) for m in conversations]
+        engine = self._loaded()
+        tok = engine.tokenizer
+        prompts = [self._prompt(m, max_tokens) for m in conversations]
         tok.padding_side = "left"
-        inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature))
+        with engine.using(self.adapter_spec) as model:
+            inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                out = model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature))
         new = out[:, inputs["input_ids"].shape[1] :]
-        return [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+        return [cut_at_stop(tok.decode(row, skip_special_tokens=True), self._stops()).strip() for row in new]
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
         import torch
         from transformers import TextIteratorStreamer
 
-        model, tok = self._loaded()
-        inputs = tok([self._prompt(messages)], return_tensors="pt", add_special_tokens=False).to(model.device)
+        engine = self._loaded()
+        tok = engine.tokenizer
+        prompt = self._prompt(messages, max_tokens)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         errors: list[BaseException] = []
+        kwargs = self._gen_kwargs(max_tokens, temperature)
 
         def run() -> None:
             try:
-                with torch.inference_mode():
-                    model.generate(**inputs, streamer=streamer, **self._gen_kwargs(max_tokens, temperature))
+                with engine.using(self.adapter_spec) as model:
+                    inputs = tok([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
+                    with torch.inference_mode():
+                        model.generate(**inputs, streamer=streamer, **kwargs)
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
+        yield from (p for p in stream_until_stop(streamer, self._stops()) if p)
         thread.join()
         if errors:
             raise errors[0]

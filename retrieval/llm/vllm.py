@@ -1,0 +1,135 @@
+"""vLLM in-process (`vllm.LLM` with `SamplingParams`), for a GPU server.
+
+vLLM is imported only when this backend is selected. `model` is "smollm2" (the packaged
+model's cached folder) or a local model folder. vLLM applies the tokenizer's chat
+template itself (`LLM.chat`). Adapters go per request as a `LoRARequest`, so one engine
+serves every registered adapter (``enable_lora`` is on when adapters are registered).
+The offline engine has no token stream: `stream` yields the whole answer as one piece;
+for token streaming run `vllm serve` and use the `openai` backend.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from retrieval.llm.adapters import AdapterRegistry
+from retrieval.llm.context import fit_messages, prompt_budget
+from retrieval.packaged import PACKAGED_LLM
+
+Message = dict[str, str]
+_ENGINES: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def _import_vllm():
+    try:
+        import vllm
+        from vllm.lora.request import LoRARequest
+    except ImportError as exc:
+        raise ImportError("the vllm LLM backend needs vLLM (Linux with a CUDA GPU): pip install vllm") from exc
+    return vllm, LoRARequest
+
+
+class VLLMLLM:
+    def __init__(
+        self,
+        model: str = PACKAGED_LLM,
+        adapter: str | None = None,
+        *,
+        adapters: Mapping[str, str] | None = None,
+        stop: Sequence[str] = (),
+        max_context_tokens: int | None = None,
+        cache_dir: Path | None = None,
+        max_lora_rank: int = 64,
+        gpu_memory_utilization: float = 0.85,
+        trust_remote_code: bool = False,
+    ):
+        self.name = model
+        self.registry = AdapterRegistry(adapters, default=adapter)
+        self.adapter_spec = self.registry.default
+        self.adapter = self.adapter_spec.name if self.adapter_spec else None
+        self.stop = tuple(stop)
+        self.max_context_tokens = max_context_tokens
+        self.max_lora_rank = max_lora_rank
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.trust_remote_code = trust_remote_code
+        self._cache_dir = Path(cache_dir or Path.home() / ".cache" / "kbqa")
+
+    def _path(self) -> str:
+        if self.name == PACKAGED_LLM:
+            from retrieval.llm.model_cache import packaged_model_dir
+
+            return str(packaged_model_dir(self._cache_dir))
+        path = Path(self.name).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"llm.model: {self.name!r} is neither the packaged {PACKAGED_LLM!r} nor a local model folder")
+        return str(path)
+
+    @property
+    def engine(self):
+        vllm, _ = _import_vllm()
+        path = self._path()
+        lora = bool(self.registry.names())
+        key = (path, lora, self.max_context_tokens)
+        with _LOCK:
+            if key not in _ENGINES:
+                kwargs = dict(
+                    model=path,
+                    gpu_memory_utilization=self.gpu_memory_utilization,
+                    trust_remote_code=self.trust_remote_code,
+                    max_model_len=self.max_context_tokens,
+                )
+                if lora:
+                    kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=max(1, len(self.registry.names())))
+                _ENGINES[key] = vllm.LLM(**kwargs)
+            return _ENGINES[key]
+
+    def warm_up(self) -> None:
+        self.engine
+
+    def for_adapter(self, name: str | None) -> "VLLMLLM":
+        view = copy.copy(self)
+        view.adapter_spec = self.registry.resolve(name)
+        view.adapter = view.adapter_spec.name if view.adapter_spec else None
+        return view
+
+    @property
+    def adapters(self) -> list[str]:
+        return self.registry.names()
+
+    def _lora_request(self):
+        if self.adapter_spec is None:
+            return None
+        _, LoRARequest = _import_vllm()
+        spec = self.adapter_spec
+        return LoRARequest(spec.name, self.registry.int_id(spec), spec.path)
+
+    def _params(self, max_tokens: int, temperature: float):
+        vllm, _ = _import_vllm()
+        return vllm.SamplingParams(max_tokens=max_tokens, temperature=temperature, stop=list(self.stop) or None)
+
+    def _fit(self, messages: Sequence[Message], max_tokens: int) -> list[Message]:
+        tokenizer = self.engine.get_tokenizer()
+
+        def count(msgs: list[Message]) -> int:
+            text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        return fit_messages(messages, count, prompt_budget(self.max_context_tokens, max_tokens))
+
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+        if not conversations:
+            return []
+        fitted = [self._fit(m, max_tokens) for m in conversations]
+        outputs = self.engine.chat(
+            fitted, self._params(max_tokens, temperature), lora_request=self._lora_request(), use_tqdm=False
+        )
+        return [out.outputs[0].text.strip() for out in outputs]
+
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
+        return self.batch([messages], max_tokens=max_tokens, temperature=temperature)[0]
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+        yield self.generate(messages, max_tokens=max_tokens, temperature=temperature)
