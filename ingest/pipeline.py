@@ -1,27 +1,55 @@
-"""The ingestion pipeline: discover, parse and chunk, embed in batches, store, record.
+"""The ingestion pipeline: discover, parse (in worker processes) and chunk, embed in
+batches, store, record.
 
-Each document lands as a unit: its chunks are upserted (stable ids) into the vector
-store and the keyword index, then the manifest records it, then chunks of its old
-version are deleted. A run starts by deleting chunks the manifest does not know
-(left by an interrupted run), so re-running always converges.
+Crash safety. One writer at a time holds the knowledge base's lock. Each document
+lands as a unit: its chunks are upserted (stable ids) into the vector store, then
+the manifest records it (one SQLite transaction), then chunks of its old version are
+deleted; the BM25 index follows in memory and is saved now and then and at the end.
+A run starts by reconciling the three: chunks the manifest does not know are
+deleted from the store and BM25, chunks it knows but BM25 lacks are added back from
+the store's text, and a document whose chunks are missing from the store is dropped
+from the manifest so that it is ingested again. So a run killed at any point
+(SIGKILL included) is finished by the next one, every chunk present exactly once.
 """
 from __future__ import annotations
 
+import os
+import signal
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from tqdm import tqdm
 
-from ingest.chunking import chunk_document, content_hash
+from ingest.chunking import chunk_pages, content_hash
 from ingest.discover import discover
 from ingest.errors import LoadError
-from ingest.manifest import Manifest
+from ingest.lock import KBLock
+from ingest.manifest import DocumentRecord, Manifest
 from ingest.summary import FileResult, IngestSummary
+from ingest.workers import ParsePool, ParseTask, read_stable
 from retrieval.protocols import Embedder, VectorStore
 from retrieval.types import Chunk
+
+CRASH_ENV = "KBQA_CRASH_AT"  # test-only: "POINT[:N]" kills the process (SIGKILL) the N-th time POINT is reached
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
+    """Test hook for the crash tests; does nothing unless $KBQA_CRASH_AT names this point."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(nth or 1):
+        if before is not None:
+            before()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class KeywordIndex(Protocol):
@@ -29,6 +57,63 @@ class KeywordIndex(Protocol):
     def remove(self, ids: Sequence[str]) -> None: ...
     def save(self) -> None: ...
     def ids(self) -> set[str]: ...
+
+
+@dataclass
+class Reconciliation:
+    store_orphans_removed: int = 0
+    keyword_stray_removed: int = 0
+    keyword_missing_added: int = 0
+    records_dropped: list[str] = field(default_factory=list)  # sources whose chunks were missing from the store
+    temp_files_removed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.store_orphans_removed or self.keyword_stray_removed or self.keyword_missing_added or self.records_dropped or self.temp_files_removed)
+
+
+def reconcile(manifest: Manifest, store: VectorStore, keyword_index: KeywordIndex | None = None) -> Reconciliation:
+    """Bring vector store and keyword index into agreement with the manifest. Call under the lock."""
+    out = Reconciliation()
+    store_ids = set(store.all_ids())
+    known: set[str] = set()
+    for record in manifest.all():
+        ids = set(record.chunk_ids)
+        if not ids <= store_ids:  # cannot be rebuilt without re-parsing: forget it, so it is ingested again
+            manifest.delete(record.key)
+            out.records_dropped.append(record.source)
+            continue
+        known |= ids
+    orphans = [i for i in store_ids if i not in known]
+    if orphans:
+        store.delete(orphans)
+        out.store_orphans_removed = len(orphans)
+    if keyword_index is not None:
+        have = keyword_index.ids()
+        stray = [i for i in have if i not in known]
+        if stray:
+            keyword_index.remove(stray)
+            out.keyword_stray_removed = len(stray)
+        missing = sorted(known - have)
+        if missing:
+            keyword_index.add(store.get(missing))
+            out.keyword_missing_added = len(missing)
+        directory = getattr(keyword_index, "directory", None)
+        if directory is not None and Path(directory).is_dir():
+            for tmp in Path(directory).glob(".*.json.*"):  # a write interrupted before its rename
+                tmp.unlink(missing_ok=True)
+                out.temp_files_removed += 1
+        if stray or missing:
+            keyword_index.save()
+    return out
+
+
+@dataclass
+class _Planned:
+    path: Path
+    key: str
+    source: str
+    old: DocumentRecord | None
 
 
 @dataclass
@@ -62,6 +147,12 @@ class Ingestor:
         keyword_index: KeywordIndex | None = None,
         progress: bool = True,
         batch_chunks: int = 256,
+        lock: KBLock | None = None,
+        workers: int = 1,
+        file_timeout_s: float = 300.0,
+        max_file_bytes: int | None = None,
+        redact_pii: bool = False,
+        keyword_save_every_s: float = 30.0,
     ):
         self.manifest = manifest
         self.store = store
@@ -71,60 +162,67 @@ class Ingestor:
         self.keyword_index = keyword_index
         self.progress = progress
         self.batch_chunks = batch_chunks
+        self.lock = lock
+        self.workers = workers
+        self.file_timeout_s = file_timeout_s
+        self.max_file_bytes = max_file_bytes
+        self.redact_pii = redact_pii
+        self.keyword_save_every_s = keyword_save_every_s
+        self._last_keyword_save = time.monotonic()
+
+    def _locked(self):
+        from contextlib import nullcontext
+
+        return self.lock if self.lock is not None else nullcontext()
 
     # ---- public -----------------------------------------------------------------
     def ingest(self, paths: Sequence[str | Path], *, password: str | None = None, prune: bool = False) -> IngestSummary:
-        started = time.perf_counter()
-        summary = IngestSummary()
-        summary.chunks_removed += self.reconcile()
-        self._check_chunk_size()
-        found = discover(list(paths))
-        summary.files.extend(FileResult(p, "failed", reason=r) for p, r in found.problems)
-        summary.files.extend(FileResult(p, "skipped", reason=r) for p, r in found.skipped)
-        pending = self._parse(found.files, summary, password)
-        self._embed_and_store(pending, summary)
-        if prune:
-            keep = {str(p.resolve()) for p in found.files}
-            for raw in paths:
-                if Path(raw).is_dir():
-                    for record in self.manifest.under(str(Path(raw).resolve())):
-                        if record.key not in keep:
-                            summary.files.append(self._remove_record(record, summary))
-        self._save_keyword_index()
-        summary.seconds = time.perf_counter() - started
-        return summary
+        with self._locked():
+            started = time.perf_counter()
+            summary = IngestSummary()
+            summary.chunks_removed += self.reconcile()
+            self._check_chunk_size()
+            found = discover(list(paths))
+            summary.files.extend(FileResult(p, "failed", reason=r) for p, r in found.problems)
+            summary.files.extend(FileResult(p, "skipped", reason=r) for p, r in found.skipped)
+            planned = self._plan(found.files, summary)
+            self._parse_embed_store(planned, summary, password)
+            if prune:
+                keep = {str(p.resolve()) for p in found.files}
+                for raw in paths:
+                    if Path(raw).is_dir():
+                        for record in self.manifest.under(str(Path(raw).resolve())):
+                            if record.key not in keep:
+                                summary.files.append(self._remove_record(record, summary))
+            self._save_keyword_index()
+            summary.seconds = time.perf_counter() - started
+            return summary
 
     def remove(self, paths: Sequence[str | Path]) -> IngestSummary:
-        started = time.perf_counter()
-        summary = IngestSummary()
-        for raw in paths:
-            path = Path(raw)
-            records = []
-            record = self.manifest.get(str(path.resolve())) or self.manifest.find_by_source(str(raw))
-            if record:
-                records.append(record)
-            elif path.is_dir():
-                records.extend(self.manifest.under(str(path.resolve())))
-            if not records:
-                summary.files.append(FileResult(str(raw), "failed", reason="not in the knowledge base"))
-            for record in records:
-                summary.files.append(self._remove_record(record, summary))
-        self._save_keyword_index()
-        summary.seconds = time.perf_counter() - started
-        return summary
+        with self._locked():
+            started = time.perf_counter()
+            summary = IngestSummary()
+            summary.chunks_removed += self.reconcile()
+            for raw in paths:
+                path = Path(raw)
+                records = []
+                record = self.manifest.get(str(path.resolve())) or self.manifest.find_by_source(str(raw))
+                if record:
+                    records.append(record)
+                elif path.is_dir():
+                    records.extend(self.manifest.under(str(path.resolve())))
+                if not records:
+                    summary.files.append(FileResult(str(raw), "failed", reason="not in the knowledge base"))
+                for record in records:
+                    summary.files.append(self._remove_record(record, summary))
+            self._save_keyword_index()
+            summary.seconds = time.perf_counter() - started
+            return summary
 
     def reconcile(self) -> int:
-        """Delete chunks that the manifest does not list (left by an interrupted run)."""
-        known = self.manifest.all_chunk_ids()
-        orphans = [i for i in self.store.all_ids() if i not in known]
-        if orphans:
-            self.store.delete(orphans)
-        if self.keyword_index is not None:
-            stray = [i for i in self.keyword_index.ids() if i not in known]
-            if stray:
-                self.keyword_index.remove(stray)
-                self.keyword_index.save()
-        return len(orphans)
+        """Repair what an interrupted run left; returns how many stray chunks were deleted from the store."""
+        with self._locked():
+            return reconcile(self.manifest, self.store, self.keyword_index).store_orphans_removed
 
     # ---- steps ------------------------------------------------------------------
     def _check_chunk_size(self) -> None:
@@ -135,58 +233,109 @@ class Ingestor:
                 f"reads ({limit} tokens); lower it"
             )
 
-    def _parse(self, files: list[Path], summary: IngestSummary, password: str | None) -> list[_Pending]:
-        pending: list[_Pending] = []
-        bar = tqdm(files, desc="parsing", unit="file", disable=not self.progress or not files)
-        for path in bar:
+    def _plan(self, files: list[Path], summary: IngestSummary) -> list[_Planned]:
+        """Hash every file: unchanged ones and duplicates (same bytes under another name) are not parsed."""
+        hashed: list[tuple[Path, str, str, str, bool]] = []  # path, key, source, hash, empty
+        for path in files:
             source = display_path(path)
-            key = str(path.resolve())
             try:
-                data = path.read_bytes()
-            except OSError as exc:
-                summary.files.append(FileResult(source, "failed", reason=f"cannot read: {exc.strerror or exc}"))
-                continue
-            doc_hash = content_hash(data)
-            old = self.manifest.get(key)
-            if old is not None and old.doc_hash == doc_hash:
-                summary.files.append(FileResult(source, "unchanged", chunks=len(old.chunk_ids)))
-                continue
-            try:
-                chunks, pages = chunk_document(
-                    path,
-                    data,
-                    key=key,
-                    source=old.source if old else source,
-                    count_tokens=self.embedder.count_tokens,
-                    chunk_tokens=self.chunk_tokens,
-                    overlap_tokens=self.overlap_tokens,
-                    password=password,
-                )
+                data = read_stable(path, self.max_file_bytes)
             except LoadError as exc:
                 summary.files.append(FileResult(source, "failed", reason=exc.reason + (f" ({exc.hint})" if exc.hint else "")))
                 continue
-            except Exception as exc:  # never let one file stop the batch, never hide it
-                summary.files.append(FileResult(source, "failed", reason=f"{type(exc).__name__}: {exc}"))
+            except FileNotFoundError:
+                summary.files.append(FileResult(source, "failed", reason="file vanished during ingestion (no such file)"))
                 continue
-            status = "replaced" if old else "added"
-            result = FileResult(old.source if old else source, status, chunks=len(chunks))
-            pending.append(_Pending(result, key, result.path, doc_hash, chunks, pages, len(data), old.chunk_ids if old else []))
-        return pending
+            except OSError as exc:
+                summary.files.append(FileResult(source, "failed", reason=f"cannot read: {exc.strerror or exc}"))
+                continue
+            hashed.append((path, str(path.resolve()), source, content_hash(data), not data))
+        now = {key: doc_hash for _, key, _, doc_hash, _ in hashed}
+        planned: list[_Planned] = []
+        first_by_hash: dict[str, str] = {}
+        for path, key, source, doc_hash, empty in hashed:
+            old = self.manifest.get(key)
+            if old is not None and old.doc_hash == doc_hash:
+                summary.files.append(FileResult(old.source, "unchanged", chunks=len(old.chunk_ids)))
+                first_by_hash.setdefault(doc_hash, old.source)
+                continue
+            original = None if empty else first_by_hash.get(doc_hash) or self._indexed_copy(doc_hash, key, now)
+            if original is not None:
+                if old is not None:  # this file's old version is gone; it now repeats another file
+                    self._remove_record(old, summary)
+                summary.files.append(FileResult(source, "skipped", reason=f"duplicate of {original} (same content; not indexed twice)"))
+                continue
+            if not empty:
+                first_by_hash[doc_hash] = old.source if old else source
+            planned.append(_Planned(path, key, old.source if old else source, old))
+        return planned
 
-    def _embed_and_store(self, pending: list[_Pending], summary: IngestSummary) -> None:
-        total = sum(len(p.chunks) for p in pending)
-        bar = tqdm(total=total, desc="embedding", unit="chunk", disable=not self.progress or total == 0)
+    def _indexed_copy(self, doc_hash: str, key: str, now: dict[str, str]) -> str | None:
+        """The source of an indexed document with these bytes under another name that still holds them."""
+        for record in self.manifest.find_by_hash(doc_hash):
+            if record.key != key and now.get(record.key, doc_hash) == doc_hash and Path(record.key).is_file():
+                return record.source
+        return None
+
+    def _parse_embed_store(self, planned: list[_Planned], summary: IngestSummary, password: str | None) -> None:
+        by_path = {str(p.path): p for p in planned}
+        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes) for p in planned]
+        pool = ParsePool(self.workers, self.file_timeout_s, ahead=max(2, 2 * self.workers))
+        parse_bar = tqdm(total=len(tasks), desc="parsing", unit="file", disable=not self.progress or not tasks, position=0)
+        embed_bar = tqdm(total=0, desc="embedding", unit="chunk", disable=not self.progress or not tasks, position=1)
         group: list[_Pending] = []
         size = 0
-        for item in pending:
-            group.append(item)
-            size += len(item.chunks)
-            if size >= self.batch_chunks:
-                self._commit_group(group, summary, bar)
-                group, size = [], 0
-        if group:
-            self._commit_group(group, summary, bar)
-        bar.close()
+        try:
+            for parsed in pool.map(tasks):
+                parse_bar.update(1)
+                crash_point("parsed")
+                item = by_path[parsed.task.path]
+                pending = self._chunk(item, parsed, summary)
+                if pending is None:
+                    continue
+                embed_bar.total += len(pending.chunks)
+                embed_bar.refresh()
+                group.append(pending)
+                size += len(pending.chunks)
+                if size >= self.batch_chunks:
+                    self._commit_group(group, summary, embed_bar)
+                    group, size = [], 0
+            if group:
+                self._commit_group(group, summary, embed_bar)
+        finally:
+            parse_bar.close()
+            embed_bar.close()
+
+    def _chunk(self, item: _Planned, parsed, summary: IngestSummary) -> _Pending | None:
+        if parsed.error:
+            summary.files.append(FileResult(item.source, "failed", reason=parsed.error))
+            return None
+        if item.old is not None and item.old.doc_hash == parsed.doc_hash:  # changed back since planning
+            summary.files.append(FileResult(item.source, "unchanged", chunks=len(item.old.chunk_ids)))
+            return None
+        try:
+            chunks = chunk_pages(
+                item.path,
+                parsed.pages,
+                key=item.key,
+                source=item.source,
+                doc_hash=parsed.doc_hash,
+                count_tokens=self.embedder.count_tokens,
+                chunk_tokens=self.chunk_tokens,
+                overlap_tokens=self.overlap_tokens,
+                clean=False,
+            )
+        except LoadError as exc:
+            summary.files.append(FileResult(item.source, "failed", reason=exc.reason + (f" ({exc.hint})" if exc.hint else "")))
+            return None
+        except Exception as exc:  # never let one file stop the batch, never hide it
+            summary.files.append(FileResult(item.source, "failed", reason=f"{type(exc).__name__}: {exc}"))
+            return None
+        reason = None
+        if parsed.redactions:
+            reason = "redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(parsed.redactions.items()))
+        result = FileResult(item.source, "replaced" if item.old else "added", chunks=len(chunks), reason=reason)
+        return _Pending(result, item.key, item.source, parsed.doc_hash, chunks, len(parsed.pages), parsed.size, item.old.chunk_ids if item.old else [])
 
     def _commit_group(self, group: list[_Pending], summary: IngestSummary, bar) -> None:
         texts = [c.text for item in group for c in item.chunks]
@@ -203,18 +352,22 @@ class Ingestor:
             self._commit(item, vectors[offset : offset + n], summary)
             offset += n
             bar.update(n)
+        if time.monotonic() - self._last_keyword_save >= self.keyword_save_every_s:
+            self._save_keyword_index()
 
     def _commit(self, item: _Pending, vectors, summary: IngestSummary) -> None:
         try:
             self.store.upsert(item.chunks, vectors)
-            if self.keyword_index is not None:
-                self.keyword_index.add(item.chunks)
+            crash_point("after_upsert")
             self.manifest.put(item.key, item.source, item.doc_hash, [c.id for c in item.chunks], item.pages, item.size)
+            crash_point("after_manifest")
             new_ids = {c.id for c in item.chunks}
             stale = [i for i in item.old_ids if i not in new_ids]
             if stale:
                 self.store.delete(stale)
-                if self.keyword_index is not None:
+            if self.keyword_index is not None:
+                self.keyword_index.add(item.chunks)
+                if stale:
                     self.keyword_index.remove(stale)
             summary.chunks_added += len(item.chunks)
             summary.chunks_removed += len(stale)
@@ -222,14 +375,26 @@ class Ingestor:
             item.result.status, item.result.reason, item.result.chunks = "failed", f"storing failed: {type(exc).__name__}: {exc}", 0
         summary.files.append(item.result)
 
-    def _remove_record(self, record, summary: IngestSummary) -> FileResult:
+    def _remove_record(self, record: DocumentRecord, summary: IngestSummary) -> FileResult:
+        # manifest first: a crash after it leaves only orphans, which the next run deletes
+        self.manifest.delete(record.key)
+        crash_point("after_manifest_delete")
         self.store.delete(record.chunk_ids)
         if self.keyword_index is not None:
             self.keyword_index.remove(record.chunk_ids)
-        self.manifest.delete(record.key)
         summary.chunks_removed += len(record.chunk_ids)
         return FileResult(record.source, "removed", chunks=len(record.chunk_ids))
 
     def _save_keyword_index(self) -> None:
-        if self.keyword_index is not None:
-            self.keyword_index.save()
+        if self.keyword_index is None:
+            return
+        crash_point("keyword_save", before=self._torn_keyword_write)
+        self.keyword_index.save()
+        self._last_keyword_save = time.monotonic()
+
+    def _torn_keyword_write(self) -> None:
+        """For the crash test: leave what a write killed before its rename leaves (a partial temp file)."""
+        directory = getattr(self.keyword_index, "directory", None)
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            (Path(directory) / ".tokens.json.torn").write_text('{"partial": [', encoding="utf-8")
