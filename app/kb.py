@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from app.settings import Settings
+from ingest.lock import KBLock
 from ingest.manifest import Manifest
 from ingest.pipeline import Ingestor
 from ingest.summary import IngestSummary
@@ -98,7 +99,7 @@ class KnowledgeBase:
     # ---- ingestion -----------------------------------------------------------------
     def _ingestor(self, progress: bool) -> Ingestor:
         self._ensure_record()
-        c = self.settings.chunking
+        c, i = self.settings.chunking, self.settings.ingest
         return Ingestor(
             self.manifest,
             self.store,
@@ -107,6 +108,12 @@ class KnowledgeBase:
             overlap_tokens=c.overlap_tokens,
             keyword_index=self.keyword_index,
             progress=progress,
+            batch_chunks=i.batch_chunks,
+            lock=KBLock(self.path, timeout_s=i.lock_timeout_s),
+            workers=i.workers,
+            file_timeout_s=i.file_timeout_s,
+            max_file_bytes=int(i.max_file_mb * 2**20),
+            redact_pii=i.redact_pii,
         )
 
     def _ensure_record(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ingest.clean import clean_text
 from ingest.errors import LoadError
-from ingest.loaders import load_document
+from ingest.loaders import Page, load_document
 from ingest.split import split_text
 from retrieval.types import Chunk
 
@@ -33,12 +33,32 @@ def chunk_document(
     password: str | None = None,
 ) -> tuple[list[Chunk], int]:
     """Return (chunks, number of pages). Raises LoadError naming the file and reason."""
-    doc_hash = content_hash(data)
     pages = load_document(path, data, password=password)
+    chunks = chunk_pages(
+        path, pages, key=key, source=source, doc_hash=content_hash(data), count_tokens=count_tokens,
+        chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+    )
+    return chunks, len(pages)
+
+
+def chunk_pages(
+    path: Path,
+    pages: Sequence[Page],
+    *,
+    key: str,
+    source: str,
+    doc_hash: str,
+    count_tokens: Callable[[Sequence[str]], list[int]],
+    chunk_tokens: int,
+    overlap_tokens: int,
+    clean: bool = True,
+) -> list[Chunk]:
+    """Already-extracted pages -> chunks (``clean=False``: their text is already cleaned).
+    Raises LoadError when no text is left."""
     chunks: list[Chunk] = []
     seen: set[str] = set()
     for page in pages:
-        text = clean_text(page.text)
+        text = clean_text(page.text) if clean else page.text
         for piece in split_text(text, count_tokens, chunk_tokens, overlap_tokens):
             digest = hashlib.sha256(piece.encode()).hexdigest()
             if digest in seen:  # exact duplicate chunk within the document
@@ -48,4 +68,4 @@ def chunk_document(
             chunks.append(Chunk(chunk_id(key, doc_hash, index), piece, source, page.page, index, doc_hash))
     if not chunks:
         raise LoadError(path, "no extractable text", "a scanned document needs OCR before it can be ingested")
-    return chunks, len(pages)
+    return chunks
