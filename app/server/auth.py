@@ -178,7 +178,7 @@ def bearer_token(header: str | None) -> str | None:
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False
-    if host == "localhost" or host == "testclient":
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -40,7 +40,7 @@ def sources_markdown(sources) -> tuple[str, str]:
         name = Path(hit.chunk.source).name
         if name not in names:
             names.append(name)
-    title = f"📚 Sources: {', '.join(names)}"
+    title = f"Sources: {', '.join(names)}"
     blocks = []
     for n, hit in enumerate(sources, start=1):
         page = f" · p. {hit.chunk.page}" if hit.chunk.page else ""
