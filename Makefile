@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install browser demo test test-slow bench clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,16 @@ demo: install
 	$(VENV)/bin/ingest data/sample --kb kb-demo
 	$(VENV)/bin/kbqa chat --kb kb-demo
 
-test: install
+test: install browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+
+# The browser test (tests/test_ui.py) drives Debian's chromium; install it when missing and we may.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	      || echo "warning: could not install chromium; tests/test_ui.py will be skipped"; \
+	  else echo "note: no chromium and cannot apt-get install it; tests/test_ui.py will be skipped"; fi; }
 
 test-slow: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -m slow
