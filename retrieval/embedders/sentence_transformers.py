@@ -58,6 +58,8 @@ def _load(path: str, device: str, precision: str):
                 raise ImportError("sentence-transformers is missing: pip install sentence-transformers") from exc
             model = SentenceTransformer(path, device=device, local_files_only=True)
             model.eval()
+            if precision in {"fp32", "int8"}:
+                model.float()  # a checkpoint saved in half precision loads as such
             if precision == "fp16":
                 model.half()
             elif precision == "bf16":
@@ -103,6 +105,7 @@ class SentenceTransformerEmbedder:
         self.precision = precision
         self._model = None
         self._device: str | None = None
+        self.slice_texts = 4096  # texts tokenized ahead while the model encodes the previous slice
 
     def _path(self) -> str:
         if self.name == PACKAGED_EMBEDDER:
@@ -149,35 +152,78 @@ class SentenceTransformerEmbedder:
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
+    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, truncated to the model's window (one Rust call)."""
+        fast = self._fast_tokenizer()
+        if fast is not None:
+            return [e.ids for e in fast.encode_batch(list(texts))]
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, padding=False)["input_ids"]
+
+    def _fast_tokenizer(self):
+        if not hasattr(self, "_fast"):
+            import copy
+
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            self._fast = None
+            if backend is not None:
+                fast = copy.deepcopy(backend)
+                fast.enable_truncation(self.max_tokens)
+                fast.no_padding()
+                self._fast = fast
+        return self._fast
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors for `texts`. Long inputs go in slices: the next slice is tokenized in a
+        thread (the Rust tokenizer releases the GIL) while the model encodes this one."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        texts = list(texts)
+        model = self.model
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        slice_size = max(1, self.slice_texts)
+        starts = list(range(0, len(texts), slice_size))
+        if len(starts) == 1:
+            self._encode_ids(model, self._token_ids(texts), out, 0)
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._token_ids, texts[: slice_size])
+            for n, start in enumerate(starts):
+                ids = pending.result()
+                if n + 1 < len(starts):
+                    nxt = starts[n + 1]
+                    pending = pool.submit(self._token_ids, texts[nxt : nxt + slice_size])
+                self._encode_ids(model, ids, out, start)
+        return out
+
+    def _encode_ids(self, model, ids: list[list[int]], out: np.ndarray, offset: int) -> None:
         import torch
 
-        model = self.model
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, padding=False)
-        ids = encoded["input_ids"]
-        has_types = "token_type_ids" in encoded
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # about batch_size texts of a full window per batch; more when texts are short
         budget = self.batch_size * max(self.max_tokens // 2, 1)
         pad = self.tokenizer.pad_token_id or 0
+        wants_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        done: list[tuple[list[int], object]] = []  # copied back once at the end: no sync per batch
         with torch.inference_mode():
             for batch in length_batches([len(i) for i in ids], self.batch_size * 4, budget):
                 width = len(ids[batch[0]])
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                input_ids = np.full((len(batch), width), pad, dtype=np.int64)
+                mask = np.zeros((len(batch), width), dtype=np.int64)
                 for row, i in enumerate(batch):
                     n = len(ids[i])
-                    input_ids[row, :n] = torch.tensor(ids[i], dtype=torch.long)
+                    input_ids[row, :n] = ids[i]
                     mask[row, :n] = 1
-                features = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
-                if has_types:
+                features = {
+                    "input_ids": torch.from_numpy(input_ids).to(self.device, non_blocking=True),
+                    "attention_mask": torch.from_numpy(mask).to(self.device, non_blocking=True),
+                }
+                if wants_types:
                     features["token_type_ids"] = torch.zeros_like(features["input_ids"])
                 vectors = model(features)["sentence_embedding"].float()
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-                out[batch] = vectors.cpu().numpy()
-        return out
+                done.append((batch, torch.nn.functional.normalize(vectors, p=2, dim=1)))
+            for batch, vectors in done:
+                out[[offset + i for i in batch]] = vectors.cpu().numpy()
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
