@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
+from app.answer_cache import AnswerCache, cache_key, manifest_state
 from app.settings import Settings
 from ingest.lock import KBLock
 from ingest.manifest import Manifest
@@ -153,14 +154,39 @@ class KnowledgeBase:
         return result, lang, retrieve_ms
 
     def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Answer:
+        llm, adapter = self.llm, None
+        started = time.perf_counter()
+        key = self._answer_key(question, k, history, adapter, llm)
+        if key is not None and (cached := self.answer_cache.get(key)) is not None:
+            cached.timings = {"retrieve_ms": 0.0, "generate_ms": 0.0, "cache_ms": (time.perf_counter() - started) * 1000}
+            return cached
         result, lang, retrieve_ms = self._prepare(question, k, history)
         if not result.found:
             return Answer(NOT_FOUND[lang], [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0}, found=False)
         started = time.perf_counter()
         s = self.settings.llm
-        text = self.llm.generate(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
+        text = llm.generate(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
         generate_ms = (time.perf_counter() - started) * 1000
-        return Answer(text, result.hits, {"retrieve_ms": retrieve_ms, "generate_ms": generate_ms})
+        answer = Answer(text, result.hits, {"retrieve_ms": retrieve_ms, "generate_ms": generate_ms})
+        if key is not None:
+            self.answer_cache.put(key, answer)
+        return answer
+
+    @cached_property
+    def answer_cache(self) -> AnswerCache:
+        return AnswerCache(self.settings.llm.answer_cache)
+
+    def _answer_key(self, question: str, k: int | None, history, adapter: str | None, llm) -> str | None:
+        """The answer cache's key, or None where an answer must not be reused (see app/answer_cache.py)."""
+        if history or self.record is None or self.settings.llm.temperature > 0 or self.settings.llm.answer_cache <= 0:
+            return None
+        parts = {
+            "retrieval": self.settings.retrieval.model_dump(),
+            "llm": self.settings.llm.model_dump(),
+            "adapter": adapter,
+            "model": [type(llm).__name__, getattr(llm, "name", None), getattr(llm, "adapter", None)],
+        }
+        return cache_key(question, k or self.settings.retrieval.k, parts, manifest_state(self.manifest.conn))
 
     def ask_batch(self, questions: Sequence[str], k: int | None = None, *, batch_size: int = 8, on_done=None) -> list[Answer]:
         """`ask` for many questions, generating `batch_size` answers at a time (`LLM.batch`).

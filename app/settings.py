@@ -89,6 +89,7 @@ class LLMSettings(_Section):
     api_key: str | None = None  # openai backend
     timeout_s: float = Field(120.0, gt=0)  # openai backend: per request
     max_retries: int = Field(2, ge=0)  # openai backend: retries on connection errors, 429 and 5xx
+    answer_cache: int = Field(256, ge=0)  # answers kept for repeated identical questions (app/answer_cache.py); 0 = off
 
 
 class Settings(_Section):
