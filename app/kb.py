@@ -69,7 +69,7 @@ class KnowledgeBase:
     def store(self) -> VectorStore:
         dim = self.record.dim if self.record else self.embedder.dim
         s = self.settings.store
-        return make_store(s.backend, self.path, dim, url=s.chroma_url, collection=_collection_name(self.path))
+        return make_store(s.backend, self.path, dim, url=s.chroma_url, collection=_collection_name(self.path, s.chroma_url))
 
     @cached_property
     def keyword_index(self) -> BM25Index:
@@ -153,8 +153,15 @@ class KnowledgeBase:
         lang = detect_language(question)
         return result, lang, retrieve_ms
 
-    def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Answer:
-        llm, adapter = self.llm, None
+    def llm_for(self, adapter: str | None = None) -> LLM:
+        """The LLM answering with LoRA adapter `adapter`: a name from ``llm.adapters``,
+        ``"base"`` (no adapter) or None (the default). Shares the loaded base model."""
+        from retrieval.llm.adapters import select_adapter
+
+        return select_adapter(self.llm, adapter)
+
+    def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
+        llm = self.llm_for(adapter)
         started = time.perf_counter()
         key = self._answer_key(question, k, history, adapter, llm)
         if key is not None and (cached := self.answer_cache.get(key)) is not None:
@@ -233,17 +240,20 @@ class KnowledgeBase:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        adapter: str | None = None,
     ) -> tuple[Retrieval, Iterator[str]]:
         """Retrieve now; return the retrieval (sources before the first token) and the text stream.
 
-        Used by the server: one retrieval per answer, and per-request generation limits.
+        Used by the server: one retrieval per answer, and per-request generation limits
+        and LoRA adapter (see `llm_for`).
         """
+        llm = self.llm_for(adapter)
         result, lang, _ = self._prepare(question, k, history)
         if not result.found:
             return result, iter([NOT_FOUND[lang]])
         s = self.settings.llm
         messages = build_messages(question, result.hits, lang)
-        tokens = self.llm.stream(
+        tokens = llm.stream(
             messages,
             max_tokens=max_tokens or s.max_new_tokens,
             temperature=s.temperature if temperature is None else temperature,
@@ -256,5 +266,12 @@ class KnowledgeBase:
         return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k)
 
 
-def _collection_name(path: Path) -> str:
-    return "kbqa"
+def _collection_name(path: Path, url: str | None = None) -> str:
+    """Embedded Chroma: one collection per directory. A Chroma server holds many knowledge
+    bases: one collection each, named after the knowledge base's directory, so that every
+    worker that opens the same directory (or a copy of it with the same name) shares it."""
+    if not url:
+        return "kbqa"
+    import re
+
+    return "kbqa-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).resolve().name).strip("-._") or "kb")

@@ -135,6 +135,14 @@ class QAService:
     def kb(self, name: str) -> KnowledgeBase:
         return self._entry(name).kb
 
+    def adapters(self, kb: str) -> list[str]:
+        """The LoRA adapters a request may name for `kb` (as ``"kb:adapter"``); "base" is always there."""
+        return ["base", *getattr(self.kb(kb).llm, "adapters", [])]
+
+    def check_adapter(self, kb: str, adapter: str | None) -> None:
+        """Raise KeyError (unknown name) or ValueError (backend without adapters) before any work."""
+        self.kb(kb).llm_for(adapter)
+
     def warm_up(self) -> None:
         for n, entry in enumerate(self._kbs.values()):
             entry.kb.warm_up(llm=n == 0)  # the LLM is shared: load it once
@@ -157,10 +165,13 @@ class QAService:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        adapter: str | None = None,
     ) -> StreamedAnswer:
         entry = self._entry(kb)
         with entry.lock:
-            result, tokens = entry.kb.stream_with_sources(question, history=list(history or []), max_tokens=max_tokens, temperature=temperature)
+            result, tokens = entry.kb.stream_with_sources(
+                question, history=list(history or []), max_tokens=max_tokens, temperature=temperature, adapter=adapter
+            )
         return StreamedAnswer(result.hits if result.found else [], result.found, tokens)
 
     def chat(self, kb: str, question: str, history: Sequence[Message] | None = None, **limits) -> Reply:

@@ -113,3 +113,33 @@ def test_settings_route_adapters_to_the_backend(lora_setup, tmp_path):
     assert llm.adapters == ["alpha", "beta"] and llm.adapter == "alpha"
     env = {"KBQA_LLM__ADAPTERS__GAMMA": adapters["beta"]}
     assert make_llm(Settings.load(env=env).llm, s.cache_dir).adapters == ["gamma"]
+
+
+def test_api_model_field_picks_knowledge_base_and_adapter(lora_setup, settings, sample_kb_dir):
+    """`kbqa serve`: model "sample:alpha" answers from the sample KB with adapter alpha."""
+    import httpx
+    import openai
+
+    from app.server import ServerConfig, build_app
+    from app.service import QAService
+    from live_server import running
+
+    _, adapters = lora_setup
+    s = settings.with_overrides({"llm.adapters": adapters, "llm.max_new_tokens": MAX_TOKENS})
+    service = QAService.open([f"sample={sample_kb_dir}"], s)
+    kb = service.kb("sample")
+    question = "When did the Lanshan Mountain Railway open to the public?"
+    expected = {name: kb.ask(question, adapter=name).answer for name in ("alpha", "beta", "base")}
+    assert len(set(expected.values())) == 3, expected
+    with running(build_app(service, config=ServerConfig(ui=False))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
+        ids = [m.id for m in client.models.list().data]
+        assert ids == ["sample", "sample:alpha", "sample:beta"]
+        for model, name in [("sample:alpha", "alpha"), ("sample:beta", "beta"), ("sample", "base"), ("sample:base", "base")]:
+            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=MAX_TOKENS)
+            assert reply.choices[0].message.content == expected[name], model
+        with httpx.Client(base_url=url, timeout=60) as http:
+            bad = http.post("/v1/chat/completions", json={"model": "sample:gamma", "messages": [{"role": "user", "content": question}]})
+            assert bad.status_code == 404 and "unknown adapter 'gamma'" in bad.json()["error"]["message"]
+            bad = http.post("/v1/chat/completions", json={"model": "nokb:alpha", "messages": [{"role": "user", "content": question}]})
+            assert bad.status_code in (403, 404) and "nokb" in bad.json()["error"]["message"]

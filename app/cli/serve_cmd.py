@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0, help="largest accepted upload, in MB (default 20)")
     p.add_argument("--no-ui", dest="ui", action="store_false", help="serve only the REST API")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="load models on the first request instead of at start-up")
+    p.add_argument("--workers", type=int, default=1, help="worker processes behind the port, each with its own models (default 1; share a Chroma server between them)")
     add_settings_flags(p)
     p.set_defaults(func=cmd_serve)
 
@@ -53,6 +54,13 @@ def cmd_serve(args) -> int:
     for warning in keyring.check_kbs(service.names()):
         log.warning(warning)
     host = choose_host(args.host, keyring.enabled)
+    if args.workers < 1:
+        fail(f"--workers {args.workers}: need at least 1")
+    if args.workers > 1:
+        from app.server.worker_app import serve_workers
+
+        config = ServerConfig(host=host, port=args.port, max_upload_bytes=max_bytes, ui=args.ui)
+        return serve_workers(args, settings, config, args.workers)
     if args.warm_up:
         log.info("loading models for %s ...", ", ".join(service.names()))
         service.warm_up()

@@ -24,6 +24,7 @@ from app.server.auth import LOCAL, KeyRing, Principal, bearer_token, is_loopback
 from app.server.metrics import Metrics, MetricsMiddleware
 from app.server.uploads import DEFAULT_MAX_BYTES
 from app.service import QAService, UnknownDocument, UnknownKB, sources_payload
+from retrieval.llm.adapters import parse_model_field
 
 log = logging.getLogger("kbqa.server")
 MAX_FILES_PER_REQUEST = 20
@@ -60,7 +61,7 @@ class ChatRequest(BaseModel):
     """OpenAI's chat completion request; `model` names a knowledge base. Other OpenAI fields are accepted and ignored."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, description="the knowledge base to answer from")
+    model: str = Field(min_length=1, description="the knowledge base to answer from, or 'kb:adapter' to pick a LoRA adapter ('kb:base' for none)")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -170,11 +171,26 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
     # ---- OpenAI-compatible ----------------------------------------------------------------
     @app.get("/v1/models", tags=["openai"])
     def models(who: Caller) -> dict:
-        return {"object": "list", "data": [{"id": kb, "object": "model", "owned_by": "kbqa", "created": 0} for kb in who.readable(service.names())]}
+        ids = []
+        for kb in who.readable(service.names()):
+            ids += [kb] + [f"{kb}:{adapter}" for adapter in service.adapters(kb) if adapter != "base"]
+        return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "kbqa", "created": 0} for i in ids]}
 
     @app.post("/v1/chat/completions", tags=["openai"])
     def chat_completions(body: ChatRequest, who: Caller):
-        need(who, body.model)
+        try:
+            kb, adapter = parse_model_field(body.model)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if kb is None:
+            raise HTTPException(422, f"model {body.model!r}: name the knowledge base, as 'kb' or 'kb:adapter'")
+        need(who, kb)
+        try:
+            service.check_adapter(kb, adapter)
+        except UnknownKB:
+            raise
+        except (KeyError, ValueError) as exc:
+            raise HTTPException(404, f"model {body.model!r}: {exc.args[0]}") from None
         turns = [m for m in body.messages if m.role in ("user", "assistant")]
         if not turns or turns[-1].role != "user":
             raise HTTPException(422, "messages: the last user/assistant message must be the user's question")
@@ -183,8 +199,8 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
             raise HTTPException(422, f"messages[{len(body.messages) - 1}].content: the question is empty")
         history = [{"role": m.role, "content": m.text()} for m in turns[:-1]]
         limits = {"max_tokens": body.max_completion_tokens or body.max_tokens, "temperature": body.temperature}
-        answer = service.stream(body.model, question, history, **limits)
-        metrics.answered(body.model, answer.found)
+        answer = service.stream(kb, question, history, adapter=adapter, **limits)
+        metrics.answered(kb, answer.found)
         sources = sources_payload(answer.sources)
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if not body.stream:

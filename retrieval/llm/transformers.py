@@ -43,6 +43,7 @@ class _Engine:
         self.tokenizer = tokenizer
         self.lock = threading.RLock()
         self.adapters: dict[str, str] = {}  # peft module name -> folder
+        self.stop_ids: list[int] | None = None  # EOS and end-of-turn token ids, found once
 
     def _add(self, spec: AdapterSpec) -> None:
         known = self.adapters.get(spec.module_name)
@@ -172,6 +173,12 @@ class TransformersLLM:
         return self.stop if self._has_template() else self.stop + _FALLBACK_STOPS
 
     def _stop_ids(self) -> list[int]:
+        engine = self._loaded()
+        if engine.stop_ids is None:
+            engine.stop_ids = self._find_stop_ids()
+        return engine.stop_ids
+
+    def _find_stop_ids(self) -> list[int]:
         tok = self.tokenizer
         ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -209,6 +216,8 @@ class TransformersLLM:
         return self.batch([messages], max_tokens=max_tokens, temperature=temperature)[0]
 
     def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+        if not conversations:
+            return []
         import torch
 
         engine = self._loaded()
