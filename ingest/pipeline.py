@@ -33,12 +33,12 @@ from ingest.workers import ParsePool, ParseTask, read_stable
 from retrieval.protocols import Embedder, VectorStore
 from retrieval.types import Chunk
 
-CRASH_ENV = "KBQA_CRASH_AT"  # test-only: "POINT[:N]" kills the process (SIGKILL) the N-th time POINT is reached
+CRASH_ENV = "KBQATEST_CRASH_AT"  # test-only: "POINT[:N]" kills the process (SIGKILL) the N-th time POINT is reached
 _crash_counts: dict[str, int] = {}
 
 
 def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
-    """Test hook for the crash tests; does nothing unless $KBQA_CRASH_AT names this point."""
+    """Test hook for the crash tests; does nothing unless $KBQATEST_CRASH_AT names this point."""
     spec = os.environ.get(CRASH_ENV)
     if not spec:
         return

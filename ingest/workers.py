@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.errors import LoadError
+
+
+HANG_ENV = "KBQATEST_PARSE_HANG"  # test-only: a file of this name makes its parser hang (per-file time limit test)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
 def read_stable(path: Path, max_bytes: int | None = None) -> bytes:
     """Read a file, refusing one that is too large or that changes while being read."""
     before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):  # a FIFO or device would block or never end
+        raise LoadError(path, "not a regular file (a pipe, socket or device)")
     if max_bytes is not None and before.st_size > max_bytes:
         raise LoadError(path, f"file too large ({before.st_size / 2**20:.1f} MiB > {max_bytes / 2**20:.1f} MiB limit, setting ingest.max_file_mb)")
     data = path.read_bytes()
@@ -64,6 +70,10 @@ def parse_file(task: ParseTask) -> Parsed:
     started = time.perf_counter()
     path = Path(task.path)
     out = Parsed(task)
+    hang = os.environ.get(HANG_ENV)
+    if hang and path.name == hang:  # test-only: a parser that never returns
+        while True:
+            time.sleep(3600)
     try:
         data = read_stable(path, task.max_bytes)
         out.size = len(data)
