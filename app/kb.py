@@ -30,7 +30,7 @@ from retrieval.lang import detect_language
 from retrieval.llm import make_llm
 from retrieval.prompts import NOT_FOUND, build_messages
 from retrieval.protocols import LLM, Embedder, VectorStore
-from retrieval.retriever import Retrieval, Retriever
+from retrieval.retriever import Retrieval, Retriever, RetrieverConfig
 from retrieval.stores import make_store
 from retrieval.types import Answer, Hit
 
@@ -73,7 +73,10 @@ class KnowledgeBase:
 
     @cached_property
     def keyword_index(self) -> BM25Index:
-        return BM25Index(self.path / "bm25")
+        index = BM25Index(self.path / "bm25")
+        if index.stale:  # built by an older tokenizer: re-tokenize from the stored chunk texts
+            index.retokenize(self.store.get)
+        return index
 
     @cached_property
     def manifest(self) -> Manifest:
@@ -82,7 +85,7 @@ class KnowledgeBase:
     @cached_property
     def retriever(self) -> Retriever:
         s = self.settings.retrieval
-        return Retriever(self.embedder, self.store, self.keyword_index, mode=s.mode, min_score=s.min_score)
+        return Retriever(self.embedder, self.store, self.keyword_index, config=RetrieverConfig.from_mapping(s.model_dump()))
 
     @property
     def llm(self) -> LLM:
@@ -138,17 +141,42 @@ class KnowledgeBase:
         ]
 
     # ---- questions -----------------------------------------------------------------
-    def search(self, question: str, k: int | None = None, mode: str | None = None) -> Retrieval:
+    def search(self, question: str, k: int | None = None, mode: str | None = None, history: Sequence[Message] | None = None) -> Retrieval:
+        """Retrieve chunks; with `history`, a follow-up question is first made standalone."""
         if self.record is None:
             return Retrieval([], False)
+        if history and self.settings.retrieval.rewrite:
+            from retrieval.rewrite import rewrite_query
+
+            question = rewrite_query(question, history)
         return self.retriever.retrieve(question, k or self.settings.retrieval.k, mode)
+
+    def assemble(self, hits: Sequence[Hit]) -> list[Hit]:
+        """Retrieved chunks -> the passages the model reads (merged, small-to-big, within the token budget)."""
+        from retrieval.context import assemble_context, context_budget
+
+        def document_chunk_ids(chunk):
+            records = self.manifest.find_by_hash(chunk.doc_hash) if chunk.doc_hash else []
+            return next((r.chunk_ids for r in records if r.source == chunk.source), None)
+
+        s = self.settings.llm
+        return assemble_context(
+            hits,
+            budget_tokens=context_budget(s.max_context_tokens, s.max_new_tokens),
+            count_tokens=self.embedder.count_tokens,
+            document_chunk_ids=document_chunk_ids,
+            fetch=self.store.get,
+            neighbors=self.settings.retrieval.context_neighbors,
+        )
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         return self.search(question, k, mode).hits
 
     def _prepare(self, question: str, k: int | None, history: Sequence[Message] | None):
         started = time.perf_counter()
-        result = self.search(question, k)
+        result = self.search(question, k, history=history)
+        if result.found:
+            result = Retrieval(self.assemble(result.hits), True)
         retrieve_ms = (time.perf_counter() - started) * 1000
         lang = detect_language(question)
         return result, lang, retrieve_ms

@@ -60,6 +60,7 @@ class RetrievalSettings(_Section):
     min_score: float = Field(0.25, description="relevance floor (dense cosine) below which nothing is 'found'")
     # issue 3: hybrid fusion, keyword floor, context assembly, query rewriting
     min_keyword_score: float = Field(0.3, ge=0.0, le=1.0, description="relevance floor for the normalised BM25 score (idf share of the query matched)")
+    min_keyword_score_zh: float = Field(0.11, ge=0.0, le=1.0, description="the same for Chinese questions (their normalised scores run lower)")
     fusion: Literal["weighted", "rrf"] = "weighted"
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language")
     weak_language_weight: float = Field(0.1, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query)")

@@ -1,0 +1,126 @@
+"""Choose the hybrid fusion by measurement: dump each query's dense and BM25 candidates once
+(cosine and normalised BM25 scores, chunks mapped to documents), then score fusion variants
+offline (RRF with several k, weighted sums with per-language weights, adaptive weights).
+
+    python bench/retrieval_fusion_sweep.py            # SciFact train, SQuAD, CMRC (MiniLM and USE)
+
+Writes bench/results/retrieval_fusion_sweep.{json,md}. Uses the cached benchmark KBs of
+`kbqa eval retrieval` (built on first use).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from app.cli.eval_retrieval_cmd import build_kb, load_beir, load_squad  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from eval.retrieval_metrics import dedupe, evaluate_rankings  # noqa: E402
+from retrieval.fusion import dense_weight, rrf_fuse, weighted_fuse  # noqa: E402
+from retrieval.lang import detect_language  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+DATASETS = {
+    "scifact": lambda: load_beir(SHARED / "scifact", "train"),
+    "squad": lambda: load_squad(SHARED / "squad" / "squad_v1.1_dev_articles_00-23.json"),
+    "cmrc": lambda: load_squad(SHARED / "cmrc2018" / "cmrc2018_trial.json"),
+}
+POOL = 100
+
+
+def candidates(name: str, embedder_backend: str, settings: Settings):
+    bench = DATASETS[name]()
+    settings = settings.with_overrides({"embedder.backend": embedder_backend})
+    kb, stems = build_kb(bench, settings)
+    cache = Path(settings.cache_dir) / "eval-kb" / f"candidates-{name}-{embedder_backend}.pkl"
+    if cache.is_file():
+        return bench, pickle.loads(cache.read_bytes())
+    chunk_doc = {}
+    for record in kb.manifest.all():
+        doc = stems.get(Path(record.source).stem, record.source)
+        for cid in record.chunk_ids:
+            chunk_doc[cid] = doc
+    out = {}
+    from tqdm import tqdm
+
+    for qid in tqdm(list(bench.qrels), desc=f"candidates {name}/{embedder_backend}"):
+        q = bench.queries[qid]
+        dense = [(h.chunk.id, h.score) for h in kb.store.query(kb.embedder.embed_query(q), POOL)]
+        sparse = kb.keyword_index.search(q, POOL, normalized=True)
+        out[qid] = (detect_language(q), dense, sparse)
+    data = {"chunk_doc": chunk_doc, "queries": out}
+    cache.write_bytes(pickle.dumps(data))
+    return bench, data
+
+
+def score(bench, data, fuse) -> dict:
+    chunk_doc = data["chunk_doc"]
+    rankings = {}
+    for qid, (lang, dense, sparse) in data["queries"].items():
+        fused = fuse(lang, dense, sparse)
+        rankings[qid] = dedupe(chunk_doc.get(i, i) for i, _ in fused)
+    metrics = ("ndcg@10", "recall@100", "hit@1", "hit@5", "mrr@10")
+    means, _ = evaluate_rankings(rankings, bench.qrels, metrics)
+    return {k: round(v, 4) for k, v in means.items()}
+
+
+def variants(trusted_langs):
+    out = {
+        "dense": lambda lang, d, s: d,
+        "bm25": lambda lang, d, s: s,
+    }
+    for k in (20, 60):
+        out[f"rrf k={k}"] = lambda lang, d, s, k=k: rrf_fuse([[i for i, _ in d], [i for i, _ in s]], k=k)
+    for w in (0.3, 0.4, 0.5, 0.6, 0.7):
+        for weak in (0.0, 0.1, 0.2):
+            for adapt in (0.0, 0.5):
+                def fuse(lang, d, s, w=w, weak=weak, adapt=adapt):
+                    wd = dense_weight(w, language_supported=lang in trusted_langs, weak_language_weight=weak,
+                                      dense_scores=[x for _, x in d], sparse_scores=[x for _, x in s], adapt=adapt)
+                    return weighted_fuse(d, s, wd)
+                out[f"weighted w={w} weak={weak} adapt={adapt}"] = fuse
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default="scifact:sentence-transformers,squad:sentence-transformers,cmrc:sentence-transformers,cmrc:use,squad:use")
+    args = ap.parse_args(argv)
+    settings = Settings.load()
+    results = {}
+    for run in args.runs.split(","):
+        name, backend = run.split(":")
+        bench, data = candidates(name, backend, settings)
+        trusted = {"en", "zh"} if backend == "use" else {"en"}
+        started = time.time()
+        results[run] = {label: score(bench, data, fuse) for label, fuse in variants(trusted).items()}
+        print(f"{run}: {len(data['queries'])} queries scored in {time.time() - started:.0f}s", file=sys.stderr)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "python bench/retrieval_fusion_sweep.py --runs " + args.runs, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores", "pool": POOL}
+    (out / "retrieval_fusion_sweep.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    lines = [f"# Fusion sweep\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}); candidates per retriever: {POOL}.\n"]
+    for run, table in results.items():
+        keys = list(next(iter(table.values())))
+        lines += [f"\n## {run}\n", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for label, m in table.items():
+            lines.append(f"| {label} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
+    (out / "retrieval_fusion_sweep.md").write_text("\n".join(lines) + "\n")
+    print((out / "retrieval_fusion_sweep.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
