@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "app.cli.ask_cmd",
     "app.cli.eval_cmd",
     "app.cli.serve_cmd",
+    "app.cli.finetune_cmd",
     "app.cli.doctor_cmd",
 ]
 
