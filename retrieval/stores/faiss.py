@@ -185,7 +185,7 @@ class FaissStore:
             want = k
             while True:
                 fetch = min(want + min(self._dead, 4 * want), index.ntotal)
-                scores, labels = index.search(query, fetch)
+                scores, labels = _search_one_thread(index, query, fetch)
                 pairs = [(int(r), float(s)) for r, s in zip(labels[0], scores[0]) if r >= 0]
                 hits = self._hits([r for r, _ in pairs], [s for _, s in pairs])
                 if len(hits) >= k or fetch >= index.ntotal:
@@ -373,6 +373,18 @@ class FaissStore:
             vectors = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, self.dim), np.float32)
             self._gpu = _gpu_searcher(rows, vectors, "cuda" if self.device == "auto" else self.device)
         return self._gpu(query, k)
+
+
+def _search_one_thread(index, query: np.ndarray, k: int):
+    """One query searches fastest on one OpenMP thread: more threads split a single query's
+    work for little gain and, on a busy machine, spin-wait (10x slower measured on 2 shared cores)."""
+    faiss = _import_faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(query, k)
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _gpu_searcher(rows: np.ndarray, vectors: np.ndarray, device: str):
