@@ -36,6 +36,9 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    mixed = _decode_lines(data)
+    if mixed is not None:
+        return mixed, "utf-8+gb18030"
     try:
         text = data.decode("gb18030")
         if _mostly_cjk_or_ascii(text):
@@ -48,6 +51,27 @@ def decode_text(data: bytes) -> tuple[str, str]:
     if best is None:
         raise NotTextError("undecodable bytes: no text encoding fits")
     return str(best), best.encoding
+
+
+def _decode_lines(data: bytes) -> str | None:
+    """A file mixing encodings line by line (UTF-8 lines and GB18030/GBK lines, as when texts
+    are pasted together): each line in the encoding that fits it. None when it is not that."""
+    lines = data.split(b"\n")
+    out, utf8_non_ascii, gb = [], False, False
+    for line in lines:
+        try:
+            text = line.decode("utf-8")
+            utf8_non_ascii = utf8_non_ascii or not line.isascii()
+        except UnicodeDecodeError:
+            try:
+                text = line.decode("gb18030")
+            except UnicodeDecodeError:
+                return None
+            if not _mostly_cjk_or_ascii(text):
+                return None
+            gb = True
+        out.append(text)
+    return "\n".join(out) if utf8_non_ascii and gb else None
 
 
 def _mostly_cjk_or_ascii(text: str) -> bool:

@@ -81,7 +81,7 @@ def _killed(result):
 
 
 CRASH_POINTS = [
-    "parsed:2",  # while files are being parsed, before anything is stored
+    pytest.param("parsed:2", marks=pytest.mark.slow),  # while files are being parsed, before anything is stored
     "after_upsert:2",  # a document's chunks in the store, not yet in the manifest
     "keyword_save:1",  # everything stored, the BM25 file being written (a torn temp file left)
     pytest.param("after_manifest:3", marks=pytest.mark.slow),  # recorded, BM25 not yet updated
@@ -130,6 +130,7 @@ def test_killed_replacement_and_doctor_repair(crash_docs, reference_ids, tmp_pat
     assert any("violet" in h.chunk.text for h in kb_obj.retrieve("what colour were the coaches repainted in 2026", 5))
 
 
+@pytest.mark.slow
 def test_killed_remove_leaves_no_orphans(crash_docs, tmp_path, settings):
     docs = tmp_path / "docs"
     shutil.copytree(crash_docs, docs)

@@ -11,18 +11,60 @@ _DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "ifram
 _BLOCKS = ("p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section", "article", "pre", "blockquote", "dt", "dd")
 
 
-def html_to_text(markup: str) -> str:
-    from bs4 import BeautifulSoup
+class _TextTarget:
+    """lxml parser target: collects text as the parser streams through the document, no tree
+    built, so time grows with the document's size and any nesting depth keeps its text."""
 
-    soup = BeautifulSoup(markup, "lxml")
-    for tag in soup(_DROP):
-        tag.decompose()
-    for cell in soup.find_all(["td", "th"]):
-        cell.append(" | ")
-    for block in soup.find_all(_BLOCKS):
-        block.insert_before("\n")
-        block.append("\n")
-    return soup.get_text()
+    def __init__(self):
+        self.out: list[str] = []
+        self.dropping = 0  # depth inside <script>, <style>, ...
+
+    def start(self, tag, attrib):
+        name = tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+        if self.dropping or name in _DROP:
+            self.dropping += 1
+        elif name in _BLOCKS:
+            self.out.append("\n")
+
+    def end(self, tag):
+        name = tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+        if self.dropping:
+            self.dropping -= 1
+            return
+        if name in ("td", "th"):
+            self.out.append(" | ")
+        if name in _BLOCKS:
+            self.out.append("\n")
+
+    def data(self, text):
+        if not self.dropping:
+            self.out.append(text)
+
+    def comment(self, text):
+        pass
+
+    def pi(self, target, data=None):
+        pass
+
+    def close(self):
+        return "".join(self.out)
+
+
+def html_to_text(markup: str) -> str:
+    from lxml import etree
+
+    if not markup.strip():
+        return ""
+    parser = etree.HTMLParser(target=_TextTarget(), huge_tree=True, recover=True)
+    try:
+        parser.feed(markup)
+    except ValueError:  # a str with an encoding declaration
+        parser = etree.HTMLParser(target=_TextTarget(), huge_tree=True, recover=True)
+        parser.feed(markup.encode("utf-8", "surrogatepass"))
+    try:
+        return parser.close()
+    except etree.XMLSyntaxError:
+        return ""
 
 
 def load_html(path: Path, data: bytes) -> list[Page]:

@@ -17,4 +17,7 @@ def load_markdown(path: Path, data: bytes) -> list[Page]:
     except NotTextError as exc:
         raise LoadError(path, str(exc)) from exc
     rendered = MarkdownIt("commonmark").enable("table").render(source)
-    return [Page(html_to_text(rendered))]
+    text = html_to_text(rendered)
+    if not text.strip() and source.strip():  # markdown-it drops blocks nested past its limit: keep the source
+        text = source
+    return [Page(text)]
