@@ -144,3 +144,39 @@ def test_eval_qa_full_rag_path_on_sample_kb(sample_kb_dir, tmp_path, capsys):
         assert set(r["scores"]) >= {"em", "f1", "rouge-l-r", "bleu-4", "hit@1"}
     payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert payload["meta"]["mode"].startswith("RAG") and payload["meta"]["num"] == 2
+
+
+def test_perplexity_math_and_text_reader(tmp_path):
+    import math
+
+    from eval.perplexity import perplexity_from_nll, read_texts
+
+    assert perplexity_from_nll(0.0, 10) == 1.0
+    assert perplexity_from_nll(10 * math.log(4), 10) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        perplexity_from_nll(1.0, 0)
+    txt = tmp_path / "t.txt"
+    txt.write_text("first paragraph\nstill first\n\nsecond\n", encoding="utf-8")
+    assert read_texts(txt) == ["first paragraph\nstill first", "second"]
+    assert read_texts(QA)[1] == "When did the Lanshan Mountain Railway open to the public?\nIt opened to the public on 14 June 1911."
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"text": "ok"}\n{"other": 1}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"b.jsonl:2: needs field 'text'"):
+        read_texts(bad)
+
+
+@pytest.mark.slow
+def test_perplexity_and_mcq_with_the_packaged_model(tmp_path, capsys):
+    """Real model: perplexity of fluent text is lower than of shuffled words; MCQ runs end to end."""
+    fluent = tmp_path / "fluent.txt"
+    fluent.write_text("The railway opened to the public in 1911 and still runs every day.\n", encoding="utf-8")
+    shuffled = tmp_path / "shuffled.txt"
+    shuffled.write_text("day every runs still and 1911 in public the to opened railway The.\n", encoding="utf-8")
+    scores = []
+    for f in (fluent, shuffled):
+        assert main(["eval", "perplexity", str(f), "--json"]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["perplexity"])
+    assert 1.0 < scores[0] < scores[1]
+    assert main(["eval", "mcq", str(FIXTURES / "eval_mcq.csv"), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["meta"]["num"] == 2 and 0.0 <= result["metrics"]["accuracy"] <= 1.0
