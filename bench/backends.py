@@ -128,13 +128,13 @@ def bench_openai(out: dict) -> None:
     from live_server import free_port
     from retrieval.llm.openai_compat import OpenAICompatLLM
 
-    s = _settings().with_overrides({"llm.max_new_tokens": 48})
+    s = _settings().with_overrides({"llm.max_new_tokens": 48, "llm.answer_cache": 0})  # time generation, not the cache
     kb_dir = s.cache_dir / "bench-backends" / "sample-kb"
     kb = KnowledgeBase(kb_dir, s)
     if kb.record is None:
         kb.ingest([ROOT / "data" / "sample"])
     port = free_port()
-    env = dict(os.environ, KBQA_LLM__MAX_NEW_TOKENS="48", KBQA_CACHE_DIR=str(s.cache_dir))
+    env = dict(os.environ, KBQA_LLM__MAX_NEW_TOKENS="48", KBQA_LLM__ANSWER_CACHE="0", KBQA_CACHE_DIR=str(s.cache_dir))
     log = open(kb_dir.parent / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli.kbqa_main", "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -38,7 +38,8 @@ def kbqa_server(settings, sample_kb_dir):
     from app.server import ServerConfig, build_app
     from app.service import QAService
 
-    service = QAService.open([f"sample={sample_kb_dir}"], settings)
+    s = settings.with_overrides({"retrieval.k": 2, "retrieval.context_neighbors": 0})  # short prompts: CPU prefill
+    service = QAService.open([f"sample={sample_kb_dir}"], s)
     service.warm_up()
     with running(build_app(service, config=ServerConfig(ui=False))) as url:
         yield url
@@ -228,3 +229,17 @@ def test_stop_sequences_in_text_and_streams():
     assert prompt_budget(2048, 256, 8192) == 1792 and prompt_budget(None, 10) is None
     with pytest.raises(ValueError, match="max_tokens=300"):
         prompt_budget(300, 300)
+
+
+def test_openai_backend_trims_with_an_estimate_and_sends_stops():
+    from retrieval.llm.context import approx_tokens
+    from retrieval.llm.openai_compat import OpenAICompatLLM
+
+    llm = OpenAICompatLLM("m", base_url="http://127.0.0.1:9/v1", max_context_tokens=300, stop=["\nUser:"])
+    long = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "word " * 2000 + "Question?"}]
+    request = llm._request(long, max_tokens=50, temperature=0.0, stream=False)
+    assert approx_tokens(request["messages"]) <= 250 and request["messages"][1]["content"].endswith("Question?")
+    assert request["stop"] == ["\nUser:"] and request["max_tokens"] == 50 and request["model"] == "m"
+    assert llm.for_adapter("legal")._request(long[:1], 5, 0.0, False)["model"] == "legal"
+    assert llm.for_adapter("base").name == "m"
+    assert approx_tokens([{"role": "user", "content": "四个汉字"}]) == 4 + 8

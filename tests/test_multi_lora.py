@@ -125,7 +125,7 @@ def test_api_model_field_picks_knowledge_base_and_adapter(lora_setup, settings, 
     from live_server import running
 
     _, adapters = lora_setup
-    s = settings.with_overrides({"llm.adapters": adapters, "llm.max_new_tokens": MAX_TOKENS})
+    s = settings.with_overrides({"llm.adapters": adapters, "llm.max_new_tokens": MAX_TOKENS, "retrieval.k": 2, "retrieval.context_neighbors": 0})
     service = QAService.open([f"sample={sample_kb_dir}"], s)
     kb = service.kb("sample")
     question = "When did the Lanshan Mountain Railway open to the public?"

@@ -74,13 +74,14 @@ def _shorten(text: str, keep: int) -> str:
 
 
 def approx_tokens(messages: Sequence[Message]) -> int:
-    """A deliberately high token estimate for servers whose tokenizer we do not have:
-    one token per CJK character, one per 3 other characters, 8 per message for the template."""
+    """A token estimate for servers whose tokenizer we do not have: one token per CJK
+    character, one per 4 other characters (English BPE averages about 4), 8 per message
+    for the template."""
     total = 0
     for m in messages:
         text = m.get("content", "")
         cjk = sum(1 for ch in text if "\u3000" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" or "\uff00" <= ch <= "\uffef")
-        total += cjk + math.ceil((len(text) - cjk) / 3) + 8
+        total += cjk + math.ceil((len(text) - cjk) / 4) + 8
     return total
 
 

@@ -9,7 +9,7 @@ with continuous batching (vLLM) batches them itself.
 Adapters are served by the server: `for_adapter(name)` sends `name` as the `model`
 (`vllm serve --enable-lora --lora-modules name=path` registers adapters as model names).
 The server's tokenizer is not known here, so the prompt is trimmed to
-``max_context_tokens`` with a deliberately high estimate (`context.approx_tokens`).
+``max_context_tokens`` with an estimate (`context.approx_tokens`); the server still rejects a prompt that is too long.
 """
 from __future__ import annotations
 
