@@ -1,6 +1,7 @@
 """Expand the paths given to `ingest` into document files, reporting what cannot be used."""
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +57,12 @@ def discover(paths: list[str | Path]) -> Discovery:
 def _add(found: Discovery, seen: set[Path], path: Path) -> None:
     try:
         resolved = path.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        found.problems.append((str(path), f"cannot resolve path: {exc}"))
+    except RuntimeError:  # Python's own symlink-loop error
+        found.problems.append((str(path), "symlink loop (too many levels of symbolic links)"))
+        return
+    except OSError as exc:
+        reason = "symlink loop (too many levels of symbolic links)" if exc.errno == errno.ELOOP else f"cannot resolve path: {exc}"
+        found.problems.append((str(path), reason))
         return
     if resolved not in seen:
         seen.add(resolved)
