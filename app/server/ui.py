@@ -19,7 +19,7 @@ from app.server.auth import LOCAL, KeyRing, Principal
 from app.service import QAService, UnknownDocument
 from ingest.loaders import supported_extensions
 
-PASSAGE_CHARS = 700
+PASSAGE_CHARS = 2000
 DOC_HEADERS = ["document", "chunks", "pages", "size (KB)", "ingested (UTC)", "source"]
 UPLOAD_HEADERS = ["file", "status", "chunks", "reason"]
 
