@@ -1,0 +1,152 @@
+"""Retrieval quality, in one run on one machine: the tutorial LangChain peer against our dense,
+BM25 and hybrid retrieval, on SciFact (train), SQuAD (articles 0-23) and CMRC 2018 (trial).
+
+    python bench/retrieval_quality.py [--only scifact,squad,cmrc] [--skip-peer] [--use]
+
+The peer is the common tutorial pipeline: `RecursiveCharacterTextSplitter(1000, 200)`,
+`HuggingFaceEmbeddings` over the same packaged all-MiniLM-L6-v2 folder, `langchain_chroma.Chroma`
+similarity search. Ours goes through `kbqa eval retrieval` (app.cli.eval_retrieval_cmd.run):
+the ingest pipeline (200-token chunks), Chroma + BM25, the configured fusion. `--use` adds the
+multilingual USE v3 embedder (dense and hybrid) on SQuAD and CMRC.
+
+Knowledge bases are cached under settings.cache_dir (eval-kb/, eval-peer/) and reused.
+Writes bench/results/retrieval_quality.{json,md}. Latencies are per query, on this machine,
+under whatever load it carries (os.getloadavg() is recorded beside them).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from app.cli.eval_retrieval_cmd import Benchmark, load_beir, load_squad, run  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from eval.retrieval_metrics import dedupe, evaluate_rankings, percentile  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+DATASETS = {
+    "scifact": ("SciFact train", lambda: load_beir(SHARED / "scifact", "train")),
+    "squad": ("SQuAD dev articles 0-23", lambda: load_squad(SHARED / "squad" / "squad_v1.1_dev_articles_00-23.json")),
+    "cmrc": ("CMRC 2018 trial", lambda: load_squad(SHARED / "cmrc2018" / "cmrc2018_trial.json")),
+}
+
+
+def peer(bench: Benchmark, settings: Settings, k: int) -> dict:
+    """The tutorial pipeline, built once per corpus and cached."""
+    from langchain_chroma import Chroma
+    from langchain_core.documents import Document
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from tqdm import tqdm
+
+    from retrieval.packaged import minilm_dir
+
+    key = hashlib.sha256(f"{bench.fingerprint}:peer:1000:200".encode()).hexdigest()[:16]
+    root = Path(settings.cache_dir) / "eval-peer" / key
+    embeddings = HuggingFaceEmbeddings(model_name=str(minilm_dir()), model_kwargs={"device": "cpu"})
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.PersistentClient(path=str(root / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
+    store = Chroma("peer", embedding_function=embeddings, client=client)
+    if not (root / "complete").is_file():
+        splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
+        docs = splitter.split_documents([Document(page_content=text, metadata={"doc_id": doc_id}) for doc_id, text in bench.docs])
+        have = store._collection.count()
+        batch = 256
+        for start in tqdm(range(have - have % batch, len(docs), batch), desc=f"peer embedding {bench.name}", unit="batch"):
+            part = docs[start : start + batch]
+            store.add_documents(part, ids=[f"c{start + i}" for i in range(len(part))])
+        (root / "complete").write_text(str(len(docs)))
+    store.similarity_search("warm up", k=1)
+    rankings, latencies = {}, []
+    for qid in tqdm(list(bench.qrels), desc=f"peer queries {bench.name}", unit="q"):
+        started = time.perf_counter()
+        found = store.similarity_search(bench.queries[qid], k=k)
+        latencies.append((time.perf_counter() - started) * 1000)
+        rankings[qid] = dedupe(d.metadata["doc_id"] for d in found)
+    means, _ = evaluate_rankings(rankings, bench.qrels, bench.metrics)
+    out = {m: round(v, 4) for m, v in means.items()}
+    out.update({"p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2), "queries": len(rankings)})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="scifact,squad,cmrc")
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--peer-only", action="store_true")
+    ap.add_argument("--use", action="store_true", help="also the multilingual USE embedder on SQuAD and CMRC")
+    args = ap.parse_args(argv)
+    settings = Settings.load()
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "retrieval_quality.json"
+    results: dict = {}
+    command = "python bench/retrieval_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for name in args.only.split(","):
+        label, load = DATASETS[name]
+        bench = load()
+        table = results.setdefault(name, {"label": label})
+        k_chunks = min(max(int(m.split("@")[1]) for m in bench.metrics) * 2, 200)
+        runs = [("peer (LangChain tutorial, MiniLM)", None, None)] if not args.skip_peer else []
+        if not args.peer_only:
+            runs += [(f"ours {m} (MiniLM)", "sentence-transformers", m) for m in ("dense", "bm25", "hybrid")]
+        if args.use and name in ("squad", "cmrc") and not args.peer_only:
+            runs += [(f"ours {m} (USE v3)", "use", m) for m in ("dense", "hybrid")]
+        for row, backend, mode in runs:
+            load_before = os.getloadavg()
+            started = time.time()
+            if backend is None:
+                metrics = peer(bench, settings, k_chunks)
+            else:
+                metrics = run(bench, settings.with_overrides({"embedder.backend": backend}), mode=mode)["metrics"]
+            metrics["loadavg_1m"] = round((load_before[0] + os.getloadavg()[0]) / 2, 2)
+            metrics["command"] = command
+            metrics["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            table[row] = metrics
+            print(f"{name} | {row} | {metrics} ({time.time() - started:.0f}s)", file=sys.stderr, flush=True)
+            _write(out_dir, results, settings)
+    return 0
+
+
+def _write(out_dir: Path, results: dict, settings: Settings) -> None:
+    meta = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} (shared with other work; see loadavg_1m)",
+        "settings": settings.retrieval.model_dump(mode="json"),
+        "chunking": settings.chunking.model_dump(mode="json"),
+    }
+    path = out_dir / "retrieval_quality.json"
+    merged = json.loads(path.read_text()).get("results", {}) if path.is_file() else {}  # other runs' rows stay
+    for name, table in results.items():
+        merged.setdefault(name, {}).update(table)
+    results = merged
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2, ensure_ascii=False))
+    lines = ["# Retrieval quality: tutorial peer vs ours\n", f"Machine: {meta['machine']}. Chunking: {meta['chunking']}. Retrieval settings: `{json.dumps(meta['settings'])}`.\n"]
+    for name, table in results.items():
+        rows = {k: v for k, v in table.items() if k != "label"}
+        if not rows:
+            continue
+        keys = [k for k in next(iter(rows.values())) if k not in ("command", "date")]
+        lines += [f"\n## {table['label']}\n", "| system | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for row, m in rows.items():
+            lines.append(f"| {row} | " + " | ".join(str(m.get(k, "")) for k in keys) + " |")
+        cmds = sorted({f"`{m['command']}` ({m['date']})" for m in rows.values()})
+        lines.append("\nProduced by: " + "; ".join(cmds))
+    (out_dir / "retrieval_quality.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
