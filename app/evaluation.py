@@ -45,6 +45,27 @@ def answer_with_kb(kb: KnowledgeBase, items: Sequence[QAItem], *, batch_size: in
     ]
 
 
+def rag_prompts(kb: KnowledgeBase, items: Sequence[QAItem], *, progress: bool = True) -> list[dict[str, Any]]:
+    """Retrieval and prompt of each question, exactly as `KnowledgeBase.ask_batch` builds them, without
+    generating: ``{"id", "question", "messages", "found", "sources", "retrieve_ms", "not_found_answer"}``.
+    For generating elsewhere (e.g. on a GPU machine) and scoring with ``--predictions``."""
+    from retrieval.prompts import NOT_FOUND, build_messages
+
+    out = []
+    for it in tqdm(items, desc="retrieving", unit="q", disable=not progress):
+        result, lang, retrieve_ms = kb._prepare(it.question, None, None)
+        out.append({
+            "id": it.id,
+            "question": it.question,
+            "messages": build_messages(it.question, result.hits, lang) if result.found else None,
+            "found": result.found,
+            "sources": _source_dicts(result.hits) if result.found else [],
+            "retrieve_ms": round(retrieve_ms, 1),
+            "not_found_answer": None if result.found else NOT_FOUND[lang],
+        })
+    return out
+
+
 def closed_book_messages(item: QAItem) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": item.system}] if item.system else []
     return messages + list(item.history) + [{"role": "user", "content": item.question}]

@@ -74,9 +74,10 @@ def write_run(out: str | Path, meta: Mapping[str, Any], metrics: Mapping[str, fl
     return out
 
 
-def read_predictions(path: str | Path, items: Sequence[QAItem]) -> list[dict[str, Any]]:
+def read_predictions(path: str | Path, items: Sequence[QAItem], *, by_id: bool = False) -> list[dict[str, Any]]:
     """Answers for `items` from a jsonl of ``{"question"|"query"|"id", "answer"|"prediction", "sources"?}``
-    (e.g. an earlier run's predictions.jsonl), matched by question text, else by id, else by line order."""
+    (e.g. an earlier run's predictions.jsonl), matched by question text, else by id, else by line order
+    (`by_id`: by id first, for data sets whose ids are unique and whose questions may repeat)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
@@ -99,7 +100,10 @@ def read_predictions(path: str | Path, items: Sequence[QAItem]) -> list[dict[str
     by_id = {str(r["id"]): r for r in rows if "id" in r}
     out = []
     for n, item in enumerate(items):
-        row = by_question.get(item.question.strip()) or by_id.get(item.id)
+        if by_id:
+            row = by_id.get(item.id) or by_question.get(item.question.strip())
+        else:
+            row = by_question.get(item.question.strip()) or by_id.get(item.id)
         if row is None:
             if len(rows) != len(items):
                 raise DatasetError(f"{path}: no prediction for question {item.question!r} (matched by question, then id)")

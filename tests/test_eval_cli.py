@@ -180,3 +180,21 @@ def test_perplexity_and_mcq_with_the_packaged_model(tmp_path, capsys):
     assert main(["eval", "mcq", str(FIXTURES / "eval_mcq.csv"), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["meta"]["num"] == 2 and 0.0 <= result["metrics"]["accuracy"] <= 1.0
+
+
+def test_eval_squad_predictions_by_id(tmp_path, capsys):
+    """SQuAD-style file scored from a predictions file (no model): matched by id, best over references."""
+    preds = tmp_path / "p.jsonl"
+    rows = [
+        {"id": "q1", "question": "ignored", "answer": "14 June 1911", "sources": [{"source": "docs/a000-p000.txt"}]},
+        {"id": "q2", "question": "ignored", "answer": "Wrenfield", "sources": [{"source": "docs/a000-p001.txt"}]},
+        {"id": "q3", "question": "ignored", "answer": "I do not know.", "sources": [{"source": "docs/a000-p001.txt"}]},
+    ]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "squad"
+    assert main(["eval", "squad", str(FIXTURES / "eval_squad_mini.json"), "--predictions", str(preds), "--out", str(out), "--json"]) == 0
+    payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    m = payload["metrics"]
+    assert m["em"] == pytest.approx(1 / 3) and m["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert m["hit@1"] == pytest.approx(2 / 3)  # q2's gold paragraph a000-p000 was not retrieved
+    assert payload["outcomes"] == {"correct": 2, "retrieval miss": 0, "generation miss": 1, "wrong (gold unknown)": 0}

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("squad", help="SQuAD / CMRC 2018 json: KB from the paragraphs, EM, F1, ROUGE-L, BLEU-4, gold-paragraph hit@k")
     p.add_argument("file")
+    p.add_argument("--predictions", help="jsonl of existing answers ({id|question, answer, sources?}): score them, no model")
     _common(p)
     p.set_defaults(func=cmd_squad)
 
@@ -168,9 +169,19 @@ def cmd_squad(args) -> int:
         fail(str(exc))
     items = sample_evenly(items, args.limit)
     progress = not args.quiet
-    kb = squad_kb(args.file, paragraphs, settings, progress=progress)
-    answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
-    k = kb.settings.retrieval.k
+    if args.predictions:
+        from eval.run import read_predictions
+
+        try:
+            answers = read_predictions(args.predictions, items, by_id=True)
+        except DatasetError as exc:
+            fail(str(exc))
+        model, mode, kb_path, k = f"predictions:{Path(args.predictions).name}", "predictions", None, settings.retrieval.k
+    else:
+        kb = squad_kb(args.file, paragraphs, settings, progress=progress)
+        answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
+        k = kb.settings.retrieval.k
+        model, mode, kb_path = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={k}) over {len(paragraphs)} paragraphs", str(kb.path)
     records = score_records(items, answers, k=k)
     metrics = summarize(records)
     keep = ("em", "f1", "contains", "rouge-l-f", "rouge-l-r", "bleu-4", "lf-bleu-4", "lf-rouge-l", "hit@1", f"hit@{k}", f"mrr@{k}", f"ndcg@{k}", "latency_ms_mean")
@@ -178,8 +189,7 @@ def cmd_squad(args) -> int:
     headline.update({key: v for key, v in metrics.items() if key not in headline})
     subset = Path(args.file).stem
     dataset = "cmrc2018" if "cmrc" in subset.lower() else "squad"
-    meta = _meta(args, dataset, subset, _model_name(kb.settings), len(records),
-                 f"RAG ({kb.settings.retrieval.mode}, k={k}) over {len(paragraphs)} paragraphs", kb=str(kb.path))
+    meta = _meta(args, dataset, subset, model, len(records), mode, kb=kb_path)
     return _finish(args, meta, records, headline, primary="f1")
 
 
