@@ -63,7 +63,7 @@ class RetrievalSettings(_Section):
     min_keyword_score_zh: float = Field(0.11, ge=0.0, le=1.0, description="the same for Chinese questions (their normalised scores run lower)")
     fusion: Literal["weighted", "rrf"] = "weighted"
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language")
-    weak_language_weight: float = Field(0.1, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query)")
+    weak_language_weight: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties")
     adapt: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
     candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")

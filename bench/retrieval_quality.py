@@ -43,7 +43,7 @@ DATASETS = {
 }
 
 
-def peer(bench: Benchmark, settings: Settings, k: int) -> dict:
+def peer(bench: Benchmark, settings: Settings, k: int, build_with=None) -> dict:
     """The tutorial pipeline, built once per corpus and cached."""
     from langchain_chroma import Chroma
     from langchain_core.documents import Document
@@ -61,6 +61,8 @@ def peer(bench: Benchmark, settings: Settings, k: int) -> dict:
 
     client = chromadb.PersistentClient(path=str(root / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
     store = Chroma("peer", embedding_function=embeddings, client=client)
+    if build_with is not None:
+        store = Chroma("peer", embedding_function=build_with, client=client)
     if not (root / "complete").is_file():
         splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
         docs = splitter.split_documents([Document(page_content=text, metadata={"doc_id": doc_id}) for doc_id, text in bench.docs])
@@ -70,6 +72,8 @@ def peer(bench: Benchmark, settings: Settings, k: int) -> dict:
             part = docs[start : start + batch]
             store.add_documents(part, ids=[f"c{start + i}" for i in range(len(part))])
         (root / "complete").write_text(str(len(docs)))
+    if build_with is not None:
+        return {}
     store.similarity_search("warm up", k=1)
     rankings, latencies = {}, []
     for qid in tqdm(list(bench.qrels), desc=f"peer queries {bench.name}", unit="q"):
@@ -83,14 +87,124 @@ def peer(bench: Benchmark, settings: Settings, k: int) -> dict:
     return out
 
 
+# ---- embedding the large corpora on a GPU machine that has only torch (bench/minilm_torch.py) ----
+GPU_DIR = ROOT / ".gpu" / "retrieval"
+
+
+class _RecordingEmbedder:
+    """The packaged MiniLM for token counts; zero vectors for documents, their texts recorded."""
+
+    def __init__(self, base):
+        self.base, self.name, self.texts = base, base.name, []
+
+    dim = property(lambda self: self.base.dim)
+    max_tokens = property(lambda self: self.base.max_tokens)
+
+    def count_tokens(self, texts):
+        return self.base.count_tokens(texts)
+
+    def embed_documents(self, texts):
+        import numpy as np
+
+        self.texts.extend(texts)
+        return np.zeros((len(texts), self.base.dim), dtype=np.float32)
+
+    def embed_query(self, text):
+        return self.base.embed_query(text)
+
+
+class _TableEmbeddings:
+    """LangChain Embeddings answering documents from the GPU-made table (queries never come here)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def embed_documents(self, texts):
+        return [self.table[_sha(t)].tolist() for t in texts]
+
+    def embed_query(self, text):
+        raise RuntimeError("queries go through HuggingFaceEmbeddings")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _peer_texts(bench: Benchmark) -> list[str]:
+    from langchain_core.documents import Document
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
+    return [d.page_content for d in splitter.split_documents([Document(page_content=t, metadata={"doc_id": i}) for i, t in bench.docs])]
+
+
+def gpu_prep(names: list[str], settings: Settings) -> None:
+    """Texts to embed: ours (SciFact, through the real ingest with zero vectors) and the peer's."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from app.cli.eval_retrieval_cmd import build_kb
+    from retrieval.embedders import make_embedder
+    from retrieval.packaged import minilm_dir
+
+    base = make_embedder("sentence-transformers", settings.embedder.model, device="cpu")
+    texts: list[str] = []
+    for name in names:
+        bench = DATASETS[name][1]()
+        if name == "scifact":
+            rec = _RecordingEmbedder(base)
+            build_kb(bench, settings, embedder=rec, finish=False)
+            kb, _ = build_kb(bench, settings, finish=False)
+            texts += [c.text for c in kb.store.get(kb.store.all_ids())]
+        texts += _peer_texts(bench)
+    texts = list(dict.fromkeys(texts))
+    enc = base.model.tokenizer(texts, truncation=True, max_length=base.max_tokens)["input_ids"]
+    GPU_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(GPU_DIR / "in.npz", ids=np.array([i for e in enc for i in e], dtype=np.uint16), lengths=np.array([len(e) for e in enc], dtype=np.int32))
+    (GPU_DIR / "texts.json").write_text(json.dumps([_sha(t) for t in texts]))
+    torch.save({k: v.half() for k, v in load_file(str(minilm_dir() / "model.safetensors")).items()}, GPU_DIR / "minilm.pt")
+    print(f"{len(texts)} texts ready in {GPU_DIR}; on the GPU machine: python bench/minilm_torch.py embed .gpu/retrieval/in.npz .gpu/retrieval/minilm.pt $OUT/vectors.npy")
+
+
+def gpu_finish(names: list[str], settings: Settings, vectors_path: str) -> None:
+    """Put the GPU-made vectors into our SciFact store and build the peer stores from them."""
+    import numpy as np
+
+    from app.cli.eval_retrieval_cmd import _DONE, build_kb, kb_root
+
+    vectors = np.load(vectors_path).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = dict(zip(json.loads((GPU_DIR / "texts.json").read_text()), vectors))
+    for name in names:
+        bench = DATASETS[name][1]()
+        if name == "scifact" and not (kb_root(bench, settings) / _DONE).is_file():
+            kb, _ = build_kb(bench, settings, finish=False)
+            ids = kb.store.all_ids()
+            for start in range(0, len(ids), 2000):
+                chunks = kb.store.get(ids[start : start + 2000])
+                kb.store.upsert(chunks, np.stack([table[_sha(c.text)] for c in chunks]))
+            (kb_root(bench, settings) / _DONE).write_text(json.dumps({"benchmark": bench.name, "documents": len(bench.docs),
+                                                                     "embedded": "bench/minilm_torch.py on a GPU machine (fp16 weights, fp32 compute)"}))
+        peer(bench, settings, 1, build_with=_TableEmbeddings(table))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="scifact,squad,cmrc")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--peer-only", action="store_true")
     ap.add_argument("--use", action="store_true", help="also the multilingual USE embedder on SQuAD and CMRC")
+    ap.add_argument("--gpu-prep", action="store_true", help="write the texts to embed on a GPU machine to .gpu/retrieval/")
+    ap.add_argument("--gpu-finish", metavar="VECTORS", help="fill the stores from the GPU machine's vectors.npy")
     args = ap.parse_args(argv)
     settings = Settings.load()
+    if args.gpu_prep:
+        gpu_prep(args.only.split(","), settings)
+        return 0
+    if args.gpu_finish:
+        gpu_finish(args.only.split(","), settings, args.gpu_finish)
+        return 0
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "retrieval_quality.json"

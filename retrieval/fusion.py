@@ -43,11 +43,13 @@ def weighted_fuse(dense: Scored, sparse: Scored, dense_weight: float) -> list[tu
     s_ = {i: min(1.0, max(0.0, s)) for i, s in sparse}
     d_floor = min(d.values()) if d else 0.0
     s_floor = min(s_.values()) if s_ else 0.0
-    fused = {
-        id_: dense_weight * d.get(id_, d_floor) + (1.0 - dense_weight) * s_.get(id_, s_floor)
-        for id_ in list(d) + [i for i in s_ if i not in d]
-    }
-    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = []
+    for id_ in list(d) + [i for i in s_ if i not in d]:
+        dv, sv = d.get(id_, d_floor), s_.get(id_, s_floor)
+        rows.append((id_, dense_weight * dv + (1.0 - dense_weight) * sv, dv, sv))
+    # ties (a weight of 0 or 1, equal BM25 scores) are broken by the other retriever's score
+    rows.sort(key=lambda r: (-r[1], -r[2], -r[3]))
+    return [(id_, score) for id_, score, _, _ in rows]
 
 
 def peakedness(scores: Sequence[float], depth: int = 10) -> float:

@@ -123,13 +123,20 @@ def kb_key(bench: Benchmark, settings: Settings) -> str:
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_kb(bench: Benchmark, settings: Settings, *, rebuild: bool = False, progress: bool = True):
-    """The benchmark's knowledge base, built once and reused: (KnowledgeBase, {file stem: doc id})."""
+def kb_root(bench: Benchmark, settings: Settings) -> Path:
+    return Path(settings.cache_dir) / "eval-kb" / kb_key(bench, settings)
+
+
+def build_kb(bench: Benchmark, settings: Settings, *, rebuild: bool = False, progress: bool = True, embedder=None, finish: bool = True):
+    """The benchmark's knowledge base, built once and reused: (KnowledgeBase, {file stem: doc id}).
+
+    `embedder` replaces the settings' embedder for this build (bench/ uses it to embed on
+    another machine); `finish=False` leaves the cache unmarked, so the next call re-checks it."""
     import shutil
 
     from app.kb import KnowledgeBase
 
-    root = Path(settings.cache_dir) / "eval-kb" / kb_key(bench, settings)
+    root = kb_root(bench, settings)
     if rebuild and root.exists():
         shutil.rmtree(root)
     docs_dir, kb_dir = root / "docs", root / "kb"
@@ -140,11 +147,15 @@ def build_kb(bench: Benchmark, settings: Settings, *, rebuild: bool = False, pro
             target = docs_dir / f"d{n:06d}.txt"
             if not target.exists():
                 target.write_text(text, encoding="utf-8")
-        summary = KnowledgeBase(kb_dir, settings).ingest([docs_dir], progress=progress)
+        kb = KnowledgeBase(kb_dir, settings)
+        if embedder is not None:
+            kb.embedder = embedder
+        summary = kb.ingest([docs_dir], progress=progress)
         failed = [f for f in summary.files if f.status == "failed"]
         if len(failed) > len(bench.docs) // 100:  # a few empty documents are normal; more is a fault
             raise BenchmarkError(f"building the knowledge base for {bench.name}: {len(failed)} documents failed, e.g. {failed[0].path}: {failed[0].reason}")
-        (root / _DONE).write_text(json.dumps({"benchmark": bench.name, "documents": len(bench.docs), "settings": settings.model_dump(mode="json")}, indent=2))
+        if finish:
+            (root / _DONE).write_text(json.dumps({"benchmark": bench.name, "documents": len(bench.docs), "settings": settings.model_dump(mode="json")}, indent=2))
     return KnowledgeBase(kb_dir, settings), stems
 
 

@@ -1,0 +1,58 @@
+"""`kbqa eval retrieval` on tiny fixtures: exact JSON keys, cached knowledge base reused, bad input named."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import FIXTURES
+
+BEIR = FIXTURES / "beir_tiny"
+BEIR_KEYS = {"ndcg@10", "recall@10", "recall@100", "mrr@10", "p50_ms", "p95_ms", "queries"}
+SQUAD_KEYS = {"hit@1", "hit@5", "hit@10", "mrr@10", "p50_ms", "p95_ms", "queries"}
+
+
+def _run(capsys, *args) -> dict:
+    from app.cli.kbqa_main import main
+
+    assert main(["eval", "retrieval", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KBQA_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_beir_json_keys_values_and_cache_reuse(cache, capsys):
+    out = _run(capsys, "--beir", str(BEIR), "--split", "test", "--mode", "hybrid")
+    assert set(out) == BEIR_KEYS
+    assert out["queries"] == 5  # q6 has no judgement
+    assert out["ndcg@10"] >= 0.8 and out["recall@10"] == 1.0  # eight documents on distinct topics
+    assert 0 < out["p50_ms"] <= out["p95_ms"]
+    (built,) = (cache / "eval-kb").iterdir()
+    stamp = (built / "complete.json").stat().st_mtime_ns
+    again = _run(capsys, "--beir", str(BEIR), "--split", "test", "--mode", "bm25")
+    assert (built / "complete.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert len(list((cache / "eval-kb").iterdir())) == 1
+    assert again["queries"] == 5 and again["mrr@10"] >= 0.8
+
+
+def test_squad_json_keys(cache, capsys):
+    out = _run(capsys, "--squad", str(BEIR / "squad_tiny.json"), "--mode", "hybrid")
+    assert set(out) == SQUAD_KEYS
+    assert out["queries"] == 4 and out["hit@10"] == 1.0 and out["hit@1"] >= 0.75
+
+
+def test_bad_beir_folder_names_the_missing_file(tmp_path, cache, capsys):
+    from app.cli.kbqa_main import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(BEIR, broken)
+    (broken / "qrels" / "test.tsv").unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "retrieval", "--beir", str(broken), "--json"])
+    assert exc.value.code == 2
+    assert "qrels/test.tsv" in capsys.readouterr().err
