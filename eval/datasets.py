@@ -5,7 +5,8 @@
   (the reference is ``response``/``answer`` if present, else the last ``assistant`` message;
   the question is the last ``user`` message before it). Optional: ``system``, ``source``
   (gold document, for retrieval-miss analysis), ``key`` (short answer), ``id``.
-- SQuAD-style json (SQuAD v1.1, CMRC 2018): ``data[].paragraphs[].{context, qas[]}``.
+- SQuAD-style json (SQuAD v1.1, CMRC 2018): ``data[].paragraphs[].{context, qas[]}``
+  (a question whose text is the empty string is skipped with a warning).
 - MCQ csv (evalscope ``general_mcq``): header ``id,question,A,B,C,D,answer`` (any number of
   option letters).
 """
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -129,6 +133,7 @@ def read_squad(path: str | Path) -> tuple[list[SquadParagraph], list[QAItem]]:
         raise DatasetError(f"{path}: expected a SQuAD-style object with a 'data' list")
     paragraphs: list[SquadParagraph] = []
     items: list[QAItem] = []
+    skipped: list[str] = []
     for a, article in enumerate(data["data"]):
         title = str(article.get("title", "")) if isinstance(article, dict) else ""
         if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
@@ -140,12 +145,17 @@ def read_squad(path: str | Path) -> tuple[list[SquadParagraph], list[QAItem]]:
             paragraphs.append(SquadParagraph(pid, title, context))
             for q, qa in enumerate(para.get("qas", [])):
                 qwhere = f"{where}.qas[{q}]"
+                if isinstance(qa, dict) and qa.get("question") == "":
+                    skipped.append(qwhere)  # CMRC 2018 trial has one question with empty text
+                    continue
                 question = _text(qa.get("question") if isinstance(qa, dict) else None, qwhere, "question")
                 answers = [ans.get("text") for ans in qa.get("answers", []) if isinstance(ans, dict)]
                 refs = list(dict.fromkeys(t.strip() for t in answers if isinstance(t, str) and t.strip()))
                 if not refs:
                     raise DatasetError(f"{qwhere}: field 'answers' has no answer text")
                 items.append(QAItem(question=question.strip(), references=refs, id=str(qa.get("id", f"{pid}-q{q}")), source=pid, keys=refs))
+    if skipped:
+        log.warning("%s: skipped %d question(s) with empty text: %s", path, len(skipped), ", ".join(s.split(": ", 1)[1] for s in skipped[:5]))
     return paragraphs, items
 
 

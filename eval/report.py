@@ -10,8 +10,11 @@ TABLE_HEADER = ("Model", "Dataset", "Metric", "Subset", "Num", "Score")
 CHART_KEYS = ("em", "f1", "contains", "bleu-1", "bleu-4", "rouge-1-f", "rouge-2-f", "rouge-l-f", "rouge-l-r", "lf-bleu-4", "lf-rouge-l")
 
 
-def table_rows(model: str, dataset: str, subset: str, num: int, metrics: Mapping[str, float]) -> list[tuple]:
-    return [(model, dataset, name, subset, num, f"{value:.4f}") for name, value in metrics.items()]
+def table_rows(model: str, dataset: str, subset: str, num: int | Mapping[str, int], metrics: Mapping[str, float]) -> list[tuple]:
+    """One row per metric; `num` is the item count, or a count per metric (retrieval metrics only
+    count the items whose gold source is known)."""
+    count = (lambda name: num.get(name, 0)) if isinstance(num, Mapping) else (lambda name: num)
+    return [(model, dataset, name, subset, count(name), f"{value:.4f}") for name, value in metrics.items()]
 
 
 def render_table(rows: Sequence[Sequence], header: Sequence[str] = TABLE_HEADER) -> str:

@@ -198,3 +198,12 @@ def test_eval_squad_predictions_by_id(tmp_path, capsys):
     assert m["em"] == pytest.approx(1 / 3) and m["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert m["hit@1"] == pytest.approx(2 / 3)  # q2's gold paragraph a000-p000 was not retrieved
     assert payload["outcomes"] == {"correct": 2, "retrieval miss": 0, "generation miss": 1, "wrong (gold unknown)": 0}
+
+
+def test_squad_question_with_empty_text_is_skipped(tmp_path, caplog):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": "a", "question": "", "answers": [{"text": "x"}]}, {"id": "b", "question": "q?", "answers": [{"text": "x"}]}]}]}]}), encoding="utf-8")
+    _, items = read_squad(path)
+    assert [it.id for it in items] == ["b"]
+    assert "skipped 1 question(s) with empty text: data[0].paragraphs[0].qas[0]" in caplog.text

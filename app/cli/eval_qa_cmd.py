@@ -102,7 +102,8 @@ def _finish(args, meta: dict, records: list, metrics: dict, primary: str) -> int
     if args.json:
         print_json({"meta": meta, "metrics": metrics, "out": str(out)})
     else:
-        print(render_table(table_rows(meta["model"], meta["dataset"], meta["subset"], len(records), shown)))
+        counts_per_metric = {k: sum(1 for r in records if k in r["scores"]) for k in shown}
+        print(render_table(table_rows(meta["model"], meta["dataset"], meta["subset"], counts_per_metric, shown)))
         counts = {}
         for r in records:
             counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
