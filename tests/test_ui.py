@@ -114,6 +114,8 @@ def test_chat_streams_a_cited_answer(browser, server, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("KBQA_SCREENSHOT_TO_DOCS") == "1":
         shutil.copy(shot, ROOT / "docs" / "screenshot-chat.png")
+    page.click("#clear")
+    page.wait_for_function("q => !document.querySelector('#chatbot').innerText.includes(q)", arg=QUESTION["query"])
     page.close()
 
 
@@ -131,6 +133,12 @@ def test_admin_uploads_and_lists_a_document(browser, server, tmp_path):
     page.wait_for_function(shows, arg=["#upload-log", "added"])
     page.wait_for_function(shows, arg=["#docs", doc.name])
     page.screenshot(path=str(tmp_path / "admin.png"), full_page=True)
+
+    page.locator("#delete-choice input").click()
+    page.get_by_role("option", name=doc.name).first.click()
+    page.click("#delete-btn")
+    page.wait_for_function(shows, arg=["#admin-msg", "Deleted"])
+    page.wait_for_function("name => !document.querySelector('#docs').innerText.includes(name)", arg=doc.name)
     page.close()
 
 
