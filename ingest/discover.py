@@ -23,7 +23,8 @@ def discover(paths: list[str | Path]) -> Discovery:
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            found.problems.append((str(raw), "no such file or directory"))
+            reason = "broken symbolic link or symlink loop" if path.is_symlink() else "no such file or directory"
+            found.problems.append((str(raw), reason))
             continue
         if path.is_file():
             _add(found, seen, path)

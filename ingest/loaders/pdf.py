@@ -12,7 +12,7 @@ def load_pdf(path: Path, data: bytes, password: str | None = None) -> list[Page]
     import logging
 
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     if not data.lstrip()[:5].startswith(b"%PDF"):
@@ -20,8 +20,13 @@ def load_pdf(path: Path, data: bytes, password: str | None = None) -> list[Page]
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
-            result = reader.decrypt(password or "")
+            try:
+                result = reader.decrypt(password or "")
+            except DependencyError as exc:
+                raise LoadError(path, "PDF is AES-encrypted and reading it needs the cryptography package", "pip install cryptography") from exc
             if not result:
+                if password:
+                    raise LoadError(path, "wrong PDF password", "check the value given with --pdf-password")
                 raise LoadError(path, "PDF is password-protected", "supply the password with --pdf-password")
         pages = []
         for number, page in enumerate(reader.pages, start=1):
