@@ -146,17 +146,17 @@ def gpu(args) -> None:
     cfg = TrainConfig(data=str(plain), output_dir=str(adapter), model=args.model, learning_rate=args.lr,
                       batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                       eval_every=args.eval_every, max_length=args.max_length, max_minutes=args.max_minutes,
-                      cache_dir=args.cache_dir, progress=False)
+                      cache_dir=args.cache_dir, progress=False, device=args.device, max_steps=args.max_steps)
     started = time.perf_counter()
     metrics = train(cfg)
     info["train_wall_s"] = round(time.perf_counter() - started, 1)
     print({k: v for k, v in metrics.items() if k != "history"}, flush=True)
 
-    tests = _read_jsonl_gz(data_dir / "test.jsonl.gz")
+    tests = _read_jsonl_gz(data_dir / "test.jsonl.gz")[: args.limit_test]
     gen = {"info": info, "items": tests}
     systems = [("base", None), ("adapter", str(adapter))] + [(f"adapter_{Path(a).parent.name}", a) for a in args.also_adapter]
     for name, adapter_dir in systems:
-        llm = TransformersLLM(args.model, device="cuda", adapter=adapter_dir, cache_dir=Path(args.cache_dir))
+        llm = TransformersLLM(args.model, device=args.device, adapter=adapter_dir, cache_dir=Path(args.cache_dir))
         todo = [i for i, t in enumerate(tests) if t["found"]]
         t0 = time.perf_counter()
         for s in range(0, len(todo), args.gen_batch):
@@ -168,7 +168,7 @@ def gpu(args) -> None:
         # perplexity of the reference replies (assistant tokens only)
         model, tok = llm.model, llm.tokenizer
         enc = [encode(tok, t["messages"] + [{"role": "assistant", "content": t["target"]}], 4096) for t in tests if t["found"] and t.get("target")]
-        info[f"{name}_target_loss"] = evaluate(model, [e for e in enc if e], 16, tok.pad_token_id, "cuda")
+        info[f"{name}_target_loss"] = evaluate(model, [e for e in enc if e], 16, tok.pad_token_id, args.device)
         print(name, info[f"{name}_generate_s"], info[f"{name}_target_loss"], flush=True)
     (out / "generations.json").write_text(json.dumps(gen, ensure_ascii=False))
 
@@ -203,6 +203,9 @@ def main() -> None:
     g.add_argument("--max-length", dest="max_length", type=int, default=2048)
     g.add_argument("--max-minutes", dest="max_minutes", type=float, default=4.0)
     g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
+    g.add_argument("--device", default="cuda")
+    g.add_argument("--max-steps", dest="max_steps", type=int)
+    g.add_argument("--limit-test", dest="limit_test", type=int, help="only the first N test prompts (smoke runs)")
     g.add_argument("--gen-batch", dest="gen_batch", type=int, default=128)
     g.add_argument("--also-adapter", dest="also_adapter", action="append", default=[],
                    help="another adapter folder to generate with (e.g. the SQuAD adapter on the sample KB)")

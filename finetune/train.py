@@ -179,6 +179,7 @@ def evaluate(model, data: list[dict], batch_size: int, pad_id: int, device: str)
     """Mean loss per assistant token over `data`."""
     import torch
 
+    was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     with torch.no_grad():
@@ -187,7 +188,7 @@ def evaluate(model, data: list[dict], batch_size: int, pad_id: int, device: str)
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             total += float(batch_loss(model, batch, device)) * n
             tokens += n
-    model.train()
+    model.train(was_training)
     return total / max(tokens, 1)
 
 
@@ -244,7 +245,7 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> State:
 def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     saved = TrainConfig.load(out).to_dict()
     mine = cfg.to_dict()
-    differ = [k for k in mine if k not in ("progress", "device", "cache_dir") and saved.get(k) != mine[k]]
+    differ = [k for k in mine if k not in ("progress", "device", "cache_dir", "output_dir") and saved.get(k) != mine[k]]
     if differ:
         raise ConfigError(f"resume: {out} was trained with other settings ({', '.join(differ)})")
 

@@ -44,7 +44,7 @@ def test_alpaca_input_is_appended_to_the_instruction():
 @pytest.mark.parametrize(
     "row, needle",
     [
-        ('{"messages": [{"role": "user", "content": "q"}', "line 2: invalid JSON"),
+        ('{"messages": [{"role": "user", "content": "q"}', "invalid JSON"),
         ({"messages": [{"role": "bot", "content": "q"}]}, "messages[0]'.role"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0]'.content"),
         ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),
@@ -53,7 +53,8 @@ def test_alpaca_input_is_appended_to_the_instruction():
         ({"conversation": [{"human": "q"}]}, "conversation[0]'"),
         ({"instruction": "q"}, "field 'output' is missing"),
         ({"text": "plain"}, "unknown format"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "must alternate"),
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]},
+         "must alternate"),
     ],
 )
 def test_malformed_lines_name_the_line_and_field(tmp_path, row, needle):
@@ -147,7 +148,7 @@ def trained(tmp_path_factory, settings):
 
     from finetune.train import train
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # on a busy shared CPU, more threads spin and stall
     root = tmp_path_factory.mktemp("ft")
     rows = [{"query": f"What is the {k}?", "response": f"The {k} is {v}."} for k, v in FACTS] * 3
     data = _write(root / "data.jsonl", rows)
