@@ -124,6 +124,8 @@ class Settings(_Section):
         for key, value in env.items():
             if key.startswith(ENV_PREFIX) and key != "KBQA_CONFIG":
                 dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
+                if dotted.split(".")[0] not in cls.model_fields:
+                    continue  # another kbqa variable (e.g. KBQA_SERVE_WORKER_SPEC), not a setting
                 _set_dotted(data, dotted, value)
         for dotted, value in (overrides or {}).items():
             if value is not None:

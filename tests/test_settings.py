@@ -31,3 +31,8 @@ def test_unknown_field_rejected():
 def test_missing_config_file(tmp_path):
     with pytest.raises(SettingsError, match="not found"):
         Settings.load(tmp_path / "nope.toml", env={})
+
+
+def test_other_kbqa_variables_are_not_settings():
+    s = Settings.load(env={"KBQA_SERVE_WORKER_SPEC": "{}", "KBQA_LLM__MAX_NEW_TOKENS": "12"})
+    assert s.llm.max_new_tokens == 12
