@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller corpus and sizes")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
     parser.add_argument("--out", default="speed", help="result file name (without extension) under bench/results/")
+    parser.add_argument("--sizes", help="retrieval: comma-separated store sizes (default 10000,100000[,1000000])")
+    parser.add_argument("--stores", default="faiss,chroma", help="retrieval: stores to measure (default faiss,chroma)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
@@ -223,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.speed_generation import run
             else:
                 run = None
-            entry["result"] = serve_peak_rss() if run is None else run(quick=args.quick)
+            if name == "retrieval":
+                sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
+                entry["result"] = run(quick=args.quick, sizes=sizes, stores=args.stores.split(","))
+            else:
+                entry["result"] = serve_peak_rss() if run is None else run(quick=args.quick)
         except Exception as exc:  # one broken part must not lose the others' figures
             import traceback
 

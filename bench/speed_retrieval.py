@@ -151,12 +151,13 @@ def embed_query_latency(n: int = 30) -> dict:
     return _percentiles(ms)
 
 
-def run(quick: bool = False, sizes: list[int] | None = None, chroma_max: int = 100_000) -> dict:
+def run(quick: bool = False, sizes: list[int] | None = None, chroma_max: int = 100_000, stores: list[str] | None = None) -> dict:
     sizes = sizes or ([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000])
     out: dict = {"data": __doc__.split("\n\n")[1].replace("\n", " "), "embed_query_cpu": embed_query_latency()}
     for n in sizes:
-        backends = ["faiss"] + (["chroma"] if n <= chroma_max else [])
+        stores = stores or ["faiss", "chroma"]
+        backends = [b for b in stores if b != "chroma" or n <= chroma_max]
         out[str(n)] = run_size(n, backends)
-        if n > chroma_max:
+        if n > chroma_max and "chroma" in stores:
             out[str(n)]["chroma"] = {"skipped": f"Chroma is measured up to {chroma_max:,} chunks (upserting {n:,} takes too long on this machine)"}
     return out
