@@ -241,6 +241,8 @@ class TransformersLLM:
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         errors: list[BaseException] = []
         kwargs = self._gen_kwargs(max_tokens, temperature)
+        cancelled = threading.Event()  # set when the consumer stops reading (Stop button, closed client)
+        kwargs["stopping_criteria"] = _cancel_criteria(cancelled)
 
         def run() -> None:
             try:
@@ -254,7 +256,22 @@ class TransformersLLM:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from (p for p in stream_until_stop(streamer, self._stops()) if p)
+        try:
+            yield from (p for p in stream_until_stop(streamer, self._stops()) if p)
+        finally:
+            cancelled.set()  # also on GeneratorExit: generation ends at the next token
         thread.join()
         if errors:
             raise errors[0]
+
+
+def _cancel_criteria(cancelled: threading.Event):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancelled()])
