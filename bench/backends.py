@@ -6,8 +6,9 @@
 - transformers: the packaged SmolLM2-135M through `TransformersLLM`, greedy, generated
   tokens per second at batch 1 and batch 4; adapter switch time (two tiny LoRA adapters).
 - openai: the same questions through our own `kbqa serve` (a separate process, REST API)
-  with `OpenAICompatLLM`, against `KnowledgeBase.ask` in this process: the HTTP/SSE
-  overhead per answer, and the time to the first streamed token.
+  with `OpenAICompatLLM`, against `KnowledgeBase.ask` in this process: identical answers,
+  the time to the first streamed token, and the HTTP/JSON/client overhead alone, timed on a
+  question the knowledge base cannot answer (retrieval only, no generation).
 - chroma: embedded (PersistentClient) against a Chroma server (`chroma run`) on this
   machine: query latency (k=5) over 5,000 vectors of 384 dimensions, and upsert rate.
 - vllm: not measured unless vLLM imports and a CUDA GPU is present.
@@ -128,13 +129,14 @@ def bench_openai(out: dict) -> None:
     from live_server import free_port
     from retrieval.llm.openai_compat import OpenAICompatLLM
 
-    s = _settings().with_overrides({"llm.max_new_tokens": 48, "llm.answer_cache": 0})  # time generation, not the cache
+    # short prompts (2 passages) so that CPU prefill does not drown the HTTP overhead; no answer cache
+    s = _settings().with_overrides({"llm.max_new_tokens": 32, "llm.answer_cache": 0, "retrieval.k": 2, "retrieval.context_neighbors": 0})
     kb_dir = s.cache_dir / "bench-backends" / "sample-kb"
     kb = KnowledgeBase(kb_dir, s)
     if kb.record is None:
         kb.ingest([ROOT / "data" / "sample"])
     port = free_port()
-    env = dict(os.environ, KBQA_LLM__MAX_NEW_TOKENS="48", KBQA_LLM__ANSWER_CACHE="0", KBQA_CACHE_DIR=str(s.cache_dir))
+    env = dict(os.environ, KBQA_LLM__MAX_NEW_TOKENS="32", KBQA_LLM__ANSWER_CACHE="0", KBQA_RETRIEVAL__K="2", KBQA_RETRIEVAL__CONTEXT_NEIGHBORS="0", KBQA_CACHE_DIR=str(s.cache_dir))
     log = open(kb_dir.parent / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli.kbqa_main", "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -149,31 +151,46 @@ def bench_openai(out: dict) -> None:
             except httpx.HTTPError:
                 time.sleep(0.5)
         remote = OpenAICompatLLM("sample", base_url=f"{url}/v1", timeout_s=600)
-        messages = [[{"role": "user", "content": q}] for q in QUESTIONS]
+        questions = QUESTIONS[:3]
+        messages = [[{"role": "user", "content": q}] for q in questions]
         remote.generate(messages[0], max_tokens=4)
         kb.ask(QUESTIONS[0])
         local_t, remote_t, ttft, same = [], [], [], 0
-        for q, m in zip(QUESTIONS, messages):
+        for q, m in zip(questions, messages):
             started = time.perf_counter()
             local = kb.ask(q).answer
             local_t.append(time.perf_counter() - started)
             started = time.perf_counter()
-            text = remote.generate(m, max_tokens=48)
+            text = remote.generate(m, max_tokens=32)
             remote_t.append(time.perf_counter() - started)
             same += text == local
             started = time.perf_counter()
-            stream = remote.stream(m, max_tokens=48)
+            stream = remote.stream(m, max_tokens=32)
             next(stream)
             ttft.append(time.perf_counter() - started)
             for _ in stream:
                 pass
+        # the HTTP + JSON + client overhead alone: a question the knowledge base cannot answer
+        # (retrieval only, no generation), alternating in-process and through the server
+        unanswerable = "What is the boiling point of liquid nitrogen in kelvin?"
+        nf_local, nf_remote = [], []
+        for _ in range(10):
+            started = time.perf_counter()
+            local_nf = kb.ask(unanswerable)
+            nf_local.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            remote_nf = remote.generate([{"role": "user", "content": unanswerable}], max_tokens=32)
+            nf_remote.append(time.perf_counter() - started)
+        assert not local_nf.found and remote_nf == local_nf.answer, (local_nf, remote_nf)
         out["openai"] = {
+            "not_found_in_process_ms_median": _ms(statistics.median(nf_local)),
+            "not_found_through_openai_backend_ms_median": _ms(statistics.median(nf_remote)),
+            "http_overhead_ms_median": _ms(statistics.median(r - l for r, l in zip(nf_remote, nf_local))),
             "server": "kbqa serve (separate process, REST API), transformers backend behind it",
             "answer_in_process_ms_median": _ms(statistics.median(local_t)),
             "answer_through_openai_backend_ms_median": _ms(statistics.median(remote_t)),
-            "overhead_ms_median": _ms(statistics.median(r - l for r, l in zip(remote_t, local_t))),
             "time_to_first_streamed_token_ms_median": _ms(statistics.median(ttft)),
-            "identical_answers": f"{same}/{len(QUESTIONS)}",
+            "identical_answers": f"{same}/{len(questions)}",
             "loadavg": os.getloadavg(),
         }
         print("openai", out["openai"], flush=True)
@@ -312,8 +329,11 @@ DEFAULT = ["llm", "openai", "store", "vllm"]
 
 
 def write(out: dict) -> None:
+    """Merge this run's parts into the results file (each part keeps its own date and load)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / ("backends_gpu" if "gpu" in out else "backends_cpu")
+    if stem.with_suffix(".json").is_file():
+        out = {**json.loads(stem.with_suffix(".json").read_text()), **out}
     stem.with_suffix(".json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     lines = [
         "# Serving backends",
@@ -350,7 +370,10 @@ def main(argv: list[str]) -> int:
     }
     for name in names:
         PARTS[name](out)
-    write(out)
+        key = {"llm": "transformers", "store": "chroma"}.get(name, name)
+        if isinstance(out.get(key), dict):
+            out[key]["measured"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + f" by `{out['command']}`"
+        write(out)  # after each part, so that a long run keeps what it measured
     return 0
 
 
