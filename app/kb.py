@@ -118,6 +118,7 @@ class KnowledgeBase:
             file_timeout_s=i.file_timeout_s,
             max_file_bytes=int(i.max_file_mb * 2**20),
             redact_pii=i.redact_pii,
+            strip_injections=i.strip_injections,
         )
 
     def _ensure_record(self) -> None:

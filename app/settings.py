@@ -47,6 +47,7 @@ class IngestSettings(_Section):
     lock_timeout_s: float = Field(600.0, ge=0, description="how long a second writer waits for the knowledge base's lock")
     batch_chunks: int = Field(256, ge=1, description="chunks embedded and stored per batch")
     redact_pii: bool = False  # replace e-mail addresses, ID and phone numbers before storing (ingest/redact.py)
+    strip_injections: bool = False  # replace instruction-like text ("ignore previous instructions ...") before storing
 
 
 class StoreSettings(_Section):

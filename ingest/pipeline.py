@@ -152,6 +152,7 @@ class Ingestor:
         file_timeout_s: float = 300.0,
         max_file_bytes: int | None = None,
         redact_pii: bool = False,
+        strip_injections: bool = False,
         keyword_save_every_s: float = 30.0,
     ):
         self.manifest = manifest
@@ -167,6 +168,7 @@ class Ingestor:
         self.file_timeout_s = file_timeout_s
         self.max_file_bytes = max_file_bytes
         self.redact_pii = redact_pii
+        self.strip_injections = strip_injections
         self.keyword_save_every_s = keyword_save_every_s
         self._last_keyword_save = time.monotonic()
 
@@ -279,7 +281,7 @@ class Ingestor:
 
     def _parse_embed_store(self, planned: list[_Planned], summary: IngestSummary, password: str | None) -> None:
         by_path = {str(p.path): p for p in planned}
-        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes) for p in planned]
+        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes, self.strip_injections) for p in planned]
         pool = ParsePool(self.workers, self.file_timeout_s, ahead=max(2, 2 * self.workers))
         parse_bar = tqdm(total=len(tasks), desc="parsing", unit="file", disable=not self.progress or not tasks, position=0)
         embed_bar = tqdm(total=0, desc="embedding", unit="chunk", disable=not self.progress or not tasks, position=1)

@@ -41,3 +41,27 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
         if n:
             counts[kind] = counts.get(kind, 0) + n
     return text, counts
+
+
+# ---- instruction-like text (prompt injection) ------------------------------------------
+# Document text is already fenced as data in the prompt (retrieval/prompts.py); a small
+# model may still echo or obey it. With ``ingest.strip_injections`` such sentences are
+# replaced at ingestion, before they can reach a prompt.
+INJECTION = re.compile(
+    r"[^.!?\n。！？]*(?:"
+    r"ignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier)\s+(?:instructions|prompts?|rules)"
+    r"|disregard\s+(?:all\s+|the\s+)?(?:previous|prior|above)\s+(?:instructions|prompts?)"
+    r"|(?:reveal|print|show|repeat)\s+(?:your|the)\s+(?:system\s+prompt|instructions)"
+    r"|you\s+are\s+now\s+in\s+\w+\s+mode"
+    r"|忽略(?:之前|以上|前面|先前)(?:的)?(?:所有|全部)?(?:指令|指示|提示|规则)"
+    r"|(?:泄露|透露|输出)(?:你的)?系统提示"
+    r")[^\n]*",  # from the sentence holding the marker to the end of its line: the orders that follow
+    re.IGNORECASE,
+)
+INJECTION_PLACEHOLDER = "[instruction-like text removed]"
+
+
+def strip_injections(text: str) -> tuple[str, int]:
+    """Replace text that addresses the model with instructions (from the sentence holding a
+    marker such as "ignore previous instructions" to the end of its line); return (text, how many)."""
+    return INJECTION.subn(INJECTION_PLACEHOLDER, text)

@@ -31,6 +31,7 @@ class ParseTask:
     password: str | None = None
     redact: bool = False
     max_bytes: int | None = None
+    strip_injections: bool = False
 
 
 @dataclass
@@ -90,6 +91,16 @@ def parse_file(task: ParseTask) -> Parsed:
                     out.redactions[kind] = out.redactions.get(kind, 0) + n
                 redacted.append(Page(text, page.page))
             cleaned = redacted
+        if task.strip_injections:
+            from ingest.redact import strip_injections
+
+            stripped = []
+            for page in cleaned:
+                text, n = strip_injections(page.text)
+                if n:
+                    out.redactions["instruction-like text"] = out.redactions.get("instruction-like text", 0) + n
+                stripped.append(Page(text, page.page))
+            cleaned = stripped
         out.pages = cleaned
     except LoadError as exc:
         out.error = exc.reason + (f" ({exc.hint})" if exc.hint else "")
