@@ -93,9 +93,21 @@ def trainable_state(model) -> dict:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _plain(model):
+    """Forget a GGUF origin: the packaged model's cached folder holds plain weights, but its config
+    still names the GGUF quantization, and transformers refuses to save such a model."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
 def save_model(model, tokenizer, folder: Path, cfg: TrainConfig) -> None:
     """The adapter (LoRA) or the whole model (freeze), loadable by --adapter / --llm-model."""
     folder.mkdir(parents=True, exist_ok=True)
+    if cfg.mode == "freeze":
+        _plain(model)
     model.save_pretrained(folder)
     if cfg.mode == "freeze":
         tokenizer.save_pretrained(folder)
@@ -410,7 +422,7 @@ def merge(adapter: str | Path, out: str | Path, base: str | None = None, cache_d
         raise ConfigError(f"{adapter}: the base model is unknown; pass it (--base)")
     path = resolve_model(base, cache_dir)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged = _plain(PeftModel.from_pretrained(model, str(adapter)).merge_and_unload())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)

@@ -159,6 +159,7 @@ def trained(tmp_path_factory, settings):
     return cfg, train(cfg)
 
 
+@pytest.mark.slow  # a few real training steps on the CPU: minutes on a busy 2-core machine
 def test_training_lowers_loss_and_writes_the_adapter_files(trained):
     cfg, metrics = trained
     from pathlib import Path
@@ -172,6 +173,7 @@ def test_training_lowers_loss_and_writes_the_adapter_files(trained):
     assert metrics["trainable_params"] < metrics["total_params"] / 20
 
 
+@pytest.mark.slow  # a few real training steps on the CPU: minutes on a busy 2-core machine
 def test_adapter_reloads_and_changes_the_answer(trained, settings):
     from retrieval.llm.transformers import TransformersLLM
 
@@ -183,6 +185,7 @@ def test_adapter_reloads_and_changes_the_answer(trained, settings):
     assert a != b
 
 
+@pytest.mark.slow  # a few real training steps on the CPU: minutes on a busy 2-core machine
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     import shutil
     from dataclasses import replace
@@ -205,6 +208,7 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     assert losses(resumed) == losses(first)  # step 4 redone from step 3's state gives the same losses
 
 
+@pytest.mark.slow  # a few real training steps on the CPU: minutes on a busy 2-core machine
 def test_merge_reproduces_the_adapter_logits(trained, tmp_path, settings):
     import torch
     from peft import PeftModel
@@ -222,3 +226,54 @@ def test_merge_reproduces_the_adapter_logits(trained, tmp_path, settings):
         merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
         a, b = peft_model(**ids).logits, merged(**ids).logits
     assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_freeze_mode_trains_only_the_last_layers(tmp_path, settings):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from finetune.train import resolve_model, train
+
+    torch.set_num_threads(1)
+    rows = [{"query": f"What is the {k}?", "response": f"The {k} is {v}."} for k, v in FACTS] * 2
+    cfg = TrainConfig(data=str(_write(tmp_path / "d.jsonl", rows)), output_dir=str(tmp_path / "model"), mode="freeze",
+                      freeze_last_layers=1, max_length=48, batch_size=4, grad_accum=1, max_steps=1, learning_rate=1e-3, warmup_ratio=0.0,
+                      cache_dir=str(settings.cache_dir), progress=False, device="cpu")
+    metrics = train(cfg)
+    base = load_file(str(__import__("pathlib").Path(resolve_model("smollm2", str(settings.cache_dir))) / "model.safetensors"))
+    model = AutoModelForCausalLM.from_pretrained(cfg.output_dir)  # a plain model folder, usable with --llm-model
+    state = model.state_dict()
+    last = len(model.model.layers) - 1
+    changed = {k for k in base if not torch.equal(base[k], state[k])}
+    assert changed and all(k.startswith(f"model.layers.{last}.") for k in changed)
+    assert metrics["trainable_params"] < metrics["total_params"] / 10
+
+
+# ---- the CLI -----------------------------------------------------------------------------------
+
+def test_cli_train_reports_the_bad_line(tmp_path, capsys):
+    from app.cli.kbqa_main import main
+
+    data = _write(tmp_path / "bad.jsonl", [{"query": "q", "response": "a"}, {"instruction": "only"}])
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "train", str(data), "--out", str(tmp_path / "out"), "--max-steps", "1"])
+    assert exc.value.code == 2
+    assert f"{data}:2: field 'output' is missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_make_data_on_the_sample_kb(sample_kb_dir, tmp_path, capsys):
+    from app.cli.kbqa_main import main
+
+    out = tmp_path / "data.jsonl"
+    assert main(["finetune", "make-data", "--kb", str(sample_kb_dir), "--out", str(out)]) == 0
+    examples = load_examples(out)
+    assert {e.split for e in examples} == {"train", "validation", "test"}
+    chunk_split = {}
+    for e in examples:
+        assert chunk_split.setdefault(e.meta["chunk_id"], e.split) == e.split
+        reply = e.messages[-1]["content"]
+        assert reply in NOT_FOUND.values() or "[" in reply
+    assert any(e.messages[-1]["content"] in NOT_FOUND.values() for e in examples)
