@@ -158,6 +158,8 @@ def repair(kb_path: str | Path, settings: Settings | None = None) -> DoctorRepor
 def run(kb_path: str | Path, settings: Settings | None = None, *, fix: bool = False) -> DoctorReport:
     kb_path = Path(kb_path)
     settings = settings or Settings()
+    if read_record(kb_path) is None:  # before taking the lock, which would create the folder
+        raise NotAKnowledgeBase(f"{kb_path}: not a knowledge base (no {KB_FILE})")
     if fix:
         return repair(kb_path, settings)
     lock = KBLock(kb_path, timeout_s=min(5.0, settings.ingest.lock_timeout_s))
