@@ -34,5 +34,10 @@ browser:
 test-slow: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -m slow
 
+# Speed benchmarks -> bench/results/speed.{json,md}; BENCH_ARGS=--quick for a shorter run.
+bench: install
+	$(PIP) install -q -e '.[bench]'
+	HF_HUB_OFFLINE=1 $(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf kb-demo .pytest_cache
