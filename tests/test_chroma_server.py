@@ -24,23 +24,40 @@ def server_url(tmp_path_factory):
         yield url
 
 
-def test_workers_share_a_knowledge_base_on_a_chroma_server(server_url, settings, tmp_path):
+@pytest.fixture(scope="module")
+def server_kb(server_url, settings, tmp_path_factory):
+    """The sample documents ingested into a knowledge base whose vectors live on the server."""
+    from app.kb import KnowledgeBase
+
+    s = settings.with_overrides({"store.chroma_url": server_url})
+    kb_dir = tmp_path_factory.mktemp("server-kbs") / "railway"
+    summary = KnowledgeBase(kb_dir, s).ingest([SAMPLE])
+    assert summary.ok, summary.render()
+    return kb_dir, s
+
+
+def test_knowledge_bases_keep_their_vectors_on_the_server(server_kb, server_url, tmp_path):
     import chromadb
 
     from app.kb import KnowledgeBase
 
-    s = settings.with_overrides({"store.chroma_url": server_url})
-    kb_dir = tmp_path / "railway"
-    summary = KnowledgeBase(kb_dir, s).ingest([SAMPLE])
-    assert summary.ok, summary.render()
+    kb_dir, s = server_kb
     assert not (kb_dir / "chroma").exists()  # the vectors went to the server, not to disk here
-    other = KnowledgeBase(tmp_path / "other", s)
-    other.ingest([SAMPLE / "history.md"])
-
+    KnowledgeBase(tmp_path / "other", s).ingest([SAMPLE / "history.md"])
     client = chromadb.HttpClient(host="127.0.0.1", port=int(server_url.rsplit(":", 1)[1]))
     counts = {c.name: c.count() for c in client.list_collections()}
-    assert counts["kbqa-railway"] == KnowledgeBase(kb_dir, s).store.count() > counts["kbqa-other"] > 0
+    second_worker = KnowledgeBase(kb_dir, s)  # another KnowledgeBase on the same directory and server
+    assert counts["kbqa-railway"] == second_worker.store.count() > counts["kbqa-other"] > 0
+    hits = second_worker.retrieve(QUESTION, 3, "dense")
+    assert hits[0].chunk.source.endswith("timetable_and_fares.html")
 
+
+@pytest.mark.slow
+def test_serve_workers_share_a_knowledge_base_on_a_chroma_server(server_kb, tmp_path):
+    from app.kb import KnowledgeBase
+
+    kb_dir, s = server_kb
+    server_url = s.store.chroma_url
     # more workers: `kbqa serve --workers 2` in another process, on the same directory and server
     port = free_port()
     env = dict(os.environ, KBQA_STORE__CHROMA_URL=server_url, KBQA_CACHE_DIR=str(s.cache_dir), HF_HUB_OFFLINE="1")
