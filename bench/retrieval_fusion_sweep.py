@@ -54,9 +54,11 @@ def candidates(name: str, embedder_backend: str, settings: Settings):
     out = {}
     from tqdm import tqdm
 
-    for qid in tqdm(list(bench.qrels), desc=f"candidates {name}/{embedder_backend}"):
+    qids = list(bench.qrels)
+    vectors = kb.embedder.embed_documents([bench.queries[q] for q in qids])  # one batch: same vectors
+    for qid, vector in tqdm(zip(qids, vectors), total=len(qids), desc=f"candidates {name}/{embedder_backend}"):
         q = bench.queries[qid]
-        dense = [(h.chunk.id, h.score) for h in kb.store.query(kb.embedder.embed_query(q), POOL)]
+        dense = [(h.chunk.id, h.score) for h in kb.store.query(vector, POOL)]
         sparse = kb.keyword_index.search(q, POOL, normalized=True)
         out[qid] = (detect_language(q), dense, sparse)
     data = {"chunk_doc": chunk_doc, "queries": out}

@@ -78,14 +78,16 @@ def dense_weight(
 
     `base` when the embedder covers the query's language, `weak_language_weight` when not;
     with no keyword match at all, dense alone (1.0); with no dense candidates, 0.0.
-    `adapt` > 0 moves the weight towards the retriever with the more peaked score list:
-    w += adapt * (peak_dense - peak_sparse), clipped to [0, 1].
+    `adapt` > 0 moves the weight (in a covered language) towards the retriever with the more
+    peaked score list: w += adapt * (peak_dense - peak_sparse), clipped to [0, 1].
     """
     if not sparse_scores:
         return 1.0 if dense_scores else 0.0
     if not dense_scores:
         return 0.0
-    w = base if language_supported else weak_language_weight
+    if not language_supported:
+        return weak_language_weight  # its score distribution says nothing either
+    w = base
     if adapt:
         w += adapt * (peakedness(dense_scores) - peakedness(sparse_scores))
     return max(0.0, min(1.0, w))

@@ -55,7 +55,7 @@ class RetrieverConfig:
     fusion: str = "weighted"  # weighted | rrf
     dense_weight: float = 0.5  # hybrid: the dense weight when the embedder covers the query's language
     weak_language_weight: float = 0.0  # ... and when it does not (measured best on CMRC with MiniLM)
-    adapt: float = 0.0  # shift weight towards the retriever with the more peaked scores
+    adapt: float = 0.5  # shift weight towards the retriever with the more peaked scores
     rrf_k: int = 60
     candidates: int = 50  # per retriever, before fusion
     mmr_lambda: float | None = None  # None: no MMR diversification
