@@ -74,6 +74,13 @@ def run(names: list[str], extra: list[str]) -> None:
 HEADLINE = ("em", "f1", "contains", "rouge-1-f", "rouge-2-f", "rouge-l-f", "rouge-l-r", "bleu-1", "bleu-4", "lf-bleu-4", "lf-rouge-l", "hit@1", "hit@5", "mrr@5")
 
 
+def _loads(bench: dict) -> str:
+    before, after = bench.get("loadavg_before"), bench.get("loadavg_after")
+    if not before:
+        return "–"
+    return f"{tuple(round(x, 1) for x in before)}, {tuple(round(x, 1) for x in after)}"
+
+
 def collect() -> None:
     runs = {}
     for d in sorted(RUNS.glob("*/metrics.json")):
@@ -99,8 +106,17 @@ def collect() -> None:
         o, b = p.get("outcomes", {}), p.get("bench", {})
         lat = p["metrics"].get("latency_ms_mean")
         lines.append(f"| {name} | {o.get('correct', 0)} / {o.get('retrieval miss', 0)} / {o.get('generation miss', 0)} / {o.get('wrong (gold unknown)', 0)} | "
-                     f"{lat / 1000:.1f} s | {b.get('wall_s', '–')} s | {tuple(round(x, 1) for x in b.get('loadavg_before', []))}, {tuple(round(x, 1) for x in b.get('loadavg_after', []))} |"
+                     f"{lat / 1000:.1f} s | {b.get('wall_s', '–')} s | {_loads(b)} |"
                      if lat is not None else f"| {name} | {o} | – | {b.get('wall_s', '–')} s | – |")
+    if any(name.endswith("-gpu") for name in runs):
+        lines += ["", "`*-gpu` runs: the 2-core CPU here was shared by several engineers (load average 15-23, about 10% of a core per "
+                  "process: one 8-token answer took minutes), so `bench/eval_qa_gpu.py` split the full RAG path at the prompt. "
+                  "Retrieval (hybrid, k=5, the KB built here from the paragraphs) and prompt building ran here exactly as "
+                  "`KnowledgeBase.ask_batch` does them; the same `TransformersLLM.batch` with the default settings (packaged "
+                  "SmolLM2-135M-Instruct, greedy, 256 new tokens, 2048-token context) generated on one H100 (bf16 there, fp32 on CPU); "
+                  "the answers were scored here with `kbqa eval qa|squad --predictions`. 'wall' is the GPU generation time of the set; "
+                  "latency = retrieval here (under load) + the GPU generation time per answer. squad/cmrc: 200 questions spread "
+                  "evenly over the file (every len/200-th), KB of all paragraphs (1,048 and 256)."]
     lines += ["", "Commands (each run folder under bench/results/eval_runs/ also has report.md with the worst items explained):", ""]
     lines += [f"- {name}: `{p.get('bench', {}).get('command') or p['meta'].get('command')}`" for name, p in runs.items()]
     (RESULTS / "eval_qa.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

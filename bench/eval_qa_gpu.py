@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
-PROMPTS = ROOT / ".gpu" / "eval"
+PROMPTS = Path(os.environ.get("EVAL_PROMPTS", ROOT / ".gpu" / "eval"))
 RUNS = ROOT / "bench" / "results" / "eval_runs"
 SQUAD = SHARED / "squad" / "squad_v1.1_dev_articles_00-23.json"
 CMRC = SHARED / "cmrc2018" / "cmrc2018_trial.json"
