@@ -85,7 +85,7 @@ def _meta(args, dataset: str, subset: str, model: str, num: int, mode: str, **ex
 
 def _model_name(settings) -> str:
     s = settings.llm
-    return s.model + (f"+{Path(s.adapter).name}" if s.adapter else "")
+    return s.model + (f"+{Path(s.adapter).name}" if s.adapter and s.adapter not in ("auto", "base") else "")
 
 
 def _default_out(kind: str, subset: str) -> Path:
