@@ -360,8 +360,9 @@ def write(out: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    from app.env import offline
+
+    offline()  # as every kbqa entry point: offline, and no tokenizer thread pool fighting torch's threads
     names = argv or DEFAULT
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
