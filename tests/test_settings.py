@@ -36,3 +36,14 @@ def test_missing_config_file(tmp_path):
 def test_other_kbqa_variables_are_not_settings():
     s = Settings.load(env={"KBQA_SERVE_WORKER_SPEC": "{}", "KBQA_LLM__MAX_NEW_TOKENS": "12"})
     assert s.llm.max_new_tokens == 12
+
+
+def test_auto_adapter_is_the_shipped_one_only_for_the_packaged_model():
+    from retrieval.packaged import SHIPPED_ADAPTER, resolve_adapter
+
+    assert Settings().llm.adapter == "auto"
+    assert resolve_adapter("auto", "smollm2", "transformers") == str(SHIPPED_ADAPTER)
+    assert (SHIPPED_ADAPTER / "adapter_config.json").is_file()
+    assert resolve_adapter("auto", "/models/qwen", "transformers") is None
+    assert resolve_adapter("auto", "smollm2", "openai") is None
+    assert resolve_adapter("base", "smollm2", "transformers") == "base"

@@ -10,7 +10,10 @@ if TYPE_CHECKING:
 
 def make_llm(settings: Any, cache_dir: Path) -> "LLM":
     """`settings` is an `LLMSettings` (duck-typed so that retrieval/ does not import app/)."""
+    from retrieval.packaged import resolve_adapter
+
     backend = settings.backend
+    adapter = resolve_adapter(settings.adapter, settings.model, backend)
     common = dict(
         adapters=getattr(settings, "adapters", None) or {},
         stop=tuple(getattr(settings, "stop", None) or ()),
@@ -20,7 +23,7 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
         from retrieval.llm.transformers import TransformersLLM
 
         return TransformersLLM(
-            settings.model, device=settings.device, adapter=settings.adapter, cache_dir=cache_dir,
+            settings.model, device=settings.device, adapter=adapter, cache_dir=cache_dir,
             trust_remote_code=getattr(settings, "trust_remote_code", False), **common,
         )
     if backend == "openai":
@@ -29,13 +32,13 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
         return OpenAICompatLLM(
             settings.model, base_url=settings.base_url, api_key=settings.api_key, timeout_s=settings.timeout_s,
             max_retries=getattr(settings, "max_retries", 2), stop=common["stop"],
-            max_context_tokens=common["max_context_tokens"], adapter=settings.adapter,
+            max_context_tokens=common["max_context_tokens"], adapter=adapter,
         )
     if backend == "vllm":
         from retrieval.llm.vllm import VLLMLLM
 
         return VLLMLLM(
-            settings.model, adapter=settings.adapter, cache_dir=cache_dir,
+            settings.model, adapter=adapter, cache_dir=cache_dir,
             trust_remote_code=getattr(settings, "trust_remote_code", False), **common,
         )
     raise ValueError(f"llm.backend: unknown backend {backend!r} (choose transformers, openai or vllm)")
