@@ -99,3 +99,17 @@ def test_cli_refuses_a_directory_that_is_not_a_kb(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 2 and "not a knowledge base" in out.stderr
+
+
+def test_cli_chat_repl_answers_with_sources_and_follow_ups(sample_kb_dir):
+    """`kbqa chat` (what `make demo` ends in): streamed answers, numbered sources, multi-turn."""
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli.kbqa_main", "chat", "--kb", str(sample_kb_dir), "--max-new-tokens", "24"],
+        input="How long is the Cloudgate Tunnel?\nAnd when did the railway open?\n\n",
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    answers = out.stdout.split("\n> ")
+    assert len(answers) >= 3  # the banner, then one block per question
+    assert "[1] data/sample/history.md" in answers[1] or "history.md" in answers[1].split("[1]")[1].splitlines()[0]
+    assert "[1]" in answers[2]

@@ -98,9 +98,9 @@ def cmd_chat(args) -> int:
             return 0
         if not question:
             return 0
-        result = kb.search(question)
+        result, stream = kb.stream_with_sources(question, history=history)
         pieces = []
-        for piece in kb.stream(question, history=history):
+        for piece in stream:
             pieces.append(piece)
             print(piece, end="", flush=True)
         print()
