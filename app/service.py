@@ -37,6 +37,40 @@ class UnknownKB(KeyError):
         return f"no knowledge base named {self.name!r}; this server holds: {', '.join(self.known) or '(none)'}"
 
 
+class Busy(RuntimeError):
+    """More answers are queued than `max_pending` allows: refuse now (HTTP 503) rather than hang."""
+
+
+class _Admitted:
+    """An answer's token stream that frees its place in the queue exactly once: when it
+    ends, fails, is closed, or is dropped unread."""
+
+    def __init__(self, tokens: Iterator[str], release):
+        self._tokens = iter(tokens)
+        self._release = release
+        self._open = True
+
+    def __iter__(self) -> "_Admitted":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._tokens)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                getattr(self._tokens, "close", lambda: None)()
+            finally:
+                self._release()
+
+    __del__ = close
+
+
 class UnknownDocument(KeyError):
     def __init__(self, kb: str, source: str):
         super().__init__(source)
@@ -92,15 +126,22 @@ def kb_name(path: Path) -> str:
 
 
 class QAService:
-    def __init__(self, kbs: dict[str, KnowledgeBase], settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(
+        self, kbs: dict[str, KnowledgeBase], settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_BYTES, max_pending: int = 8
+    ):
         if not kbs:
             raise ValueError("QAService needs at least one knowledge base")
         self.settings = settings
         self.max_upload_bytes = max_upload_bytes
+        self.max_pending = max_pending
+        self._pending = threading.BoundedSemaphore(max_pending)  # answers being generated or waiting to be
         self._kbs = {name: _Entry(kb) for name, kb in kbs.items()}
 
     @classmethod
-    def open(cls, dirs: Sequence[str | Path], settings: Settings, *, llm: LLM | None = None, max_upload_bytes: int = DEFAULT_MAX_BYTES) -> "QAService":
+    def open(
+        cls, dirs: Sequence[str | Path], settings: Settings, *, llm: LLM | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_BYTES, max_pending: int = 8,
+    ) -> "QAService":
         """Open each directory as a knowledge base named after it (``name=DIR`` names it);
         all of them share one LLM. A directory without ``kb.json`` starts empty."""
         if llm is None:
@@ -120,7 +161,7 @@ class QAService:
                 log.warning("%s: no kb.json; starting an empty knowledge base (upload documents in the admin tab)", path_obj)
                 path_obj.mkdir(parents=True, exist_ok=True)
             kbs[name] = KnowledgeBase(path_obj, settings, llm=llm)
-        return cls(kbs, settings, max_upload_bytes=max_upload_bytes)
+        return cls(kbs, settings, max_upload_bytes=max_upload_bytes, max_pending=max_pending)
 
     # ---- knowledge bases ------------------------------------------------------------
     def names(self) -> list[str]:
@@ -168,11 +209,17 @@ class QAService:
         adapter: str | None = None,
     ) -> StreamedAnswer:
         entry = self._entry(kb)
-        with entry.lock:
-            result, tokens = entry.kb.stream_with_sources(
-                question, history=list(history or []), max_tokens=max_tokens, temperature=temperature, adapter=adapter
-            )
-        return StreamedAnswer(result.hits if result.found else [], result.found, tokens)
+        if not self._pending.acquire(blocking=False):
+            raise Busy(f"{self.max_pending} answers are already being generated or queued; try again shortly")
+        try:
+            with entry.lock:
+                result, tokens = entry.kb.stream_with_sources(
+                    question, history=list(history or []), max_tokens=max_tokens, temperature=temperature, adapter=adapter
+                )
+        except BaseException:
+            self._pending.release()
+            raise
+        return StreamedAnswer(result.hits if result.found else [], result.found, _Admitted(tokens, self._pending.release))
 
     def chat(self, kb: str, question: str, history: Sequence[Message] | None = None, **limits) -> Reply:
         answer = self.stream(kb, question, history, **limits)

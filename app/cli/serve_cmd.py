@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--keys", help="API keys file (TOML; default $KB_API_KEYS_FILE; inline keys: $KB_API_KEYS)")
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0, help="largest accepted upload, in MB (default 20)")
+    p.add_argument("--max-pending", dest="max_pending", type=int, default=8, help="answers generated or queued at once; more are refused with 503 (default 8)")
     p.add_argument("--no-ui", dest="ui", action="store_false", help="serve only the REST API")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="load models on the first request instead of at start-up")
     p.add_argument("--workers", type=int, default=1, help="worker processes behind the port, each with its own models (default 1; share a Chroma server between them)")
@@ -48,7 +49,7 @@ def cmd_serve(args) -> int:
         fail(str(exc))
     max_bytes = int(args.max_upload_mb * 1024 * 1024)
     try:
-        service = QAService.open(args.kb, settings, max_upload_bytes=max_bytes)
+        service = QAService.open(args.kb, settings, max_upload_bytes=max_bytes, max_pending=args.max_pending)
     except ValueError as exc:
         fail(str(exc))
     for warning in keyring.check_kbs(service.names()):

@@ -1,13 +1,23 @@
-"""`kbqa serve`: the REST API (FastAPI) with the Gradio chat mounted at /ui, in one process."""
+"""`kbqa serve`: the REST API (FastAPI) with the Gradio chat mounted at /ui, in one process.
+
+Imports are lazy so that `app.service` (which uses `app.server.uploads`) can be imported
+on its own without a cycle through the API module.
+"""
 from __future__ import annotations
 
-from app.server.api import ServerConfig, create_app
-from app.server.auth import KeyRing
-from app.service import QAService
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.server.api import ServerConfig
+    from app.server.auth import KeyRing
+    from app.service import QAService
 
 
-def build_app(service: QAService, keyring: KeyRing | None = None, config: ServerConfig | None = None):
+def build_app(service: "QAService", keyring: "KeyRing | None" = None, config: "ServerConfig | None" = None):
     """The API, plus the chat UI mounted at ``config.ui_path`` unless ``config.ui`` is False."""
+    from app.server.api import ServerConfig, create_app
+    from app.server.auth import KeyRing
+
     keyring = keyring or KeyRing([])
     config = config or ServerConfig(max_upload_bytes=service.max_upload_bytes)
     app = create_app(service, keyring, config)
@@ -16,6 +26,14 @@ def build_app(service: QAService, keyring: KeyRing | None = None, config: Server
 
         app = mount_ui(app, service, keyring, path=config.ui_path, max_upload_bytes=config.max_upload_bytes)
     return app
+
+
+def __getattr__(name: str):
+    if name in ("ServerConfig", "create_app"):
+        from app.server import api
+
+        return getattr(api, name)
+    raise AttributeError(name)
 
 
 __all__ = ["ServerConfig", "build_app", "create_app"]

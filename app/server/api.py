@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.server.auth import LOCAL, KeyRing, Principal, bearer_token, is_loopback
 from app.server.metrics import Metrics, MetricsMiddleware
 from app.server.uploads import DEFAULT_MAX_BYTES
-from app.service import QAService, UnknownDocument, UnknownKB, sources_payload
+from app.service import Busy, QAService, UnknownDocument, UnknownKB, sources_payload
 from retrieval.llm.adapters import parse_model_field
 
 log = logging.getLogger("kbqa.server")
@@ -199,7 +199,10 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
             raise HTTPException(422, f"messages[{len(body.messages) - 1}].content: the question is empty")
         history = [{"role": m.role, "content": m.text()} for m in turns[:-1]]
         limits = {"max_tokens": body.max_completion_tokens or body.max_tokens, "temperature": body.temperature}
-        answer = service.stream(kb, question, history, adapter=adapter, **limits)
+        try:
+            answer = service.stream(kb, question, history, adapter=adapter, **limits)
+        except Busy as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
         metrics.answered(kb, answer.found)
         sources = sources_payload(answer.sources)
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
