@@ -86,7 +86,7 @@ class TestLLMContract:
 
     def test_generate_returns_text(self, answers):
         assert all(isinstance(text, str) and text.strip() for text in answers)
-        assert len(set(answers)) == len(answers)  # different questions, different answers
+        assert len(set(answers)) > 1  # different questions get different answers (a RAG server may say "not found" twice)
 
     def test_stream_joins_to_generate_at_temperature_0(self, backend, answers):
         pieces = list(backend.stream(CONVERSATIONS[1], max_tokens=16, temperature=0.0))

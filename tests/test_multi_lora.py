@@ -111,7 +111,7 @@ def test_settings_route_adapters_to_the_backend(lora_setup, tmp_path):
     s = Settings.load(config, env={})
     llm = make_llm(s.llm, s.cache_dir)
     assert llm.adapters == ["alpha", "beta"] and llm.adapter == "alpha"
-    env = {"KBQA_LLM__ADAPTERS__GAMMA": adapters["beta"]}
+    env = {"KBQA_LLM__ADAPTERS__GAMMA": adapters["beta"], "KBQA_LLM__ADAPTER": "base"}
     assert make_llm(Settings.load(env=env).llm, s.cache_dir).adapters == ["gamma"]
 
 
@@ -125,7 +125,9 @@ def test_api_model_field_picks_knowledge_base_and_adapter(lora_setup, settings, 
     from live_server import running
 
     _, adapters = lora_setup
-    s = settings.with_overrides({"llm.adapters": adapters, "llm.max_new_tokens": MAX_TOKENS, "retrieval.k": 2, "retrieval.context_neighbors": 0})
+    s = settings.with_overrides(
+        {"llm.adapters": adapters, "llm.adapter": "base", "llm.max_new_tokens": MAX_TOKENS, "retrieval.k": 2, "retrieval.context_neighbors": 0}
+    )
     service = QAService.open([f"sample={sample_kb_dir}"], s)
     kb = service.kb("sample")
     question = "When did the Lanshan Mountain Railway open to the public?"
