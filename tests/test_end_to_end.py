@@ -59,7 +59,7 @@ def test_stream_yields_text(sample_kb):
 
 
 def test_cli_ask_json_cites_the_document(sample_kb_dir):
-    item = next(q for q in QA if q["source"] == "history.md")
+    item = next(q for q in QA if q["key"] == "800 mm")
     out = subprocess.run(
         [sys.executable, "-m", "app.cli.kbqa_main", "ask", item["query"], "--kb", str(sample_kb_dir), "--json", "--max-new-tokens", "48"],
         capture_output=True, text=True, timeout=600,

@@ -53,8 +53,10 @@ class AdapterRegistry:
             if default in self._specs:
                 self.default = self._specs[default]
             elif Path(default).expanduser().is_dir():
+                # a folder given as the default answers requests that name no adapter; it is not
+                # listed among the named adapters (register it in llm.adapters to name it)
                 name = _unique_name(Path(default).name, self._specs)
-                self.default = self._specs[name] = AdapterSpec(name, str(Path(default).expanduser()))
+                self.default = AdapterSpec(name, str(Path(default).expanduser()))
             elif not check_paths:
                 self.default = self._specs.setdefault(default, AdapterSpec(default, ""))
             else:
@@ -76,7 +78,8 @@ class AdapterRegistry:
 
     def int_id(self, spec: AdapterSpec) -> int:
         """A stable positive integer per adapter (vLLM's LoRARequest wants one)."""
-        return self.names().index(spec.name) + 1
+        names = self.names()
+        return names.index(spec.name) + 1 if spec.name in names else len(names) + 1
 
 
 def _unique_name(stem: str, taken: Mapping[str, object]) -> str:

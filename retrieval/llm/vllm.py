@@ -71,7 +71,7 @@ class VLLMLLM:
     def engine(self):
         vllm, _ = _import_vllm()
         path = self._path()
-        lora = bool(self.registry.names())
+        lora = bool(self.registry.names()) or self.registry.default is not None
         key = (path, lora, self.max_context_tokens)
         with _LOCK:
             if key not in _ENGINES:
@@ -82,7 +82,7 @@ class VLLMLLM:
                     max_model_len=self.max_context_tokens,
                 )
                 if lora:
-                    kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=max(1, len(self.registry.names())))
+                    kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=len(self.registry.names()) + 1)
                 _ENGINES[key] = vllm.LLM(**kwargs)
             return _ENGINES[key]
 
