@@ -73,7 +73,9 @@ def _print_sources(answer) -> None:
 
 def cmd_ask(args) -> int:
     kb = _open(args)
-    answer = kb.ask(args.question, args.k, history=_history(args.history))
+    history = _history(args.history)
+    kb.warm_up()  # load the models first, so that the timings measure retrieval and generation
+    answer = kb.ask(args.question, args.k, history=history)
     if args.json:
         print_json(answer.to_dict())
     else:
