@@ -90,6 +90,18 @@ def _unique_name(stem: str, taken: Mapping[str, object]) -> str:
     return name
 
 
+def adapter_view(llm, name: str | None):
+    """A shallow copy of backend `llm` answering with adapter `name` ("base" = none,
+    None = its default); it shares the loaded model. Backends keep `registry`,
+    `adapter_spec` and `adapter`."""
+    import copy
+
+    view = copy.copy(llm)
+    view.adapter_spec = llm.registry.resolve(name)
+    view.adapter = view.adapter_spec.name if view.adapter_spec else None
+    return view
+
+
 def select_adapter(llm: "LLM", adapter: str | None) -> "LLM":
     """The LLM that answers with `adapter` (None = the backend's default)."""
     if adapter is None:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from retrieval.packaged import smollm2_gguf
+from retrieval.packaged import PACKAGED_LLM, smollm2_gguf
 
 log = logging.getLogger(__name__)
 CACHED_NAME = "smollm2-135m-instruct"
@@ -48,3 +48,14 @@ def packaged_model_dir(cache_dir: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def local_model_path(model: str, cache_dir: Path) -> str:
+    """`llm.model` as a folder `from_pretrained` (or vLLM) loads: the packaged SmolLM2's
+    cached folder for "smollm2", else the local model folder it names."""
+    if model == PACKAGED_LLM:
+        return str(packaged_model_dir(cache_dir))
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"llm.model: {model!r} is neither the packaged {PACKAGED_LLM!r} nor a local model folder")
+    return str(path)

@@ -13,7 +13,6 @@ to it by name (peft ``load_adapter``) and switched per request (``set_adapter``,
 """
 from __future__ import annotations
 
-import copy
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from retrieval.device import resolve_device
-from retrieval.llm.adapters import AdapterRegistry, AdapterSpec
+from retrieval.llm.adapters import AdapterRegistry, AdapterSpec, adapter_view
 from retrieval.llm.context import cut_at_stop, fit_messages, prompt_budget, stream_until_stop
 from retrieval.packaged import PACKAGED_LLM
 
@@ -126,14 +125,9 @@ class TransformersLLM:
         self._engine: _Engine | None = None
 
     def _path(self) -> str:
-        if self.name == PACKAGED_LLM:
-            from retrieval.llm.model_cache import packaged_model_dir
+        from retrieval.llm.model_cache import local_model_path
 
-            return str(packaged_model_dir(self._cache_dir))
-        path = Path(self.name).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"llm.model: {self.name!r} is neither the packaged {PACKAGED_LLM!r} nor a local model folder")
-        return str(path)
+        return local_model_path(self.name, self._cache_dir)
 
     def warm_up(self) -> None:
         with self._loaded().using(self.adapter_spec):
@@ -146,10 +140,7 @@ class TransformersLLM:
 
     def for_adapter(self, name: str | None) -> "TransformersLLM":
         """A view answering with adapter `name` ("base" = none, None = the default); shares the loaded model."""
-        view = copy.copy(self)
-        view.adapter_spec = self.registry.resolve(name)
-        view.adapter = view.adapter_spec.name if view.adapter_spec else None
-        return view
+        return adapter_view(self, name)
 
     @property
     def adapters(self) -> list[str]:

@@ -9,12 +9,11 @@ for token streaming run `vllm serve` and use the `openai` backend.
 """
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from retrieval.llm.adapters import AdapterRegistry
+from retrieval.llm.adapters import AdapterRegistry, adapter_view
 from retrieval.llm.context import fit_messages, prompt_budget
 from retrieval.packaged import PACKAGED_LLM
 
@@ -58,14 +57,9 @@ class VLLMLLM:
         self._cache_dir = Path(cache_dir or Path.home() / ".cache" / "kbqa")
 
     def _path(self) -> str:
-        if self.name == PACKAGED_LLM:
-            from retrieval.llm.model_cache import packaged_model_dir
+        from retrieval.llm.model_cache import local_model_path
 
-            return str(packaged_model_dir(self._cache_dir))
-        path = Path(self.name).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"llm.model: {self.name!r} is neither the packaged {PACKAGED_LLM!r} nor a local model folder")
-        return str(path)
+        return local_model_path(self.name, self._cache_dir)
 
     @property
     def engine(self):
@@ -90,10 +84,7 @@ class VLLMLLM:
         self.engine
 
     def for_adapter(self, name: str | None) -> "VLLMLLM":
-        view = copy.copy(self)
-        view.adapter_spec = self.registry.resolve(name)
-        view.adapter = view.adapter_spec.name if view.adapter_spec else None
-        return view
+        return adapter_view(self, name)
 
     @property
     def adapters(self) -> list[str]:
