@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import DatasetError, QAItem
+from eval.datasets import DatasetError, QAItem, iter_jsonl
 from eval.error_analysis import gold_rank, outcome, outcome_counts, retrieval_scores
 from eval.report import render_report, write_chart
 from eval.scoring import ALL_KEYS, aggregate, score_answer
@@ -82,14 +82,7 @@ def read_predictions(path: str | Path, items: Sequence[QAItem], *, by_id: bool =
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    for _, where, row in iter_jsonl(path):
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected a JSON object")
         answer = row.get("answer", row.get("prediction"))
