@@ -253,13 +253,9 @@ class KnowledgeBase:
         return [a for a in answers if a is not None]
 
     def stream(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Iterator[str]:
-        """Yield the answer's text as it is generated. Sources: use `search` or `ask`."""
-        result, lang, _ = self._prepare(question, k, history)
-        if not result.found:
-            yield NOT_FOUND[lang]
-            return
-        s = self.settings.llm
-        yield from self.llm.stream(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
+        """Yield the answer's text as it is generated. Sources: use `stream_with_sources` or `ask`."""
+        _, tokens = self.stream_with_sources(question, k, history)
+        yield from tokens
 
     def stream_with_sources(
         self,
