@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ingest.manifest import Manifest
 from ingest.pipeline import Ingestor
 from ingest.summary import IngestSummary
 from retrieval.bm25 import BM25Index
-from retrieval.embedders import make_embedder
+from retrieval.embedders import make_embedder, model_name
 from retrieval.kbdir import KBRecord, read_record, write_record
 from retrieval.lang import detect_language
 from retrieval.llm import make_llm
@@ -45,9 +46,12 @@ class KnowledgeBase:
         self._lock = threading.RLock()
         record = read_record(self.path)
         if record is not None:
+            # kb.json written before the "use" backend recorded its own model name held embedder.model's
+            record = replace(record, embedder_model=model_name(record.embedder_backend, record.embedder_model))
             embedder_set = "embedder" in self.settings.model_fields_set
             if embedder_set:
-                record.check_embedder(self.settings.embedder.backend, self.settings.embedder.model, self.path)
+                e = self.settings.embedder
+                record.check_embedder(e.backend, model_name(e.backend, e.model), self.path)
             self.settings = self.settings.with_overrides(
                 {
                     "embedder.backend": record.embedder_backend,
@@ -124,7 +128,7 @@ class KnowledgeBase:
     def _ensure_record(self) -> None:
         if self.record is None:
             e, c = self.settings.embedder, self.settings.chunking
-            self.record = KBRecord(e.backend, e.model, self.embedder.dim, c.chunk_tokens, c.overlap_tokens, self.settings.store.backend)
+            self.record = KBRecord(e.backend, model_name(e.backend, e.model), self.embedder.dim, c.chunk_tokens, c.overlap_tokens, self.settings.store.backend)
             write_record(self.path, self.record)
 
     def ingest(self, paths: Sequence[str | Path], *, progress: bool = False, password: str | None = None, prune: bool = False) -> IngestSummary:

@@ -184,3 +184,26 @@ def test_use_embedder_follows_the_protocol_and_understands_chinese():
     assert v[0] @ v[1] > v[0] @ v[2]  # the Chinese sentence is closer to its English translation
     assert e.count_tokens(["hello world"])[0] >= 2 and e.count_tokens([]) == []
     assert e.embed_query("熊猫吃什么？").shape == (512,)
+
+
+def test_use_knowledge_base_records_its_own_model_and_reopens(tmp_path):
+    import json
+
+    from app.kb import KnowledgeBase
+    from app.settings import Settings
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("大熊猫主要以竹子为食。\n\nThe train leaves at 07:40.", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "kb", Settings.load(env={}, overrides={"embedder.backend": "use"}))
+    kb.ingest([doc])
+    record = json.loads((tmp_path / "kb" / "kb.json").read_text(encoding="utf-8"))
+    assert (record["embedder_backend"], record["embedder_model"], record["dim"]) == ("use", "use-multilingual-v3", 512)
+    # reopened with default settings: the record decides the embedder
+    again = KnowledgeBase(tmp_path / "kb", Settings.load(env={}))
+    assert again.settings.embedder.backend == "use" and again.embedder.dim == 512
+    assert again.search("熊猫吃什么", 1).hits[0].chunk.source.endswith("doc.txt")
+    # an older kb.json that held embedder.model's default for the "use" backend still opens
+    record["embedder_model"] = "all-MiniLM-L6-v2"
+    (tmp_path / "kb" / "kb.json").write_text(json.dumps(record), encoding="utf-8")
+    legacy = KnowledgeBase(tmp_path / "kb", Settings.load(env={}, overrides={"embedder.backend": "use"}))
+    assert legacy.record.embedder_model == "use-multilingual-v3"

@@ -7,6 +7,16 @@ if TYPE_CHECKING:
     from retrieval.protocols import Embedder
 
 
+def model_name(backend: str, model: str) -> str:
+    """The model a backend really loads: what a knowledge base records in kb.json. The "use"
+    backend has one model, whatever `embedder.model` says."""
+    if backend == "use":
+        from retrieval.embedders.use import NAME
+
+        return NAME
+    return model
+
+
 def make_embedder(backend: str, model: str, device: str = "auto", batch_size: int = 64, precision: str = "auto") -> "Embedder":
     if backend == "sentence-transformers":
         from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
