@@ -20,6 +20,7 @@ from pathlib import Path
 
 from app.answer_cache import AnswerCache, cache_key, manifest_state
 from app.settings import Settings
+from ingest.embed_cache import CACHE_FILE, EmbedCache
 from ingest.lock import KBLock
 from ingest.manifest import Manifest
 from ingest.pipeline import Ingestor
@@ -123,6 +124,7 @@ class KnowledgeBase:
             max_file_bytes=int(i.max_file_mb * 2**20),
             redact_pii=i.redact_pii,
             strip_injections=i.strip_injections,
+            embed_cache=EmbedCache(self.path / CACHE_FILE) if i.reuse_embeddings else None,
         )
 
     def _ensure_record(self) -> None:

@@ -48,6 +48,8 @@ class IngestSettings(_Section):
     batch_chunks: int = Field(256, ge=1, description="chunks embedded and stored per batch")
     redact_pii: bool = False  # replace e-mail addresses, ID and phone numbers before storing (ingest/redact.py)
     strip_injections: bool = False  # replace instruction-like text ("ignore previous instructions ...") before storing
+    # keep chunk vectors in DIR/embed_cache.sqlite so that a changed file embeds only its new chunk texts (ingest/embed_cache.py)
+    reuse_embeddings: bool = True
 
 
 class StoreSettings(_Section):

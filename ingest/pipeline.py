@@ -5,6 +5,9 @@ Crash safety. One writer at a time holds the knowledge base's lock. Each documen
 lands as a unit: its chunks are upserted (stable ids) into the vector store, then
 the manifest records it (one SQLite transaction), then chunks of its old version are
 deleted; the BM25 index follows in memory and is saved now and then and at the end.
+The embedding cache (ingest/embed_cache.py) records the vectors of chunks that landed
+and is pruned to the live chunks at the end of a run; it is only an optimisation, so
+losing any of it costs embedding time, never correctness.
 A run starts by reconciling the three: chunks the manifest does not know are
 deleted from the store and BM25, chunks it knows but BM25 lacks are added back from
 the store's text, and a document whose chunks are missing from the store is dropped
@@ -25,6 +28,7 @@ from tqdm import tqdm
 
 from ingest.chunking import chunk_pages, content_hash
 from ingest.discover import discover
+from ingest.embed_cache import EmbedCache, embedder_identity, text_key
 from ingest.errors import LoadError
 from ingest.lock import KBLock
 from ingest.manifest import DocumentRecord, Manifest
@@ -154,6 +158,7 @@ class Ingestor:
         redact_pii: bool = False,
         strip_injections: bool = False,
         keyword_save_every_s: float = 30.0,
+        embed_cache: EmbedCache | None = None,
     ):
         self.manifest = manifest
         self.store = store
@@ -171,6 +176,7 @@ class Ingestor:
         self.strip_injections = strip_injections
         self.keyword_save_every_s = keyword_save_every_s
         self._last_keyword_save = time.monotonic()
+        self.embed_cache = embed_cache
 
     def _locked(self):
         from contextlib import nullcontext
@@ -197,6 +203,7 @@ class Ingestor:
                             if record.key not in keep:
                                 summary.files.append(self._remove_record(record, summary))
             self._save_keyword_index()
+            self._prune_embed_cache()
             summary.seconds = time.perf_counter() - started
             return summary
 
@@ -218,6 +225,7 @@ class Ingestor:
                 for record in records:
                     summary.files.append(self._remove_record(record, summary))
             self._save_keyword_index()
+            self._prune_embed_cache()
             summary.seconds = time.perf_counter() - started
             return summary
 
@@ -342,22 +350,61 @@ class Ingestor:
     def _commit_group(self, group: list[_Pending], summary: IngestSummary, bar) -> None:
         texts = [c.text for item in group for c in item.chunks]
         try:
-            vectors = self.embedder.embed_documents(texts)
+            vectors, keys = self._embed(texts, summary)
         except Exception as exc:
             for item in group:
                 item.result.status, item.result.reason, item.result.chunks = "failed", f"embedding failed: {exc}", 0
                 summary.files.append(item.result)
             return
         offset = 0
+        landed: list[tuple[str, bytes, object]] = []
         for item in group:
             n = len(item.chunks)
-            self._commit(item, vectors[offset : offset + n], summary)
+            if self._commit(item, vectors[offset : offset + n], summary) and keys is not None:
+                landed.extend((c.id, keys[offset + j], vectors[offset + j]) for j, c in enumerate(item.chunks))
             offset += n
             bar.update(n)
+        if landed and self.embed_cache is not None:
+            self.embed_cache.put(landed)
         if time.monotonic() - self._last_keyword_save >= self.keyword_save_every_s:
             self._save_keyword_index()
 
-    def _commit(self, item: _Pending, vectors, summary: IngestSummary) -> None:
+    def _embed(self, texts: list[str], summary: IngestSummary):
+        """Vectors for `texts` in order, and their cache keys (None when not caching): cached
+        vectors are reused, the other distinct texts embedded in one call."""
+        identity = embedder_identity(self.embedder) if self.embed_cache is not None else None
+        if identity is None:
+            vectors = self.embedder.embed_documents(texts)
+            summary.chunks_embedded += len(texts)
+            return vectors, None
+        import numpy as np
+
+        keys = [text_key(identity, t) for t in texts]
+        dim = self.embedder.dim
+        found = self.embed_cache.lookup(keys, dim)
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts):
+            if key not in found:
+                missing.setdefault(key, text)
+        if missing:
+            fresh = self.embedder.embed_documents(list(missing.values()))
+            found.update(zip(missing.keys(), fresh))
+        summary.chunks_embedded += len(missing)
+        summary.chunks_reused += len(texts) - len(missing)
+        vectors = np.stack([found[k] for k in keys]).astype(np.float32, copy=False) if keys else np.zeros((0, dim), dtype=np.float32)
+        return vectors, keys
+
+    def _prune_embed_cache(self) -> None:
+        """Keep only the vectors of chunks the knowledge base holds; end the cache's run."""
+        if self.embed_cache is None:
+            return
+        try:
+            self.embed_cache.prune(self.manifest.all_chunk_ids())
+        finally:
+            self.embed_cache.end_run()
+
+    def _commit(self, item: _Pending, vectors, summary: IngestSummary) -> bool:
+        """Store one document's chunks; True when they landed."""
         try:
             self.store.upsert(item.chunks, vectors)
             crash_point("after_upsert")
@@ -375,7 +422,10 @@ class Ingestor:
             summary.chunks_removed += len(stale)
         except Exception as exc:
             item.result.status, item.result.reason, item.result.chunks = "failed", f"storing failed: {type(exc).__name__}: {exc}", 0
+            summary.files.append(item.result)
+            return False
         summary.files.append(item.result)
+        return True
 
     def _remove_record(self, record: DocumentRecord, summary: IngestSummary) -> FileResult:
         # manifest first: a crash after it leaves only orphans, which the next run deletes

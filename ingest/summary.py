@@ -26,6 +26,8 @@ class IngestSummary:
     files: list[FileResult] = field(default_factory=list)
     chunks_added: int = 0
     chunks_removed: int = 0
+    chunks_embedded: int = 0  # chunk texts that went through the embedder
+    chunks_reused: int = 0  # chunks whose vector came from the embedding cache (ingest/embed_cache.py)
     seconds: float = 0.0
 
     def count(self, status: str) -> int:
@@ -40,6 +42,8 @@ class IngestSummary:
         out.update(
             chunks_added=self.chunks_added,
             chunks_removed=self.chunks_removed,
+            chunks_embedded=self.chunks_embedded,
+            chunks_reused=self.chunks_reused,
             seconds=round(self.seconds, 2),
             files=[f.to_dict() for f in self.files],
         )
@@ -54,5 +58,6 @@ class IngestSummary:
                 lines.append(f"skipped  {f.path}: {f.reason}")
         counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in ("added", "failed"))
         lines.append(f"files: {counts}")
-        lines.append(f"chunks: {self.chunks_added} added, {self.chunks_removed} removed; {self.seconds:.1f} s")
+        vectors = f" ({self.chunks_embedded} embedded, {self.chunks_reused} reused)" if self.chunks_embedded or self.chunks_reused else ""
+        lines.append(f"chunks: {self.chunks_added} added, {self.chunks_removed} removed{vectors}; {self.seconds:.1f} s")
         return "\n".join(lines)

