@@ -276,20 +276,41 @@ class KnowledgeBase:
         """Retrieve now; return the retrieval (sources before the first token) and the text stream.
 
         Used by the server: one retrieval per answer, and per-request generation limits
-        and LoRA adapter (see `llm_for`).
+        and LoRA adapter (see `llm_for`). Shares `ask`'s answer cache: a cached answer comes
+        back as one piece; a stream read to its end is remembered (one closed early is not).
         """
         llm = self.llm_for(adapter)
-        result, lang, _ = self._prepare(question, k, history)
+        s = self.settings.llm
+        key = None
+        if max_tokens in (None, s.max_new_tokens) and temperature in (None, s.temperature):
+            key = self._answer_key(question, k, history, adapter, llm)
+        if key is not None and (cached := self.answer_cache.get(key)) is not None:
+            return Retrieval(cached.sources, cached.found), iter([cached.answer])
+        result, lang, retrieve_ms = self._prepare(question, k, history)
         if not result.found:
             return result, iter([NOT_FOUND[lang]])
-        s = self.settings.llm
         messages = build_messages(question, result.hits, lang)
         tokens = llm.stream(
             messages,
             max_tokens=max_tokens or s.max_new_tokens,
             temperature=s.temperature if temperature is None else temperature,
         )
+        if key is not None:
+            tokens = self._remembered(tokens, key, result.hits, retrieve_ms)
         return result, tokens
+
+    def _remembered(self, tokens: Iterator[str], key: str, hits: list[Hit], retrieve_ms: float) -> Iterator[str]:
+        """Pass `tokens` on; put the whole answer in the answer cache once the stream ends."""
+        started, parts = time.perf_counter(), []
+        try:
+            for piece in tokens:
+                parts.append(piece)
+                yield piece
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()  # a stream closed early stops its generation
+        self.answer_cache.put(key, Answer("".join(parts), hits, {"retrieve_ms": retrieve_ms, "generate_ms": (time.perf_counter() - started) * 1000}))
 
     def as_langchain_retriever(self, k: int | None = None):
         from app.langchain_adapter import KnowledgeBaseRetriever

@@ -94,3 +94,26 @@ def test_sampling_is_never_cached(small_kb):
     kb.ask("How long is the railway?")
     kb.ask("How long is the railway?")
     assert llm.calls == 2
+
+
+def test_streamed_answers_share_the_cache(small_kb):
+    kb, llm, _ = small_kb
+    q = "When did the Lanshan Mountain Railway open?"
+    first, tokens = kb.stream_with_sources(q)
+    assert "".join(tokens) == "answer 1"
+    again, tokens = kb.stream_with_sources(q)
+    assert list(tokens) == ["answer 1"] and llm.calls == 1  # from the cache, in one piece
+    assert [h.chunk.id for h in again.hits] == [h.chunk.id for h in first.hits] and again.found
+    assert kb.ask(q).answer == "answer 1" and llm.calls == 1  # ask and stream share it
+    _, tokens = kb.stream_with_sources(q, max_tokens=7)  # per-request limits: not the cached answer
+    assert "".join(tokens) == "answer 2"
+
+
+def test_a_stream_closed_early_is_not_cached(small_kb):
+    kb, llm, _ = small_kb
+    q = "How long is the railway?"
+    _, tokens = kb.stream_with_sources(q)
+    next(tokens)
+    tokens.close()  # the client went away
+    _, tokens = kb.stream_with_sources(q)
+    assert "".join(tokens) == "answer 2" and llm.calls == 2
