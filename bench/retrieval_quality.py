@@ -1,7 +1,7 @@
 """Retrieval quality, in one run on one machine: the tutorial LangChain peer against our dense,
 BM25 and hybrid retrieval, on SciFact (train), SQuAD (articles 0-23) and CMRC 2018 (trial).
 
-    python bench/retrieval_quality.py [--only scifact,squad,cmrc] [--skip-peer] [--use]
+    python bench/retrieval_quality.py [--only scifact,squad,cmrc] [--skip-peer] [--use | --use-only]
 
 The peer is the common tutorial pipeline: `RecursiveCharacterTextSplitter(1000, 200)`,
 `HuggingFaceEmbeddings` over the same packaged all-MiniLM-L6-v2 folder, `langchain_chroma.Chroma`
@@ -206,6 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--peer-only", action="store_true")
     ap.add_argument("--use", action="store_true", help="also the multilingual USE embedder on SQuAD and CMRC")
+    ap.add_argument("--use-only", action="store_true", help="only the USE rows (other rows in the results stay as they are)")
     ap.add_argument("--gpu-prep", action="store_true", help="write the texts to embed on a GPU machine to .gpu/retrieval/")
     ap.add_argument("--gpu-finish", metavar="VECTORS", help="fill the stores from the GPU machine's vectors.npy")
     args = ap.parse_args(argv)
@@ -226,8 +227,10 @@ def main(argv=None) -> int:
         bench = load()
         table = results.setdefault(name, {"label": label})
         k_chunks = min(max(int(m.split("@")[1]) for m in bench.metrics) * 2, 200)
-        runs = [("peer (LangChain tutorial, MiniLM)", None, None)] if not args.skip_peer else []
-        if not args.peer_only:
+        runs = [("peer (LangChain tutorial, MiniLM)", None, None)] if not (args.skip_peer or args.use_only) else []
+        if args.use_only:
+            args.use, runs = True, []
+        elif not args.peer_only:
             runs += [(f"ours {m} (MiniLM)", "sentence-transformers", m) for m in ("dense", "bm25", "hybrid")]
         if args.use and name in ("squad", "cmrc") and not args.peer_only:
             runs += [(f"ours {m} (USE v3)", "use", m) for m in ("dense", "hybrid")]
