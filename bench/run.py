@@ -4,7 +4,7 @@
     python -m bench.run --quick             # smaller corpus and sizes (10k/100k chunks)
     python -m bench.run --only retrieval,generation
 
-Parts: ingestion (bench/speed_ingestion.py), retrieval (bench/speed_retrieval.py),
+Parts: ingestion and reingest (bench/speed_ingestion.py), retrieval (bench/speed_retrieval.py),
 generation (bench/speed_generation.py), serve (peak RSS of ``kbqa serve``). Writes
 ``bench/results/speed.json`` and ``speed.md`` (or ``--out NAME``), each with the machine,
 command, date and the load average before and after every part: on a shared machine the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PARTS = ("ingestion", "retrieval", "generation", "serve")
+PARTS = ("ingestion", "reingest", "retrieval", "generation", "serve")
 
 
 def machine() -> dict:
@@ -151,6 +151,16 @@ def _section(name: str, d: dict) -> list[str]:
         else:
             out.append(f"| LangChain tutorial peer (1000/200 chars) | {p.get('chunks')} | {p.get('seconds')} | {p.get('chunks_per_s')} | {p.get('tokens_per_s')} | {p.get('docs_per_s')} | dense {p.get('quality', {}).get('ndcg@10_dense')} |")
         out.append(f"\nkbqa end to end = {k.get('fraction_of_bound')} of the embedder-only bound; vs the peer: {d.get('speedup_vs_peer_chunks_per_s')}x chunks/s, {d.get('speedup_vs_peer_corpus_seconds')}x on time for the whole corpus.")
+    elif name == "reingest":
+        c = d.get("corpus", {})
+        out.append(f"Corpus: {c.get('source')} ({c.get('files')} files, {c.get('characters')} characters); {c.get('edited_files')} files edited ({c.get('edit')}).\n")
+        out.append("| run | seconds | files replaced | chunks added | embedded | reused | load before / after |")
+        out.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for key in ("initial", "reuse_on", "restore", "reuse_off"):
+            r = d.get(key)
+            if r:
+                out.append(f"| {r['run']} | {r['seconds']} | {r['files_replaced']} | {r['chunks_added']} | {r['chunks_embedded']} | {r['chunks_reused']} | {r['load_before']} / {r['load_after']} |")
+        out.append(f"\nRe-ingest with reuse on: {d.get('speedup_on_vs_off')}x faster than with it off ({d.get('embedded_on_vs_off')} embedded).")
     elif name == "retrieval":
         out.append(f"Data: {d.get('data')}\n")
         eq = d.get("embed_query_cpu", {})
@@ -219,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name == "ingestion":
                 from bench.speed_ingestion import run
+            elif name == "reingest":
+                from bench.speed_ingestion import reingest as run
             elif name == "retrieval":
                 from bench.speed_retrieval import run
             elif name == "generation":

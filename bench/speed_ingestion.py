@@ -1,5 +1,7 @@
 """Ingestion speed: PDF parsing pages/s; end-to-end chunks/s and tokens/s of `KnowledgeBase.ingest`
-against the embedder-only bound and the tutorial LangChain peer, on the same SciFact subset.
+against the embedder-only bound and the tutorial LangChain peer, on the same SciFact subset;
+and (`reingest`, part ``reingest`` of bench/run.py) re-ingestion after editing 10% of the files
+with the embedding cache on and off.
 
 The subset: the documents judged relevant to the first training queries, filled up with
 other documents in corpus order, each written as a ``<doc id>.txt`` file (title, blank
@@ -147,6 +149,101 @@ def run(quick: bool = False) -> dict:
         if "chunks_per_s" in out["peer"]:
             out["speedup_vs_peer_chunks_per_s"] = round(out["kbqa"]["chunks_per_s"] / out["peer"]["chunks_per_s"], 2)
             out["speedup_vs_peer_corpus_seconds"] = round(out["peer"]["seconds"] / out["kbqa"]["seconds"], 2)
+    return out
+
+
+EDIT = " This observation was later revisited in a follow-up study with a larger cohort."
+
+
+def _grouped_corpus(n_files: int, per_file: int, folder: Path) -> list[Path]:
+    """SciFact abstracts, `per_file` to a file (title and abstract per paragraph), in corpus order."""
+    corpus = []
+    with (SHARED / "scifact" / "corpus.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                corpus.append(json.loads(line))
+            if len(corpus) >= n_files * per_file:
+                break
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n_files):
+        part = corpus[i * per_file : (i + 1) * per_file]
+        path = folder / f"group_{i:04d}.txt"
+        path.write_text("\n\n".join(f"{d.get('title', '')}\n{d.get('text', '')}" for d in part) + "\n", encoding="utf-8")
+        files.append(path)
+    return files
+
+
+def _edit_middle_paragraph(path: Path) -> None:
+    paragraphs = path.read_text(encoding="utf-8").rstrip("\n").split("\n\n")
+    paragraphs[len(paragraphs) // 2] += EDIT
+    path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+
+
+def reingest(quick: bool = False) -> dict:
+    """Re-ingest after editing 10% of the documents (one sentence added to the middle paragraph
+    of every tenth file), with the embedding cache (``ingest.reuse_embeddings``) on and off.
+
+    One knowledge base: ingest all; edit; re-ingest with reuse on (timed); restore the files and
+    re-ingest (untimed: back to the first state, the cache again holding every original chunk);
+    edit again; re-ingest with reuse off (timed). Both timed runs start from the same state.
+    """
+    import os
+
+    from app.kb import KnowledgeBase
+    from app.settings import Settings
+
+    n_files, per_file = (24, 5) if quick else (80, 5)
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="kbqa-bench-reingest-") as tmp:
+        tmp = Path(tmp)
+        files = _grouped_corpus(n_files, per_file, tmp / "docs")
+        edited = files[::10]
+        originals = {p: p.read_text(encoding="utf-8") for p in edited}
+        out["corpus"] = {
+            "source": f"SciFact corpus, first {n_files * per_file} abstracts, {per_file} per file",
+            "files": n_files,
+            "characters": sum(len(p.read_text(encoding="utf-8")) for p in files),
+            "edited_files": len(edited),
+            "edit": f"one sentence appended to the middle paragraph: {EDIT.strip()!r}",
+        }
+
+        def timed(reuse: bool, label: str) -> dict:
+            settings = Settings.load(env={}, overrides={"ingest.reuse_embeddings": reuse})
+            kb = KnowledgeBase(tmp / "kb", settings)
+            kb.embedder.embed_documents(["warm up"])  # model load is not ingestion
+            load_before = [round(x, 2) for x in os.getloadavg()]
+            started = time.perf_counter()
+            summary = kb.ingest([tmp / "docs"])
+            seconds = time.perf_counter() - started
+            assert summary.ok, summary.render()
+            return {
+                "run": label,
+                "reuse_embeddings": reuse,
+                "seconds": round(seconds, 2),
+                "files_replaced": summary.count("replaced"),
+                "files_added": summary.count("added"),
+                "chunks_added": summary.chunks_added,
+                "chunks_embedded": summary.chunks_embedded,
+                "chunks_reused": summary.chunks_reused,
+                "store_chunks": kb.store.count(),
+                "load_before": load_before,
+                "load_after": [round(x, 2) for x in os.getloadavg()],
+            }
+
+        out["initial"] = timed(True, "first ingest, all files")
+        for path in edited:
+            _edit_middle_paragraph(path)
+        out["reuse_on"] = timed(True, "re-ingest after editing 10% of the files, reuse on")
+        for path, text in originals.items():
+            path.write_text(text, encoding="utf-8")
+        out["restore"] = timed(True, "files restored (untimed in the comparison)")
+        for path in edited:
+            _edit_middle_paragraph(path)
+        out["reuse_off"] = timed(False, "re-ingest after editing 10% of the files, reuse off")
+        on, off = out["reuse_on"], out["reuse_off"]
+        out["speedup_on_vs_off"] = round(off["seconds"] / on["seconds"], 2) if on["seconds"] else None
+        out["embedded_on_vs_off"] = f"{on['chunks_embedded']} vs {off['chunks_embedded']} chunks"
     return out
 
 
