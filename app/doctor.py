@@ -61,7 +61,7 @@ def _parts(kb_path: Path, settings: Settings):
     if record is None:
         raise NotAKnowledgeBase(f"{kb_path}: not a knowledge base (no {KB_FILE})")
     s = settings.store
-    store = make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection="kbqa")
+    store = make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection="kbqa", faiss_options=s.faiss_options(), chroma_ef_search=s.chroma_ef_search)
     return Manifest(kb_path / "manifest.sqlite"), store, BM25Index(kb_path / "bm25")
 
 

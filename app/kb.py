@@ -74,7 +74,15 @@ class KnowledgeBase:
     def store(self) -> VectorStore:
         dim = self.record.dim if self.record else self.embedder.dim
         s = self.settings.store
-        return make_store(s.backend, self.path, dim, url=s.chroma_url, collection=_collection_name(self.path, s.chroma_url))
+        return make_store(
+            s.backend,
+            self.path,
+            dim,
+            url=s.chroma_url,
+            collection=_collection_name(self.path, s.chroma_url),
+            faiss_options=s.faiss_options(),
+            chroma_ef_search=s.chroma_ef_search,
+        )
 
     @cached_property
     def keyword_index(self) -> BM25Index:

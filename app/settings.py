@@ -55,6 +55,24 @@ class IngestSettings(_Section):
 class StoreSettings(_Section):
     backend: Literal["chroma", "faiss"] = "chroma"
     chroma_url: str | None = None  # http://host:port for a Chroma server; None = embedded on disk
+    # FAISS index (retrieval/stores/faiss.py); measured in bench/results/speed_retrieval.md
+    faiss_index: Literal["auto", "flat", "ivf", "hnsw"] = Field("auto", description="auto: exact (flat) below faiss_flat_max chunks, IVF at or above")
+    faiss_flat_max: int = Field(50_000, ge=1, description="auto: chunks from which IVF replaces the exact index")
+    faiss_nlist: int | None = Field(None, ge=1, description="IVF lists; None: 4 * sqrt(chunks) when the index is built")
+    faiss_nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query; None: enough lists for faiss_probe_vectors")
+    faiss_probe_vectors: int = Field(20_000, ge=1, description="IVF: vectors scanned per query when faiss_nprobe is None")
+    faiss_ef_search: int = Field(256, ge=1, description="HNSW search breadth (faiss_index = hnsw)")
+    chroma_ef_search: int = Field(400, ge=1, description="Chroma's HNSW search breadth (Chroma's default 100 gave recall@10 0.75 at 20k chunks, 400 gave 0.975)")
+
+    def faiss_options(self) -> dict[str, Any]:
+        return {
+            "index": self.faiss_index,
+            "flat_max": self.faiss_flat_max,
+            "nlist": self.faiss_nlist,
+            "nprobe": self.faiss_nprobe,
+            "probe_vectors": self.faiss_probe_vectors,
+            "ef_search": self.faiss_ef_search,
+        }
 
 
 class RetrievalSettings(_Section):

@@ -162,26 +162,9 @@ def _section(name: str, d: dict) -> list[str]:
                 out.append(f"| {r['run']} | {r['seconds']} | {r['files_replaced']} | {r['chunks_added']} | {r['chunks_embedded']} | {r['chunks_reused']} | {r['load_before']} / {r['load_after']} |")
         out.append(f"\nRe-ingest with reuse on: {d.get('speedup_on_vs_off')}x faster than with it off ({d.get('embedded_on_vs_off')} embedded).")
     elif name == "retrieval":
-        out.append(f"Data: {d.get('data')}\n")
-        eq = d.get("embed_query_cpu", {})
-        out.append(f"Embedding one query (MiniLM, CPU): p50 {eq.get('p50_ms')} ms, p95 {eq.get('p95_ms')} ms (not included below).\n")
-        out.append("| chunks | store (index) | dense p50 / p95 ms | BM25 p50 / p95 ms | hybrid p50 / p95 ms | recall@10 vs exact | upsert s |")
-        out.append("| --- | --- | --- | --- | --- | --- | --- |")
-        for size, r in d.items():
-            if not size.isdigit():
-                continue
-            for backend in ("faiss", "chroma"):
-                s = r.get(backend)
-                if not s:
-                    continue
-                if "skipped" in s:
-                    out.append(f"| {int(size):,} | {backend} | {s['skipped']} | | | | |")
-                    continue
-                b = r["bm25"]
-                out.append(
-                    f"| {int(size):,} | {backend} ({s['index']}) | {s['dense']['p50_ms']} / {s['dense']['p95_ms']} | {b['p50_ms']} / {b['p95_ms']} | "
-                    f"{s['hybrid']['p50_ms']} / {s['hybrid']['p95_ms']} | {s['recall@10_vs_exact']} | {s['upsert_s']} |"
-                )
+        from bench.speed_retrieval import markdown
+
+        out += markdown(d)
     elif name == "generation":
         out.append(f"Model: {d.get('model')}; prompt {d.get('prompt_tokens')} tokens (5 chunks), {d.get('new_tokens')} new tokens forced, {d.get('threads')} threads.\n")
         out.append("| variant | TTFT s | prefill tok/s | decode tok/s batch 1 | decode tok/s batch 4 |")

@@ -21,10 +21,12 @@ DIM = 384
 
 def synthetic(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((2000, DIM)).astype(np.float32)
+    centres = rng.standard_normal((2000, DIM), dtype=np.float32)
     assign = rng.integers(0, len(centres), n)
-    vectors = centres[assign] + 0.6 * rng.standard_normal((n, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = np.empty((n, DIM), dtype=np.float32)
+    for s in range(0, n, 100_000):  # in float32 slices: 1M x 384 in float64 would take 3 GB
+        part = centres[assign[s : s + 100_000]] + 0.6 * rng.standard_normal((len(assign[s : s + 100_000]), DIM), dtype=np.float32)
+        vectors[s : s + len(part)] = part / np.linalg.norm(part, axis=1, keepdims=True)
     vocab_size = 30_000
     letters = np.array(list("bcdfghjklmnpqrstvwz"))
     vowels = np.array(list("aeiou"))
@@ -68,10 +70,26 @@ def build_bm25(folder: Path, words, word_ids, ids):
     return index, time.perf_counter() - t
 
 
+def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    scores = queries @ vectors.T
+    part = np.argpartition(-scores, k, axis=1)[:, :k]
+    return np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1), 1)
+
+
+def _timed(fn, items) -> tuple[list[float], list]:
+    ms, out = [], []
+    for item in items:
+        t = time.perf_counter()
+        out.append(fn(item))
+        ms.append((time.perf_counter() - t) * 1000)
+    return ms, out
+
+
 def run_size(n: int, backends: list[str], n_queries: int = 100, k: int = 10) -> dict:
-    from retrieval.retriever import Retriever
+    from retrieval.retriever import Retriever, RetrieverConfig
     from retrieval.types import Chunk
 
+    started = time.perf_counter()
     vectors, words, word_ids = synthetic(n)
     ids = [f"c{i}" for i in range(n)]
     rng = np.random.default_rng(1)
@@ -79,18 +97,16 @@ def run_size(n: int, backends: list[str], n_queries: int = 100, k: int = 10) -> 
     queries = vectors[picks] + 0.3 * rng.standard_normal((n_queries, DIM)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     texts = [" ".join(words[w] for w in word_ids[i][:5]) for i in picks]
-    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :k]
-    result: dict = {"chunks": n, "queries": n_queries}
+    exact = _exact_top(queries, vectors, k)
+    result: dict = {"chunks": n, "queries": n_queries, "data_s": round(time.perf_counter() - started, 1)}
+    pool = RetrieverConfig().candidates  # what hybrid asks each retriever for
     with tempfile.TemporaryDirectory(prefix="kbqa-bench-ret-") as tmp:
         tmp = Path(tmp)
         bm25, bm25_build = build_bm25(tmp / "bm25", words, word_ids, ids)
         result["bm25_build_s"] = round(bm25_build, 2)
-        ms = []
-        for q in texts:
-            t = time.perf_counter()
-            bm25.search(q, k)
-            ms.append((time.perf_counter() - t) * 1000)
-        result["bm25"] = _percentiles(ms)
+        bm25.search(texts[0], k)
+        result["bm25"] = _percentiles(_timed(lambda q: bm25.search(q, k), texts)[0])
+        result["bm25_pool"] = _percentiles(_timed(lambda q: bm25.search(q, pool, normalized=True), texts)[0])
         for backend in backends:
             store, kind = _store(backend, tmp, n)
             t = time.perf_counter()
@@ -102,29 +118,39 @@ def run_size(n: int, backends: list[str], n_queries: int = 100, k: int = 10) -> 
             t = time.perf_counter()
             store.query(queries[0], k)  # builds or loads the index
             first_s = time.perf_counter() - t
-            dense_ms, found = [], 0
-            for qi, q in enumerate(queries):
-                t = time.perf_counter()
-                hits = store.query(q, k)
-                dense_ms.append((time.perf_counter() - t) * 1000)
-                found += len({int(h.chunk.id[1:]) for h in hits} & set(exact[qi].tolist()))
-            retriever = Retriever(_LookupEmbedder(dict(zip(texts, queries))), store, bm25)
-            hybrid_ms = []
-            for q in texts:
-                t = time.perf_counter()
-                retriever.retrieve(q, k, "hybrid")
-                hybrid_ms.append((time.perf_counter() - t) * 1000)
+            dense_ms, hits = _timed(lambda q: store.query(q, k), queries)
+            found = sum(len({int(h.chunk.id[1:]) for h in found} & set(exact[qi].tolist())) for qi, found in enumerate(hits))
+            lookup = _LookupEmbedder(dict(zip(texts, queries)))
+            hybrid = {}
+            for name, parallel in (("hybrid", True), ("hybrid_serial", False)):
+                retriever = Retriever(lookup, store, bm25, config=RetrieverConfig(parallel=parallel))
+                retriever.retrieve(texts[0], k, "hybrid")
+                hybrid[name] = _percentiles(_timed(lambda q: retriever.retrieve(q, k, "hybrid"), texts)[0])
+            # the hybrid's parts, each alone: dense candidates without texts, texts of the top k
+            pool_ms, pairs = _timed(lambda q: store.query_ids(q, pool), queries)
+            fetch_ms = _timed(lambda p: store.get([i for i, _ in p[:k]]), pairs)[0]
             result[backend] = {
                 "index": kind,
+                **_index_params(store, backend),
                 "upsert_s": round(upsert_s, 1),
                 "first_query_s": round(first_s, 2),
                 "dense": _percentiles(dense_ms),
-                "hybrid": _percentiles(hybrid_ms),
+                **hybrid,
+                "parts": {"dense_ids_pool": _percentiles(pool_ms), "bm25_pool": result["bm25_pool"], "fetch_top_k": _percentiles(fetch_ms)},
                 "recall@10_vs_exact": round(found / (k * n_queries), 4),
             }
             if hasattr(store, "close"):
                 store.close()
+    result["seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _index_params(store, backend: str) -> dict:
+    if backend == "chroma":
+        return {"ef_search": store.ef_search}
+    if store._index_kind == "ivf":
+        return {"nlist": int(store._index.nlist), "nprobe": int(store._nprobe(store._index))}
+    return {}
 
 
 def _store(backend: str, tmp: Path, n: int):
@@ -160,4 +186,47 @@ def run(quick: bool = False, sizes: list[int] | None = None, chroma_max: int = 1
         out[str(n)] = run_size(n, backends)
         if n > chroma_max and "chroma" in stores:
             out[str(n)]["chroma"] = {"skipped": f"Chroma is measured up to {chroma_max:,} chunks (upserting {n:,} takes too long on this machine)"}
+    return out
+
+
+def markdown(d: dict) -> list[str]:
+    """The retrieval part's section of bench/results/*.md."""
+    out = [f"Data: {d.get('data')}\n"]
+    eq = d.get("embed_query_cpu", {})
+    out.append(f"Embedding one query (MiniLM, CPU): p50 {eq.get('p50_ms')} ms, p95 {eq.get('p95_ms')} ms (not included below).\n")
+    out.append("| chunks | store (index) | dense p50 / p95 ms | BM25 p50 / p95 ms | hybrid p50 / p95 ms | hybrid, BM25 not in a thread | recall@10 vs exact | upsert s | index build s |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    parts = []
+    for size, r in d.items():
+        if not size.isdigit():
+            continue
+        for backend in ("faiss", "chroma"):
+            s = r.get(backend)
+            if not s:
+                continue
+            if "skipped" in s:
+                out.append(f"| {int(size):,} | {backend} | {s['skipped']} | | | | | | |")
+                continue
+            b = r["bm25"]
+            params = ", ".join(f"{key} {s[key]}" for key in ("nlist", "nprobe", "ef_search") if key in s)
+            index = f"{s['index']}, {params}" if params else s["index"]
+            serial = s.get("hybrid_serial", {})
+            out.append(
+                f"| {int(size):,} | {backend} ({index}) | {s['dense']['p50_ms']} / {s['dense']['p95_ms']} | {b['p50_ms']} / {b['p95_ms']} | "
+                f"**{s['hybrid']['p50_ms']}** / {s['hybrid']['p95_ms']} | {serial.get('p50_ms')} / {serial.get('p95_ms')} | {s['recall@10_vs_exact']} | {s['upsert_s']} | {s['first_query_s']} |"
+            )
+            if "parts" in s:
+                p = s["parts"]
+                parts.append(
+                    f"| {int(size):,} | {backend} | {p['dense_ids_pool']['p50_ms']} / {p['dense_ids_pool']['p95_ms']} | {p['bm25_pool']['p50_ms']} / {p['bm25_pool']['p95_ms']} | "
+                    f"{p['fetch_top_k']['p50_ms']} / {p['fetch_top_k']['p95_ms']} |"
+                )
+    if parts:
+        out.append("\nThe hybrid's parts, each timed alone (p50 / p95 ms): the dense candidates as ids, BM25's normalised candidates, reading the fused top 10's texts and metadata.\n")
+        out.append("| chunks | store | dense ids, 50 | BM25, 50 | texts of the top 10 |")
+        out.append("| --- | --- | --- | --- | --- |")
+        out += parts
+    sizes = [int(size) for size in d if size.isdigit()]
+    if sizes:
+        out.append("\nSeconds per size (data, BM25 build, every store's upsert, build and queries): " + ", ".join(f"{n:,}: {d[str(n)].get('seconds')}" for n in sizes) + ".")
     return out

@@ -19,7 +19,9 @@ of 20 off-topic ones in English and Chinese (tests/test_retrieval_abstention.py)
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -59,6 +61,7 @@ class RetrieverConfig:
     rrf_k: int = 60
     candidates: int = 50  # per retriever, before fusion
     mmr_lambda: float | None = None  # None: no MMR diversification
+    parallel: bool = True  # hybrid: BM25 in a worker thread beside embedding + dense search
     dense_languages: tuple[str, ...] | None = None  # None: guessed from the embedder
 
     @classmethod
@@ -107,6 +110,8 @@ class Retriever:
         self.keyword = keyword
         self.config = config
         self._languages: frozenset[str] | None | bool = False  # False: not yet worked out
+        self._pool: ThreadPoolExecutor | None = None  # BM25 beside the dense search (hybrid)
+        self._pool_lock = threading.Lock()
 
     @property
     def mode(self) -> str:
@@ -143,9 +148,11 @@ class Retriever:
     def _hybrid(self, query: str, k: int) -> Retrieval:
         c = self.config
         pool = max(k, c.candidates)
-        dense_hits = self.store.query(self.embedder.embed_query(query), pool)
-        dense = [(h.chunk.id, h.score) for h in dense_hits]
-        sparse = self.keyword.search(query, pool, normalized=True)
+        # BM25 runs in a worker thread while the query is embedded and the vector index searched
+        # (numpy, faiss, torch and SQLite release the GIL); texts are read for the fused top k only
+        keyword = self._worker().submit(self.keyword.search, query, pool, normalized=True) if c.parallel else None
+        dense = self._dense_ids(self.embedder.embed_query(query), pool)
+        sparse = keyword.result() if keyword is not None else self.keyword.search(query, pool, normalized=True)
         trusted = self.dense_understands(detect_language(query))
         w = dense_weight(
             c.dense_weight,
@@ -165,7 +172,7 @@ class Retriever:
             fused = [(i, calibrated.get(i, 0.0)) for i, _ in fused]
         else:
             fused = weighted_fuse(dense, sparse, w)
-        known = {h.chunk.id: h.chunk for h in dense_hits}
+        known: dict[str, Chunk] = {}
         if c.mmr_lambda is not None:
             fused = self._mmr(fused[: max(k * 3, k)], known, k, c.mmr_lambda)
         hits = self._hits(fused[:k], known=known)
@@ -177,6 +184,19 @@ class Retriever:
         else:
             found = bool(sparse) and sparse[0][1] >= keyword_floor
         return Retrieval(hits, found)
+
+    def _dense_ids(self, vector, k: int) -> list[tuple[str, float]]:
+        query_ids = getattr(self.store, "query_ids", None)
+        if query_ids is None:  # a store without the id-only search
+            return [(h.chunk.id, h.score) for h in self.store.query(vector, k)]
+        return query_ids(vector, k)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kbqa-bm25")
+        return self._pool
 
     def _mmr(self, fused, known: dict[str, Chunk], k: int, lambda_: float):
         from retrieval.tokenize import bm25_tokens

@@ -1,5 +1,6 @@
 """FAISS store specifics beyond the shared contract: index kind by size, the saved index
-caught up after writes, dead labels dropped by a rebuild, HNSW recall, a knowledge base on FAISS."""
+caught up after writes, dead labels dropped by a rebuild, IVF and HNSW recall, IVF retrained
+as the store grows, settings reaching the store, a knowledge base on FAISS."""
 from __future__ import annotations
 
 import json
@@ -23,17 +24,18 @@ def _data(n: int, seed: int = 0):
     return [Chunk(f"c{i}", f"text {i}", "doc.txt", chunk=i) for i in range(n)], v
 
 
-def test_auto_switches_from_flat_to_hnsw_by_size(tmp_path):
+def test_auto_switches_from_flat_to_ivf_by_size(tmp_path):
     chunks, v = _data(300)
-    store = FaissStore(tmp_path / "f", DIM, hnsw_threshold=200, device="cpu")
+    store = FaissStore(tmp_path / "f", DIM, flat_max=200, device="cpu")
     store.upsert(chunks[:100], v[:100])
     store.query(v[0], 5)
     assert store._index_kind == "flat"
     store.upsert(chunks[100:], v[100:])
-    assert store._index_kind == "hnsw"
+    assert store._index_kind == "ivf"
     assert store.query(v[250], 1)[0].chunk.id == "c250"
     store.close()
-    assert json.loads((tmp_path / "f" / "index.json").read_text())["kind"] == "hnsw"
+    saved = json.loads((tmp_path / "f" / "index.json").read_text())
+    assert saved["kind"] == "ivf" and saved["trained_on"] == 300 and saved["nlist"] == 15  # 300 // 20 caps 4 * sqrt(300)
 
 
 def test_saved_index_is_caught_up_with_later_writes(tmp_path):
@@ -66,23 +68,75 @@ def test_reopen_with_other_dimension_is_refused(tmp_path):
         FaissStore(tmp_path / "f", DIM * 2, device="cpu").count()
 
 
-def test_hnsw_recall_against_exact(tmp_path):
-    chunks, v = _data(5000, seed=3)
-    store = FaissStore(tmp_path / "f", DIM, index="hnsw", device="cpu")
-    store.upsert(chunks, v)
+def _recall(store, v, n_queries=50) -> float:
     rng = np.random.default_rng(9)
     found = 0
-    for i in rng.integers(0, 5000, 50):
+    for i in rng.integers(0, len(v), n_queries):
         q = v[i] + 0.1 * rng.standard_normal(DIM).astype(np.float32)
         q /= np.linalg.norm(q)
         exact = {f"c{j}" for j in np.argsort(-(v @ q))[:10]}
         found += len(exact & {h.chunk.id for h in store.query(q, 10)})
-    assert found / 500 >= 0.95
+    return found / (10 * n_queries)
 
 
-def test_unknown_index_kind_is_refused(tmp_path):
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_recall_against_exact(tmp_path, kind):
+    chunks, v = _data(5000, seed=3)
+    store = FaissStore(tmp_path / "f", DIM, index=kind, device="cpu", probe_vectors=1000)
+    store.upsert(chunks, v)
+    assert _recall(store, v) >= 0.95
+    if kind == "ivf":
+        index = store._index
+        assert index.nlist == 250 and store._nprobe(index) == 50  # 1,000 of 5,000 vectors scanned
+
+
+def test_ivf_probing_one_list_misses_neighbours_that_the_default_finds(tmp_path):
+    chunks, v = _data(5000, seed=3)
+    narrow = FaissStore(tmp_path / "a", DIM, index="ivf", nprobe=1, device="cpu")
+    narrow.upsert(chunks, v)
+    assert _recall(narrow, v) < 0.9  # the setting reaches the search
+
+
+def test_ivf_saved_reloaded_and_retrained_as_the_store_grows(tmp_path):
+    chunks, v = _data(4000, seed=5)
+    first = FaissStore(tmp_path / "f", DIM, index="ivf", device="cpu")
+    first.upsert(chunks[:500], v[:500])
+    assert first.query(v[7], 1)[0].chunk.id == "c7"
+    assert first._trained_on == 500 and first._index.nlist == 25
+    first.close()
+    second = FaissStore(tmp_path / "f", DIM, index="ivf", device="cpu")
+    second.upsert(chunks[500:1500], v[500:1500])  # not loaded yet: SQLite only
+    assert second.query(v[1200], 1)[0].chunk.id == "c1200"
+    assert second._trained_on == 500 and second._index.ntotal == 1500  # the saved index, caught up
+    second.upsert(chunks[1500:], v[1500:])  # past 4 x 500: new centroids
+    assert second._trained_on == 4000 and second._index.nlist == 200
+    assert second.query(v[3999], 1)[0].chunk.id == "c3999"
+
+
+def test_query_ids_agrees_with_query(tmp_path):
+    chunks, v = _data(2000, seed=2)
+    store = FaissStore(tmp_path / "f", DIM, index="ivf", device="cpu")
+    store.upsert(chunks, v)
+    store.delete([c.id for c in chunks[:50]])
+    for i in (60, 700, 1999):
+        hits = store.query(v[i], 20)
+        assert store.query_ids(v[i], 20) == [(h.chunk.id, h.score) for h in hits]
+        assert len(hits) == 20 and hits[0].chunk.id == f"c{i}"
+
+
+def test_unknown_index_kind_and_bad_numbers_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown kind"):
-        FaissStore(tmp_path / "f", DIM, index="ivf")
+        FaissStore(tmp_path / "f", DIM, index="pq")
+    with pytest.raises(ValueError, match="nprobe"):
+        FaissStore(tmp_path / "f", DIM, nprobe=0)
+
+
+def test_store_settings_reach_the_faiss_store(tmp_path, settings):
+    from app.kb import KnowledgeBase
+
+    s = settings.with_overrides({"store.backend": "faiss", "store.faiss_index": "ivf", "store.faiss_nprobe": 3, "store.faiss_flat_max": 10})
+    store = KnowledgeBase(tmp_path / "kb", s).store
+    assert (store.index_kind, store.nprobe, store.flat_max, store.nlist) == ("ivf", 3, 10, None)
 
 
 def test_knowledge_base_on_faiss(tmp_path, settings):

@@ -38,6 +38,14 @@ def faiss_hnsw_factory():
     return lambda path, dim: FaissStore(path / "faiss-hnsw", dim=dim, index="hnsw", device="cpu")
 
 
+@pytest.fixture()
+def faiss_ivf_factory():
+    pytest.importorskip("faiss")
+    from retrieval.stores.faiss import FaissStore
+
+    return lambda path, dim: FaissStore(path / "faiss-ivf", dim=dim, index="ivf", device="cpu")
+
+
 @pytest.fixture(scope="session")
 def chroma_server_url(tmp_path_factory):
     """A real Chroma server (`chroma run`) shared by the session's tests, stopped at the end."""
@@ -60,7 +68,7 @@ def chroma_server_factory(chroma_server_url):
     return make
 
 
-STORE_FACTORIES = ["chroma_factory", "chroma_server_factory", "faiss_factory", "faiss_hnsw_factory"]
+STORE_FACTORIES = ["chroma_factory", "chroma_server_factory", "faiss_factory", "faiss_hnsw_factory", "faiss_ivf_factory"]
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
@@ -113,6 +121,19 @@ class TestStoreContract:
         assert [h.chunk.id for h in hits] == [f"c{i}" for i in expected]
         assert [round(h.score, 4) for h in hits] == [round(float(vectors[i] @ query), 4) for i in expected]
         assert hits[0].chunk.text == f"text c{expected[0]} 中文"
+
+    def test_query_ids_agrees_with_query(self, make):
+        rng = np.random.default_rng(11)
+        vectors = _unit(rng, 30)
+        store = make()
+        store.upsert(_chunks(30), vectors)
+        store.delete(["c3"])
+        query = _unit(rng, 1)[0]
+        hits = store.query(query, 8)
+        pairs = store.query_ids(query, 8)
+        assert [i for i, _ in pairs] == [h.chunk.id for h in hits] and len(pairs) == 8
+        assert [s for _, s in pairs] == pytest.approx([h.score for h in hits], abs=1e-6)
+        assert store.query_ids(query, 0) == [] and "c3" not in dict(store.query_ids(query, 30))
 
     def test_query_k_larger_than_store(self, make):
         store = make()

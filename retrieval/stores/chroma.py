@@ -2,6 +2,11 @@
 
 We always pass embeddings ourselves (``embedding_function=None``), so Chroma never
 loads or downloads a model of its own; telemetry is off.
+
+HNSW search breadth: ``ef_search`` (default 400, Chroma's own is 100). On the synthetic
+benchmark data recall@10 against exact search rose from 0.75 to 0.975 at 20k chunks for
+the same latency (``bench/results/speed_retrieval.md``). A collection made with a lower value
+is raised when opened; Chroma applies it from the next load of the index.
 """
 from __future__ import annotations
 
@@ -13,13 +18,17 @@ import numpy as np
 from retrieval.types import Chunk, Hit
 
 _BATCH = 4000  # below Chroma's maximum batch size
+EF_SEARCH = 400
 
 
 class ChromaStore:
-    def __init__(self, path: Path, dim: int, url: str | None = None, collection: str = "kbqa"):
+    def __init__(self, path: Path, dim: int, url: str | None = None, collection: str = "kbqa", ef_search: int = EF_SEARCH):
+        if int(ef_search) < 1:
+            raise ValueError(f"chroma ef_search: must be at least 1, got {ef_search}")
         self.path = Path(path)
         self.dim = dim
         self.url = url
+        self.ef_search = int(ef_search)
         self.collection_name = collection if len(collection) >= 3 else f"kb-{collection}"
         self._collection = None
 
@@ -45,9 +54,13 @@ class ChromaStore:
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
                 client = chromadb.PersistentClient(path=str(self.path), settings=chroma_settings)
-            self._collection = client.get_or_create_collection(
-                self.collection_name, embedding_function=None, metadata={"hnsw:space": "cosine"}
+            collection = client.get_or_create_collection(
+                self.collection_name, embedding_function=None, metadata={"hnsw:space": "cosine", "hnsw:search_ef": self.ef_search}
             )
+            hnsw = (collection.configuration or {}).get("hnsw") or {}
+            if hnsw.get("ef_search", self.ef_search) < self.ef_search:  # made before this setting, or with less
+                collection.modify(configuration={"hnsw": {"ef_search": self.ef_search}})
+            self._collection = collection
         return self._collection
 
     def _check_dim(self, embeddings: np.ndarray) -> None:
@@ -87,6 +100,13 @@ class ChromaStore:
         ):
             hits.append(Hit(Chunk.from_metadata(id_, text or "", meta or {}), 1.0 - float(dist)))
         return hits
+
+    def query_ids(self, embedding: np.ndarray, k: int) -> list[tuple[str, float]]:
+        total = self.count()
+        if total == 0 or k <= 0:
+            return []
+        result = self.collection.query(query_embeddings=[np.asarray(embedding, dtype=np.float32)], n_results=min(k, total), include=["distances"])
+        return [(id_, 1.0 - float(dist)) for id_, dist in zip(result["ids"][0], result["distances"][0])]
 
     def get(self, ids: Sequence[str]) -> list[Chunk]:
         ids = list(ids)
