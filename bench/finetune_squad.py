@@ -88,8 +88,11 @@ def prep(args) -> None:
     for split, title, qa in tqdm(chosen, desc="retrieve", unit="q"):
         answer = qa["answers"][0]["text"].strip()
         pair = QAPair(qa["question"].strip(), answer, answer, group=title)
-        result = kb.search(pair.question)
+        k = kb.settings.retrieval.k
+        wide = kb.search(pair.question, k + 4)  # the lower-ranked blocks fill 'not found' prompts
+        result = type(wide)(wide.hits[:k], wide.found)
         hits = kb.assemble(result.hits) if result.found else result.hits
+        spare = wide.hits[k:]
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
             ex = rag_example(pair, hits, split)
@@ -98,8 +101,9 @@ def prep(args) -> None:
                                  "kind": ex.meta["kind"]})
             if len(rows["test_not_found"]) < args.test_not_found:
                 # blocks that hold none of the reference answers
-                rest = [h for h in hits if not any(r.lower() in h.chunk.text.lower() for r in refs)]
-                nf = not_found_example(pair, rest, split) if rest else None
+                lacking = [h for h in hits + spare if not any(r.lower() in h.chunk.text.lower() for r in refs)]
+                nf = not_found_example(pair, hits, split, spare=lacking)
+                nf = nf if nf is not None and not any(r.lower() in nf.messages[1]["content"].lower() for r in refs) else None
                 if nf is not None:
                     rows["test_not_found"].append({"id": qa["id"] + "-nf", "question": pair.question, "answers": [],
                                                    "found": True, "messages": nf.messages[:-1],
@@ -108,7 +112,7 @@ def prep(args) -> None:
         ex = rag_example(pair, hits, split)
         rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
         if rng.random() < args.not_found_ratio:
-            nf = not_found_example(pair, hits, split)
+            nf = not_found_example(pair, hits, split, spare=spare)
             if nf is not None:
                 rows[split].append({"messages": nf.messages, "split": split, "meta": nf.meta})
     out = Path(args.out)

@@ -8,7 +8,8 @@
    service prompts the model (`retrieval.prompts.build_messages` over the retrieved hits):
    the reply quotes the answer and cites the block [n] that holds it, or is the NOT_FOUND
    sentence when no block holds it.
-3. `not_found_example` drops every block holding the answer, so the adapter keeps abstaining.
+3. `not_found_example` replaces every block holding the answer by another block (as many
+   blocks as before), so the adapter keeps abstaining when, and only when, the answer is absent.
 4. `split_groups` assigns whole groups (a chunk, or an article) to train/validation/test
    (70/15/15, seeded), so no chunk's facts leak across splits.
 """
@@ -142,9 +143,24 @@ def rag_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None) -> 
     return Example(messages + [{"role": "assistant", "content": reply}], split, meta)
 
 
-def not_found_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None) -> Example | None:
-    """The same question over the hits without any block holding the answer -> NOT_FOUND."""
-    rest = [h for h in hits if not holds(h, pair.key) and h.chunk.id != pair.chunk_id]
+def not_found_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None, *, spare: Sequence[Hit] = ()) -> Example | None:
+    """The same question over blocks none of which holds the answer -> NOT_FOUND.
+
+    The blocks holding the answer are dropped and the gap is filled from `spare` (other
+    retrieved blocks, e.g. lower-ranked ones) up to the number of blocks in `hits`: were the
+    NOT_FOUND prompts shorter than the answerable ones, the adapter would learn to abstain
+    whenever the context is short rather than when it lacks the answer."""
+    def lacks(h: Hit) -> bool:
+        return not holds(h, pair.key) and h.chunk.id != pair.chunk_id
+
+    rest = [h for h in hits if lacks(h)]
+    seen = {h.chunk.id for h in rest}
+    for h in spare:
+        if len(rest) >= len(hits):
+            break
+        if lacks(h) and h.chunk.id not in seen:
+            rest.append(h)
+            seen.add(h.chunk.id)
     if not rest:
         return None
     lang = detect_language(pair.question)
@@ -186,14 +202,17 @@ def build_examples(
     assignment = split_groups((p.group for p in pairs), seed, ratios)
     rng = random.Random(seed)
     examples = []
+    previous: list[Hit] = []  # blocks retrieved for earlier questions: fillers for NOT_FOUND prompts
     for pair in tqdm(pairs, desc="make-data", unit="pair", disable=not progress):
         split = assignment[pair.group]
         hits = search(pair.question)
         examples.append(rag_example(pair, hits, split))
         if rng.random() < not_found_ratio:
-            extra = not_found_example(pair, hits, split)
+            spare = rng.sample(previous, min(len(previous), 3 * len(hits)))
+            extra = not_found_example(pair, hits, split, spare=spare)
             if extra is not None:
                 examples.append(extra)
+        previous = (previous + list(hits))[-200:]
     return examples
 
 

@@ -101,6 +101,11 @@ def test_rag_example_cites_the_block_that_holds_the_answer_else_not_found():
     assert missing.messages[-1]["content"] == NOT_FOUND["en"]
     nf = not_found_example(pair, hits)
     assert "3 March 1908" not in nf.messages[1]["content"] and nf.messages[-1]["content"] == NOT_FOUND["en"]
+    # as many blocks as the answerable prompt: the answer's block is replaced by a spare one
+    spare = [_hit("c2", "Ground was broken on 3 March 1908."), _hit("c3", "Work began on 3 March 1908."), _hit("c4", "The depot.")]
+    nf = not_found_example(pair, hits, spare=spare)
+    user = nf.messages[1]["content"]
+    assert "[2] (c4.md)" in user and "[3]" not in user and "1908" not in user
 
 
 def test_splits_are_seeded_whole_groups_and_deduplicated():
