@@ -17,7 +17,8 @@ scores at most ``rest``, the sum of the other terms' largest contributions. The 
 essential-only score ``theta`` bounds the k-th best full score from below, so once
 ``theta >= rest`` no outside document can enter the top k, and a candidate whose essential
 score plus ``rest`` stays below ``theta`` cannot either. The survivors get their exact score
-by looking up the non-essential terms (binary search in their sorted lists). The result
+by looking up the non-essential terms one by one (binary search in their sorted lists),
+``rest`` shrinking and ``theta`` rising after each, so fewer survive each lookup. The result
 equals scoring every document (ties broken by document number).
 """
 from __future__ import annotations
@@ -119,14 +120,16 @@ def top_k(
         theta = float(np.partition(score, len(score) - k)[len(score) - k])
         if theta < rest:
             continue
-        keep = score + rest >= theta
-        cand, score = cand[keep], score[keep]
-        for t in terms[j:]:
+        for i in range(j, len(terms)):  # the other terms, best first; fewer survive as `rest` shrinks
+            keep = score + rest_after[i] >= theta
+            cand, score = cand[keep], score[keep]
+            t = terms[i]
             post = indices[indptr[t] : indptr[t + 1]]
             pos = np.searchsorted(post, cand)
             np.minimum(pos, len(post) - 1, out=pos)
             hit = post[pos] == cand
             score[hit] += data[indptr[t] + pos[hit]]
+            theta = max(theta, float(np.partition(score, len(score) - k)[len(score) - k]))
         return _best(cand, score, k)
     raise AssertionError("unreachable: the last round scores every term")
 
