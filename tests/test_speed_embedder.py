@@ -45,6 +45,16 @@ def test_query_equals_document_embedding(embedder):
     assert np.allclose(embedder.embed_query(TEXTS[0]), embedder.embed_documents([TEXTS[0]])[0], atol=1e-6)
 
 
+def test_count_tokens_matches_the_tokenizer_without_truncation(embedder):
+    """count_tokens goes straight to the Rust tokenizer: the same counts as the transformers
+    call, never cut at the model's 256 tokens."""
+    texts = TEXTS + ["x" * 3000, "a, b: c、d，e " * 300, "🚂 ｆｕｌｌ ｗｉｄｔｈ\u200b"]
+    expected = [len(ids) for ids in embedder.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]]
+    assert embedder.count_tokens(texts) == expected
+    assert max(expected) > embedder.max_tokens
+    assert embedder.count_tokens([]) == []
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="embedder.precision"):
         SentenceTransformerEmbedder(precision="fp8")

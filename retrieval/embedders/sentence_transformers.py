@@ -170,10 +170,30 @@ class SentenceTransformerEmbedder:
         return int(self.model.max_seq_length)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text, no special tokens, no truncation: one call into the Rust
+        tokenizer (ids only, no offsets); the splitter counts many small pieces with it."""
         if not texts:
             return []
+        counter = self._counting_tokenizer()
+        if counter is not None:
+            encode = getattr(counter, "encode_batch_fast", counter.encode_batch)  # tokenizers >= 0.20: no offsets
+            return [len(e) for e in encode(list(texts), add_special_tokens=False)]
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
+
+    def _counting_tokenizer(self):
+        """A copy of the Rust tokenizer without truncation or padding (None for a slow tokenizer)."""
+        if not hasattr(self, "_counter"):
+            import copy
+
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            counter = None
+            if backend is not None:
+                counter = copy.deepcopy(backend)
+                counter.no_truncation()
+                counter.no_padding()
+            self._counter = counter
+        return self._counter
 
     def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with special tokens, truncated to the model's window (one Rust call)."""
