@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.jsonl import iter_jsonl
+
 log = logging.getLogger(__name__)
 
 
@@ -92,24 +94,11 @@ def qa_item_from_record(record: Any, where: str, default_id: str = "") -> QAItem
     )
 
 
-def iter_jsonl(path: Path):
-    """(line number, "FILE:LINE", parsed record) for each non-blank line; bad JSON names its line."""
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield lineno, where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-
-
 def read_qa_jsonl(path: str | Path) -> list[QAItem]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    items = [qa_item_from_record(record, where, default_id=str(lineno)) for lineno, where, record in iter_jsonl(path)]
+    items = [qa_item_from_record(record, where, default_id=str(lineno)) for lineno, where, record in iter_jsonl(path, DatasetError)]
     if not items:
         raise DatasetError(f"{path}: no QA lines")
     return items

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import DatasetError, QAItem, iter_jsonl
+from eval.datasets import DatasetError, QAItem
 from eval.error_analysis import gold_rank, outcome, outcome_counts, retrieval_scores
 from eval.report import render_report, write_chart
 from eval.scoring import ALL_KEYS, aggregate, score_answer
+from retrieval.jsonl import iter_jsonl
 
 
 def score_records(items: Sequence[QAItem], answers: Sequence[Mapping[str, Any]], k: int = 5) -> list[dict[str, Any]]:
@@ -82,7 +83,7 @@ def read_predictions(path: str | Path, items: Sequence[QAItem], *, by_id: bool =
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     rows = []
-    for _, where, row in iter_jsonl(path):
+    for _, where, row in iter_jsonl(path, DatasetError):
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected a JSON object")
         answer = row.get("answer", row.get("prediction"))

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.jsonl import iter_jsonl
+
 Message = dict[str, str]
 IGNORE = -100
 ROLES = ("system", "user", "assistant")
@@ -181,17 +183,7 @@ def load_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: not found")
-    examples = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-            examples.append(parse_record(record, where))
+    examples = [parse_record(record, where) for _, where, record in iter_jsonl(path, FormatError)]
     if not examples:
         raise FormatError(f"{path}: no examples")
     return examples

@@ -44,7 +44,7 @@ def test_alpaca_input_is_appended_to_the_instruction():
 @pytest.mark.parametrize(
     "row, needle",
     [
-        ('{"messages": [{"role": "user", "content": "q"}', "invalid JSON"),
+        ('{"messages": [{"role": "user", "content": "q"}', "not valid JSON"),
         ({"messages": [{"role": "bot", "content": "q"}]}, "messages[0]'.role"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0]'.content"),
         ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
 from eval.retrieval_metrics import dedupe, evaluate_rankings, hit_at_k, mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from retrieval.context import assemble_context, join_overlapping
 from retrieval.fusion import dense_weight, mmr, peakedness, rrf_fuse, weighted_fuse
+from retrieval.jsonl import iter_jsonl
 from retrieval.rewrite import is_follow_up, rewrite_query
 from retrieval.types import Chunk, Hit
 
@@ -180,3 +182,15 @@ def test_small_to_big_adds_neighbours_on_the_same_page_only():
     assert "part3" not in out[0].chunk.text  # page 2 stays out of a page-1 citation
     out = assemble_context([Hit(doc[1], 0.9)], budget_tokens=3, count_tokens=_words, document_chunk_ids=lambda c: ids, fetch=fetch, neighbors=1)
     assert out[0].chunk.text == "part1 text"  # no room to grow
+
+
+def test_jsonl_reader_skips_bom_and_blank_lines_and_names_the_bad_line(tmp_path):
+    class MyError(ValueError):
+        pass
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n  \n[2]\n')
+    assert list(iter_jsonl(path, MyError)) == [(1, f"{path}:1", {"a": 1}), (4, f"{path}:4", [2])]
+    path.write_text('{"a": 1}\n\n{"a": \n', encoding="utf-8")
+    with pytest.raises(MyError, match=re.escape(f"{path}:3: not valid JSON")):
+        list(iter_jsonl(path, MyError))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from app.cli.common import add_settings_flags, fail, print_json, settings_from_args
 from app.settings import Settings
+from retrieval.jsonl import iter_jsonl
 
 BEIR_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 SQUAD_KEYS = ("hit@1", "hit@5", "hit@10", "mrr@10")
@@ -40,19 +41,6 @@ class BenchmarkError(ValueError):
     pass
 
 
-def _jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{path}, line {n}: invalid JSON ({exc.msg})") from exc
-    return rows
-
-
 def load_beir(directory: str | Path, split: str = "test") -> Benchmark:
     """BEIR layout: corpus.jsonl {_id, title, text}, queries.jsonl {_id, text}, qrels/<split>.tsv."""
     root = Path(directory)
@@ -61,12 +49,13 @@ def load_beir(directory: str | Path, split: str = "test") -> Benchmark:
         if not path.is_file():
             raise BenchmarkError(f"{path}: missing (a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/{split}.tsv)")
     docs = []
-    for n, row in enumerate(_jsonl(corpus_path), start=1):
-        if "_id" not in row or "text" not in row:
-            raise BenchmarkError(f"{corpus_path}, line {n}: needs fields _id and text")
+    for _, where, row in iter_jsonl(corpus_path, BenchmarkError):
+        if not isinstance(row, dict) or "_id" not in row or "text" not in row:
+            raise BenchmarkError(f"{where}: needs an object with fields _id and text")
         title = (row.get("title") or "").strip()
         docs.append((str(row["_id"]), f"{title}\n\n{row['text']}" if title else str(row["text"])))
-    all_queries = {str(r["_id"]): str(r["text"]) for r in _jsonl(queries_path) if "_id" in r and "text" in r}
+    all_queries = {str(r["_id"]): str(r["text"]) for _, _, r in iter_jsonl(queries_path, BenchmarkError)
+                   if isinstance(r, dict) and "_id" in r and "text" in r}
     qrels: dict[str, dict[str, float]] = {}
     for n, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split("\t")
