@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from itertools import accumulate
 from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 
