@@ -183,8 +183,22 @@ def _autocast(device: str):
 
 
 def batch_loss(model, batch: dict, device: str):
+    """Mean cross-entropy over the assistant tokens (the labels that are not IGNORE).
+
+    The vocabulary projection runs only where a label follows (``logits_to_keep`` as a
+    boolean mask): the same loss as ``model(**batch).loss``, without the logits of every
+    prompt token (49k x prompt length per example), which cost a fifth of the compute and
+    most of the memory on long RAG prompts."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    targets = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = targets != IGNORE
     with _autocast(device):
-        return model(**batch).loss
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets[targets != IGNORE])
 
 
 def evaluate(model, data: list[dict], batch_size: int, pad_id: int, device: str) -> float:

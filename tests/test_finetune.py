@@ -282,3 +282,19 @@ def test_cli_make_data_on_the_sample_kb(sample_kb_dir, tmp_path, capsys):
         reply = e.messages[-1]["content"]
         assert reply in NOT_FOUND.values() or "[" in reply
     assert any(e.messages[-1]["content"] in NOT_FOUND.values() for e in examples)
+
+
+def test_batch_loss_projects_only_labelled_positions_and_matches_the_full_loss(settings, tokenizer):
+    import torch
+
+    from finetune.formats import encode
+    from finetune.train import batch_loss, collate, load_base, resolve_model
+
+    model, _ = load_base(resolve_model("smollm2", str(settings.cache_dir)), "cpu")
+    items = [encode(tokenizer, [{"role": "user", "content": f"What is the {k}?"}, {"role": "assistant", "content": f"The {k} is {v}."}], 64)
+             for k, v in FACTS[:3]]
+    batch = collate(items, tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        full = model(**batch).loss
+        ours = batch_loss(model, batch, "cpu")
+    assert abs(float(full) - float(ours)) < 1e-4
