@@ -285,7 +285,8 @@ class KnowledgeBase:
 
         Used by the server: one retrieval per answer, and per-request generation limits
         and LoRA adapter (see `llm_for`). Shares `ask`'s answer cache: a cached answer comes
-        back as one piece; a stream read to its end is remembered (one closed early is not).
+        back at once, in word-sized pieces; a stream read to its end is remembered (one closed
+        early is not).
         """
         llm = self.llm_for(adapter)
         s = self.settings.llm
@@ -293,7 +294,7 @@ class KnowledgeBase:
         if max_tokens in (None, s.max_new_tokens) and temperature in (None, s.temperature):
             key = self._answer_key(question, k, history, adapter, llm)
         if key is not None and (cached := self.answer_cache.get(key)) is not None:
-            return Retrieval(cached.sources, cached.found), iter([cached.answer])
+            return Retrieval(cached.sources, cached.found), iter(_pieces(cached.answer))
         result, lang, retrieve_ms = self._prepare(question, k, history)
         if not result.found:
             return result, iter([NOT_FOUND[lang]])
@@ -324,6 +325,13 @@ class KnowledgeBase:
         from app.langchain_adapter import KnowledgeBaseRetriever
 
         return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k)
+
+
+def _pieces(text: str) -> list[str]:
+    """A cached answer as a stream: words with their trailing space (CJK text: short runs)."""
+    import re
+
+    return re.findall(r"[^\s\u3000-\u9fff]+\s*|[\u3000-\u9fff]{1,4}\s*|\s+", text) or [text]
 
 
 def _collection_name(path: Path, url: str | None = None) -> str:

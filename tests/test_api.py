@@ -64,13 +64,14 @@ def test_chat_answers_with_sources(plain_answer):
 
 
 def test_chat_stream_gives_the_same_answer_token_by_token(server, plain_answer):
+    # max_tokens 23, not the server's 24: generated now, not replayed from the answer cache
     stream = client(server, "reader").chat.completions.create(
-        model="sample", messages=[{"role": "user", "content": HISTORY_Q["query"]}], max_tokens=24, stream=True
+        model="sample", messages=[{"role": "user", "content": HISTORY_Q["query"]}], max_tokens=23, stream=True
     )
     chunks = list(stream)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(pieces) > 1
-    assert "".join(pieces).strip() == plain_answer.choices[0].message.content
+    assert plain_answer.choices[0].message.content.startswith("".join(pieces).strip())  # greedy: 23 tokens of the 24
     final = chunks[-1]
     assert final.choices[0].finish_reason == "stop"
     assert [s["source"] for s in final.model_extra["sources"]] == [s["source"] for s in plain_answer.choices[0].message.model_extra["sources"]]
