@@ -60,7 +60,7 @@ class StoreSettings(_Section):
     faiss_flat_max: int = Field(50_000, ge=1, description="auto: chunks from which IVF replaces the exact index")
     faiss_nlist: int | None = Field(None, ge=1, description="IVF lists; None: 4 * sqrt(chunks) when the index is built")
     faiss_nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query; None: enough lists for faiss_probe_vectors")
-    faiss_probe_vectors: int = Field(20_000, ge=1, description="IVF: vectors scanned per query when faiss_nprobe is None")
+    faiss_probe_vectors: int = Field(30_000, ge=1, description="IVF: vectors scanned per query when faiss_nprobe is None")
     faiss_ef_search: int = Field(256, ge=1, description="HNSW search breadth (faiss_index = hnsw)")
     chroma_ef_search: int = Field(400, ge=1, description="Chroma's HNSW search breadth (Chroma's default 100 gave recall@10 0.75 at 20k chunks, 400 gave 0.975)")
 
@@ -87,6 +87,7 @@ class RetrievalSettings(_Section):
     weak_language_weight: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties")
     adapt: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
     candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
+    parallel: bool = Field(True, description="hybrid: BM25 in a worker thread beside embedding + dense search (bench/results/speed_retrieval.md)")
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")
     dense_languages: list[str] | None = Field(None, description="languages the embedder covers (None: guessed from the embedder)")
     context_neighbors: int = Field(1, ge=0, description="adjacent chunks added around a hit (small-to-big)")

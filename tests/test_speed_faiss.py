@@ -134,9 +134,40 @@ def test_unknown_index_kind_and_bad_numbers_are_refused(tmp_path):
 def test_store_settings_reach_the_faiss_store(tmp_path, settings):
     from app.kb import KnowledgeBase
 
-    s = settings.with_overrides({"store.backend": "faiss", "store.faiss_index": "ivf", "store.faiss_nprobe": 3, "store.faiss_flat_max": 10})
-    store = KnowledgeBase(tmp_path / "kb", s).store
-    assert (store.index_kind, store.nprobe, store.flat_max, store.nlist) == ("ivf", 3, 10, None)
+    s = settings.with_overrides(
+        {"store.backend": "faiss", "store.faiss_index": "ivf", "store.faiss_nprobe": 3, "store.faiss_flat_max": 10, "retrieval.parallel": False}
+    )
+    kb = KnowledgeBase(tmp_path / "kb", s)
+    assert (kb.store.index_kind, kb.store.nprobe, kb.store.flat_max, kb.store.nlist) == ("ivf", 3, 10, None)
+    assert kb.retriever.config.parallel is False
+
+
+def test_hybrid_with_bm25_in_a_thread_equals_serial(tmp_path):
+    from retrieval.bm25 import BM25Index
+    from retrieval.retriever import Retriever, RetrieverConfig
+
+    words = [f"word{i}" for i in range(300)]
+    rng = np.random.default_rng(4)
+    chunks, v = _data(3000, seed=4)
+    chunks = [Chunk(c.id, " ".join(rng.choice(words, 12)), c.source, chunk=c.chunk) for c in chunks]
+    store = FaissStore(tmp_path / "f", DIM, index="ivf", device="cpu")
+    store.upsert(chunks, v)
+    keyword = BM25Index(tmp_path / "bm25")
+    keyword.add(chunks)
+    queries = {" ".join(chunks[i].text.split()[:4]): v[i] for i in range(0, 3000, 97)}
+
+    class Lookup:
+        name, dim, max_tokens = "lookup", DIM, 256
+
+        def embed_query(self, text):
+            return queries[text]
+
+    serial = Retriever(Lookup(), store, keyword, config=RetrieverConfig(parallel=False))
+    threaded = Retriever(Lookup(), store, keyword, config=RetrieverConfig(parallel=True))
+    for text in queries:
+        a, b = serial.retrieve(text, 10, "hybrid"), threaded.retrieve(text, 10, "hybrid")
+        assert [(h.chunk.id, h.score) for h in a.hits] == [(h.chunk.id, h.score) for h in b.hits] and a.found == b.found
+        assert len(a.hits) == 10 and a.hits[0].chunk.text  # texts read for the fused top k
 
 
 def test_knowledge_base_on_faiss(tmp_path, settings):
