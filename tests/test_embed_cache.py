@@ -173,6 +173,7 @@ def test_reuse_off_embeds_everything_and_writes_no_cache(tmp_path, docs, embedde
     assert not (tmp_path / "kb" / CACHE_FILE).exists()
 
 
+@pytest.mark.slow  # a subprocess loads MiniLM and Chroma again (about a minute); `make test-slow`
 def test_run_killed_between_store_and_cache_is_finished_by_the_next(tmp_path, docs, embedder):
     """SIGKILL after a changed document's chunks went into the store, before its vectors
     were cached: the next run reconciles, reuses what the cache holds and ends consistent."""
