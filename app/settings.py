@@ -107,6 +107,8 @@ class LLMSettings(_Section):
     stop: list[str] = Field(default_factory=list)  # extra stop sequences (end-of-turn tokens always stop)
     trust_remote_code: bool = False  # local model folders with their own code (ChatGLM, Baichuan)
     device: str = "auto"
+    # transformers backend: auto = bf16 on CUDA, fp32 on CPU; int8 = dynamic int8 Linear layers (CPU; bf16 on CUDA)
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0)
     max_context_tokens: int = Field(2048, ge=256)

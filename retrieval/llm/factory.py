@@ -24,7 +24,8 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
 
         return TransformersLLM(
             settings.model, device=settings.device, adapter=adapter, cache_dir=cache_dir,
-            trust_remote_code=getattr(settings, "trust_remote_code", False), **common,
+            trust_remote_code=getattr(settings, "trust_remote_code", False),
+            precision=getattr(settings, "precision", "auto"), **common,
         )
     if backend == "openai":
         from retrieval.llm.openai_compat import OpenAICompatLLM

@@ -10,9 +10,16 @@ Adapters: the base model loads once per (folder, device) and process; adapters a
 to it by name (peft ``load_adapter``) and switched per request (``set_adapter``, or
 ``disable_adapter`` for the base model), so switching never reloads the base model.
 `for_adapter(name)` returns a view of this backend that answers with that adapter.
+
+Precision (``llm.precision``): ``fp32``; ``bf16`` (fast on CUDA and on CPUs with AVX-512
+BF16/AMX, slower than fp32 on plain AVX2); ``int8``: dynamic int8 Linear layers on the CPU
+(`retrieval.llm.quantize`; on CUDA it means bf16); ``auto`` (default): bf16 on CUDA,
+fp32 on CPU. ``bench/llm_quality.py`` measures what each costs in quality, and
+``bench/speed_generation.py`` what it gains in speed.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,8 +31,10 @@ from retrieval.llm.adapters import AdapterRegistry, AdapterSpec, adapter_view
 from retrieval.llm.context import cut_at_stop, fit_messages, prompt_budget, stream_until_stop
 from retrieval.packaged import PACKAGED_LLM
 
+log = logging.getLogger(__name__)
 Message = dict[str, str]
-_ENGINES: dict[tuple, "_Engine"] = {}  # (path, device, trust_remote_code) -> engine; once per process
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+_ENGINES: dict[tuple, "_Engine"] = {}  # (path, device, trust_remote_code, precision) -> engine; once per process
 _LOCK = threading.Lock()
 BASE_LOADS: Counter = Counter()  # model folder -> times its weights were loaded in this process
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|user|>", "<|observation|>")
@@ -37,9 +46,10 @@ class _Engine:
 
     Generation holds `lock`, because the active adapter is state of the shared model."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, precision: str = "fp32"):
         self.model = model
         self.tokenizer = tokenizer
+        self.precision = precision
         self.lock = threading.RLock()
         self.adapters: dict[str, str] = {}  # peft module name -> folder
         self.stop_ids: list[int] | None = None  # EOS and end-of-turn token ids, found once
@@ -56,10 +66,19 @@ class _Engine:
             raise ImportError("LoRA adapters need peft: pip install 'kbqa[finetune]'") from exc
         if not Path(spec.path, "adapter_config.json").is_file():
             raise FileNotFoundError(f"adapter {spec.name!r}: {spec.path} has no adapter_config.json (not a peft adapter folder)")
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(spec.path, adapter_name=spec.module_name)
+
+        def add(model):
+            if isinstance(model, PeftModel):
+                model.load_adapter(spec.path, adapter_name=spec.module_name)
+                return model
+            return PeftModel.from_pretrained(model, spec.path, adapter_name=spec.module_name)
+
+        if self.precision == "int8":
+            from retrieval.llm.quantize import add_through_stand_ins
+
+            self.model = add_through_stand_ins(self.model, add)  # peft wraps fp32 stand-ins; the int8 layers go back
         else:
-            self.model = PeftModel.from_pretrained(self.model, spec.path, adapter_name=spec.module_name)
+            self.model = add(self.model)
         self.model.eval()
         self.adapters[spec.module_name] = spec.path
 
@@ -78,8 +97,21 @@ class _Engine:
                 yield self.model
 
 
-def _load(path: str, device: str, trust_remote_code: bool = False) -> _Engine:
-    key = (path, device, trust_remote_code)
+def effective_precision(precision: str, device: str) -> str:
+    """`llm.precision` on `device`: fp32, bf16 or int8."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"llm.precision: unknown precision {precision!r} (choose one of {', '.join(PRECISIONS)})")
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        return "bf16" if cuda else "fp32"
+    if precision == "int8" and cuda:
+        log.warning("llm.precision int8 is a CPU path (dynamic int8 Linear layers); using bf16 on %s", device)
+        return "bf16"
+    return precision
+
+
+def _load(path: str, device: str, trust_remote_code: bool = False, precision: str = "fp32") -> _Engine:
+    key = (path, device, trust_remote_code, precision)
     with _LOCK:
         if key not in _ENGINES:
             import torch
@@ -87,16 +119,20 @@ def _load(path: str, device: str, trust_remote_code: bool = False) -> _Engine:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
             ).to(device)
             BASE_LOADS[path] += 1
             model.eval()
+            if precision == "int8":
+                from retrieval.llm.quantize import quantize_linears
+
+                quantize_linears(model)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            _ENGINES[key] = _Engine(model, tokenizer)
+            _ENGINES[key] = _Engine(model, tokenizer, precision)
         return _ENGINES[key]
 
 
@@ -112,8 +148,12 @@ class TransformersLLM:
         stop: Sequence[str] = (),
         max_context_tokens: int | None = None,
         trust_remote_code: bool = False,
+        precision: str = "auto",
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"llm.precision: unknown precision {precision!r} (choose one of {', '.join(PRECISIONS)})")
         self.name = model
+        self.precision = precision
         self.registry = AdapterRegistry(adapters, default=adapter)
         self.adapter_spec = self.registry.default  # None = the base model
         self.adapter = self.adapter_spec.name if self.adapter_spec else None
@@ -135,7 +175,9 @@ class TransformersLLM:
 
     def _loaded(self) -> _Engine:
         if self._engine is None:
-            self._engine = _load(self._path(), resolve_device(self._device_setting), self.trust_remote_code)
+            device = resolve_device(self._device_setting)
+            precision = effective_precision(self.precision, device)
+            self._engine = _load(self._path(), device, self.trust_remote_code, precision)
         return self._engine
 
     def for_adapter(self, name: str | None) -> "TransformersLLM":
