@@ -36,6 +36,7 @@ def test_auto_switches_from_flat_to_ivf_by_size(tmp_path):
     store.close()
     saved = json.loads((tmp_path / "f" / "index.json").read_text())
     assert saved["kind"] == "ivf" and saved["trained_on"] == 300 and saved["nlist"] == 15  # 300 // 20 caps 4 * sqrt(300)
+    assert saved["codes"] == "SQfp16"
 
 
 def test_saved_index_is_caught_up_with_later_writes(tmp_path):

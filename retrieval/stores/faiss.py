@@ -17,7 +17,9 @@ Index kind: ``"flat"`` (exact inner product), ``"ivf"`` (inverted lists, inner p
 at or above it.
 
 IVF, the default for large stores: ``nlist`` lists (default ``4 * sqrt(n)``, n the chunks
-when it is built), centroids trained by k-means on a sample of 20 vectors per list; a query
+when it is built), centroids trained by k-means on a sample of 20 vectors per list, vectors
+held in the lists as fp16 (half the memory to read per query; the candidates, twice as many
+as asked for, are re-scored exactly from the stored float32 vectors); a query
 scans the ``nprobe`` lists nearest to it (default: as many lists as hold about
 ``probe_vectors`` = 30,000 vectors, so the cost stays flat as the store grows). On the
 benchmark's hard synthetic data (``bench/results/speed_retrieval.md``) scanning 20,000
@@ -57,6 +59,7 @@ FLAT_MAX = 50_000
 PROBE_VECTORS = 30_000
 TRAIN_PER_LIST = 20  # k-means sample; measured as good as faiss's 39 here, at half the time
 REGROW = 4  # retrain IVF centroids when the store has grown this many times
+IVF_CODES = "SQfp16"  # vectors in the lists as fp16: half the memory read per query, same recall
 _SQL_BATCH = 900  # below SQLite's default limit of bound parameters
 
 
@@ -216,13 +219,15 @@ class FaissStore:
             if alive <= 0:
                 return []
             k = min(k, alive)
-            nprobe = self._nprobe(index) if self._index_kind == "ivf" else None
+            ivf = self._index_kind == "ivf"
+            nprobe = self._nprobe(index) if ivf else None
             want = k
             while True:
-                fetch = min(want + min(self._dead, 4 * want), index.ntotal)
+                # IVF scores come from fp16 codes: twice the candidates, re-scored exactly
+                fetch = min(want + (want if ivf else 0) + min(self._dead, 4 * want), index.ntotal)
                 scores, labels = _search_one_thread(index, query, fetch, nprobe)
                 pairs = [(int(r), float(s)) for r, s in zip(labels[0], scores[0]) if r >= 0]
-                found = self._resolve([r for r, _ in pairs], [s for _, s in pairs], texts)
+                found = self._resolve([r for r, _ in pairs], [s for _, s in pairs], texts, query[0] if ivf else None)
                 if len(found) >= k or fetch >= index.ntotal and (nprobe is None or nprobe >= index.nlist):
                     return found[:k]
                 if nprobe is not None and len(pairs) < fetch:  # the probed lists ran dry: probe more
@@ -268,29 +273,26 @@ class FaissStore:
             removed += conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", part).rowcount
         return removed
 
-    def _resolve(self, rows: Sequence[int], scores: Sequence[float], texts: bool) -> list:
-        """Hits (texts) or (id, score) pairs for the rows still alive, in the given order."""
+    def _resolve(self, rows: Sequence[int], scores: Sequence[float], texts: bool, rescore: np.ndarray | None = None) -> list:
+        """Hits (texts) or (id, score) pairs for the rows still alive, in the given order, or
+        with `rescore` (the unit query) scored exactly from the stored vectors and re-ordered."""
         if not len(rows):
             return []
         rows = [int(r) for r in rows]
-        columns = "row, id, text, meta" if texts else "row, id"
+        columns = "row, id" + (", text, meta" if texts else "") + (", vec" if rescore is not None else "")
         found: dict[int, tuple] = {}
         for start in range(0, len(rows), _SQL_BATCH):
             part = rows[start : start + _SQL_BATCH]
             marks = ",".join("?" * len(part))
             for record in self.conn.execute(f"SELECT {columns} FROM chunks WHERE row IN ({marks})", part):
                 found[record[0]] = record[1:]
-        out: list = []
-        for row, score in zip(rows, scores):
-            record = found.get(row)
-            if record is None:
-                continue  # a dead label: the row was replaced or deleted
-            if texts:
-                id_, text, meta = record
-                out.append(Hit(Chunk.from_metadata(id_, text, json.loads(meta)), float(score)))
-            else:
-                out.append((record[0], float(score)))
-        return out
+        alive = [(row, float(score)) for row, score in zip(rows, scores) if row in found]  # others: dead labels
+        if rescore is not None and alive:
+            vectors = np.frombuffer(b"".join(found[r][-1] for r, _ in alive), dtype=np.float32).reshape(len(alive), self.dim)
+            alive = sorted(zip((r for r, _ in alive), (vectors @ rescore).tolist()), key=lambda pair: -pair[1])  # stable
+        if not texts:
+            return [(found[row][0], score) for row, score in alive]
+        return [Hit(Chunk.from_metadata(found[row][0], found[row][1], json.loads(found[row][2])), score) for row, score in alive]
 
     def _wanted_kind(self, n: int) -> str:
         if self.index_kind == "ivf":
@@ -314,7 +316,7 @@ class FaissStore:
         """An IVF index (labels = rows) with centroids trained on a sample of the stored vectors."""
         faiss = _import_faiss()
         nlist = self._nlist_for(total)
-        index = faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(self.dim, f"IVF{nlist},{IVF_CODES}", faiss.METRIC_INNER_PRODUCT)
         index.cp.min_points_per_centroid = 1  # the sample is sized below; no warning
         index.cp.max_points_per_centroid = TRAIN_PER_LIST
         index.train(self._sample_vectors(nlist * TRAIN_PER_LIST, total))
@@ -411,6 +413,8 @@ class FaissStore:
             return None
         if kind == "ivf" and self.nlist and meta.get("nlist") != self._nlist_for(int(meta.get("trained_on", 0))):
             return None  # built with another nlist setting
+        if kind == "ivf" and meta.get("codes") != IVF_CODES:
+            return None  # an index of another encoding
         faiss = _import_faiss()
         try:
             index = faiss.read_index(str(index_path))
@@ -437,7 +441,7 @@ class FaissStore:
             raise
         meta = {"kind": self._index_kind, "dim": self.dim, "max_row": self._max_row, "ntotal": int(self._index.ntotal)}
         if self._index_kind == "ivf":
-            meta.update(nlist=int(self._index.nlist), trained_on=self._trained_on)
+            meta.update(nlist=int(self._index.nlist), trained_on=self._trained_on, codes=IVF_CODES)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".index.json.")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(meta, handle)
