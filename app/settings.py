@@ -87,7 +87,7 @@ class RetrievalSettings(_Section):
     weak_language_weight: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties")
     adapt: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
     candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
-    parallel: bool = Field(True, description="hybrid: BM25 in a worker thread beside embedding + dense search (bench/results/speed_retrieval.md)")
+    parallel: bool = Field(False, description="hybrid: BM25 in a worker thread beside embedding + dense search; did not pay on the shared 2-core machine (bench/results/speed_retrieval.md)")
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")
     dense_languages: list[str] | None = Field(None, description="languages the embedder covers (None: guessed from the embedder)")
     context_neighbors: int = Field(1, ge=0, description="adjacent chunks added around a hit (small-to-big)")

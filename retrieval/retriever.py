@@ -61,7 +61,10 @@ class RetrieverConfig:
     rrf_k: int = 60
     candidates: int = 50  # per retriever, before fusion
     mmr_lambda: float | None = None  # None: no MMR diversification
-    parallel: bool = True  # hybrid: BM25 in a worker thread beside embedding + dense search
+    # hybrid: BM25 in a worker thread beside embedding + dense search. Off by default: on the
+    # shared 2-core machine it did not pay (1M chunks p50 8.7 ms vs 7.8 ms serial, 8.6 vs 7.3
+    # ms of CPU; bench/results/speed_retrieval.md); for idle cores with large indexes
+    parallel: bool = False
     dense_languages: tuple[str, ...] | None = None  # None: guessed from the embedder
 
     @classmethod
@@ -148,8 +151,9 @@ class Retriever:
     def _hybrid(self, query: str, k: int) -> Retrieval:
         c = self.config
         pool = max(k, c.candidates)
-        # BM25 runs in a worker thread while the query is embedded and the vector index searched
-        # (numpy, faiss, torch and SQLite release the GIL); texts are read for the fused top k only
+        # with `parallel`, BM25 runs in a worker thread while the query is embedded and the vector
+        # index searched (numpy, faiss, torch and SQLite release the GIL); texts are read for the
+        # fused top k only
         keyword = self._worker().submit(self.keyword.search, query, pool, normalized=True) if c.parallel else None
         dense = self._dense_ids(self.embedder.embed_query(query), pool)
         sparse = keyword.result() if keyword is not None else self.keyword.search(query, pool, normalized=True)

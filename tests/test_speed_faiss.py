@@ -136,11 +136,11 @@ def test_store_settings_reach_the_faiss_store(tmp_path, settings):
     from app.kb import KnowledgeBase
 
     s = settings.with_overrides(
-        {"store.backend": "faiss", "store.faiss_index": "ivf", "store.faiss_nprobe": 3, "store.faiss_flat_max": 10, "retrieval.parallel": False}
+        {"store.backend": "faiss", "store.faiss_index": "ivf", "store.faiss_nprobe": 3, "store.faiss_flat_max": 10, "retrieval.parallel": True}
     )
     kb = KnowledgeBase(tmp_path / "kb", s)
     assert (kb.store.index_kind, kb.store.nprobe, kb.store.flat_max, kb.store.nlist) == ("ivf", 3, 10, None)
-    assert kb.retriever.config.parallel is False
+    assert kb.retriever.config.parallel is True
 
 
 def test_hybrid_with_bm25_in_a_thread_equals_serial(tmp_path):

@@ -22,9 +22,9 @@ held in the lists as fp16 (half the memory to read per query; the candidates, tw
 as asked for, are re-scored exactly from the stored float32 vectors); a query
 scans the ``nprobe`` lists nearest to it (default: as many lists as hold about
 ``probe_vectors`` = 30,000 vectors, so the cost stays flat as the store grows). On the
-benchmark's hard synthetic data (``bench/results/speed_retrieval.md``) scanning 20,000
-vectors gave recall@10 against exact search 0.950 at 100k chunks and 0.992 at 1M; 30,000
-leaves a margin at 100k. It builds in 2-3 minutes at a million chunks on the two shared
+benchmark's hard synthetic data scanning 20,000 vectors gave recall@10 against exact search
+0.950 at 100k chunks and 0.992 at 1M (``bench/results/speed_retrieval_probe20k.md``);
+30,000 gave 0.976 and 0.998 (``speed_retrieval_ivfflat.md``, ``speed_retrieval.md``). It builds in 2-3 minutes at a million chunks on the two shared
 cores, where HNSW took 4-10 minutes at 100k. When the store has grown four times past the
 size the centroids were trained on, the index is rebuilt (``nlist`` then doubles).
 
