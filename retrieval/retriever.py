@@ -63,7 +63,7 @@ class RetrieverConfig:
     mmr_lambda: float | None = None  # None: no MMR diversification
     # hybrid: BM25 in a worker thread beside embedding + dense search. Off by default: on the
     # shared 2-core machine it did not pay (1M chunks p50 8.7 ms vs 7.8 ms serial, 8.6 vs 7.3
-    # ms of CPU; bench/results/speed_retrieval.md); for idle cores with large indexes
+    # ms of CPU; bench/results/speed_retrieval.md); meant for idle cores and large indexes
     parallel: bool = False
     dense_languages: tuple[str, ...] | None = None  # None: guessed from the embedder
 
