@@ -39,7 +39,8 @@ def main() -> int:
             latencies.append((time.perf_counter() - started) * 1000)
         out[mode] = {"k": 5, "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
                      "queries": len(latencies), "loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2)}
-    meta = {"command": "OMP_NUM_THREADS=1 python bench/retrieval_latency.py", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    threads = os.environ.get("OMP_NUM_THREADS")
+    meta = {"command": (f"OMP_NUM_THREADS={threads} " if threads else "") + "python bench/retrieval_latency.py", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, shared", "chunks": kb.store.count()}
     res = ROOT / "bench" / "results"
     (res / "retrieval_latency.json").write_text(json.dumps({"meta": meta, "results": out}, indent=2))

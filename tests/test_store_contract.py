@@ -138,7 +138,10 @@ class TestStoreContract:
     def test_query_k_larger_than_store(self, make):
         store = make()
         store.upsert(_chunks(3), _unit(np.random.default_rng(2), 3))
-        assert len(store.query(_unit(np.random.default_rng(3), 1)[0], 10)) == 3
+        query = _unit(np.random.default_rng(3), 1)[0]
+        assert len(store.query(query, 10)) == 3 and len(store.query_ids(query, 10)) == 3
+        store.delete(["c0", "c1", "c2"])  # emptied again: no hits, no error
+        assert store.query(query, 10) == [] and store.query_ids(query, 10) == []
 
     def test_upsert_same_id_replaces(self, make):
         rng = np.random.default_rng(4)
