@@ -147,7 +147,7 @@ def gpu(args) -> None:
     adapter = out / "adapter"
     info = {"device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "torch": torch.__version__}
-    cfg = TrainConfig(data=str(plain), output_dir=str(adapter), model=args.model, learning_rate=args.lr,
+    cfg = TrainConfig(data=str(plain), output_dir=str(adapter), model=args.model, learning_rate=args.lr, lora_rank=args.rank,
                       batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                       eval_every=args.eval_every, max_length=args.max_length, max_minutes=args.max_minutes,
                       cache_dir=args.cache_dir, progress=False, device=args.device, max_steps=args.max_steps)
@@ -200,6 +200,7 @@ def main() -> None:
     g.add_argument("--cache-dir", dest="cache_dir", default=os.environ.get("KBQA_CACHE_DIR", "/tmp/kbqa-cache"))
     g.add_argument("--out", required=True)
     g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha stays 32)")
     g.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     g.add_argument("--grad-accum", dest="grad_accum", type=int, default=1)
     g.add_argument("--epochs", type=float, default=1.0)
