@@ -151,14 +151,18 @@ def gpu(args) -> None:
                       batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                       eval_every=args.eval_every, max_length=args.max_length, max_minutes=args.max_minutes,
                       cache_dir=args.cache_dir, progress=False, device=args.device, max_steps=args.max_steps)
-    started = time.perf_counter()
-    metrics = train(cfg)
-    info["train_wall_s"] = round(time.perf_counter() - started, 1)
-    print({k: v for k, v in metrics.items() if k != "history"}, flush=True)
+    if not args.no_train:
+        started = time.perf_counter()
+        metrics = train(cfg)
+        info["train_wall_s"] = round(time.perf_counter() - started, 1)
+        print({k: v for k, v in metrics.items() if k != "history"}, flush=True)
 
     tests = _read_jsonl_gz(data_dir / "test.jsonl.gz")[: args.limit_test]
     gen = {"info": info, "items": tests}
-    systems = [("base", None), ("adapter", str(adapter))] + [(f"adapter_{Path(a).parent.name}", a) for a in args.also_adapter]
+    systems = ([] if args.no_base else [("base", None)]) + ([] if args.no_train else [("adapter", str(adapter))])
+    for a in args.also_adapter:  # NAME=FOLDER, or FOLDER (named after its parent folder)
+        name, _, folder = a.rpartition("=")
+        systems.append((f"adapter_{name or Path(folder).parent.name}", folder))
     for name, adapter_dir in systems:
         llm = TransformersLLM(args.model, device=args.device, adapter=adapter_dir, cache_dir=Path(args.cache_dir))
         todo = [i for i, t in enumerate(tests) if t["found"]]
@@ -213,7 +217,9 @@ def main() -> None:
     g.add_argument("--limit-test", dest="limit_test", type=int, help="only the first N test prompts (smoke runs)")
     g.add_argument("--gen-batch", dest="gen_batch", type=int, default=128)
     g.add_argument("--also-adapter", dest="also_adapter", action="append", default=[],
-                   help="another adapter folder to generate with (e.g. the SQuAD adapter on the sample KB)")
+                   help="[NAME=]FOLDER: another adapter to generate with, as system adapter_NAME (e.g. the SQuAD adapter on the sample KB)")
+    g.add_argument("--no-train", dest="no_train", action="store_true", help="generate only: base and --also-adapter folders")
+    g.add_argument("--no-base", dest="no_base", action="store_true", help="do not generate with the base model")
     g.set_defaults(func=gpu)
     s = sub.add_parser("score")
     s.add_argument("--gen", required=True)
