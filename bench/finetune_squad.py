@@ -46,7 +46,7 @@ def prep(args) -> None:
     offline()
     from app.kb import KnowledgeBase
     from app.settings import Settings
-    from finetune.make_data import QAPair, not_found_example, rag_example
+    from finetune.make_data import QAPair, holds, not_found_example, rag_example
     from retrieval.prompts import build_messages
 
     articles = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
@@ -63,12 +63,13 @@ def prep(args) -> None:
 
     rng = random.Random(args.seed)
     rows = {"train": [], "validation": [], "test": [], "test_not_found": []}
-    items = []
+    items, paragraph_of = [], {}
     for i, art in enumerate(articles):
         split = "train" if i in TRAIN_ARTICLES else "validation" if i in VAL_ARTICLES else "test"
-        for p in art["paragraphs"]:
+        for j, p in enumerate(art["paragraphs"]):
             for qa in p["qas"]:
                 items.append((split, art["title"], qa))
+                paragraph_of[qa["id"]] = (i, j)
     # keep the work bounded: all validation/test candidates are sampled down below
     train_items = [x for x in items if x[0] == "train"]
     rng.shuffle(train_items)
@@ -85,14 +86,35 @@ def prep(args) -> None:
     vectors = dict(zip(questions, kb.embedder.embed_documents(questions)))
     embed_query = kb.embedder.embed_query
     kb.embedder.embed_query = lambda text: vectors[text] if text in vectors else embed_query(text)
+    # --share-context: a training question whose answer lies in the blocks retrieved for an earlier
+    # question on the same paragraph is asked over those very blocks (likewise its 'not found'
+    # prompt), so that its prompt shares their prefix and trains packed (TrainConfig.pack_shared_prefix)
+    shared: dict = {}
+    shared_nf: dict = {}
     for split, title, qa in tqdm(chosen, desc="retrieve", unit="q"):
         answer = qa["answers"][0]["text"].strip()
         pair = QAPair(qa["question"].strip(), answer, answer, group=title)
+        para = paragraph_of[qa["id"]]
+        if split == "train" and args.share_context and para in shared and any(holds(h, pair.key) for h in shared[para][0]):
+            hits, spare = shared[para]
+            ex = rag_example(pair, hits, split)
+            rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
+            if rng.random() < args.not_found_ratio:
+                blocks = shared_nf.get(para)
+                if blocks is None or any(holds(h, pair.key) for h in blocks):
+                    blocks = [h for h in hits + spare if not holds(h, pair.key)][: len(hits)]
+                    shared_nf.setdefault(para, blocks)
+                if blocks:
+                    nf = rag_example(pair, blocks, split)
+                    rows[split].append({"messages": nf.messages, "split": split, "meta": nf.meta})
+            continue
         k = kb.settings.retrieval.k
         wide = kb.search(pair.question, k + 4)  # the lower-ranked blocks fill 'not found' prompts
         result = type(wide)(wide.hits[:k], wide.found)
         hits = kb.assemble(result.hits) if result.found else result.hits
         spare = wide.hits[k:]
+        if split == "train" and args.share_context and para not in shared and any(holds(h, pair.key) for h in hits):
+            shared[para] = (hits, spare)
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
             ex = rag_example(pair, hits, split)
@@ -150,7 +172,8 @@ def gpu(args) -> None:
     cfg = TrainConfig(data=str(plain), output_dir=str(adapter), model=args.model, learning_rate=args.lr, lora_rank=args.rank,
                       batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                       eval_every=args.eval_every, max_length=args.max_length, max_minutes=args.max_minutes,
-                      cache_dir=args.cache_dir, progress=False, device=args.device, max_steps=args.max_steps)
+                      cache_dir=args.cache_dir, progress=args.progress, device=args.device, max_steps=args.max_steps,
+                      lora_last_layers=args.lora_last_layers, pack_shared_prefix=args.pack)
     if not args.no_train:
         started = time.perf_counter()
         metrics = train(cfg)
@@ -197,6 +220,8 @@ def main() -> None:
     a.add_argument("--test-not-found", dest="test_not_found", type=int, default=100)
     a.add_argument("--not-found-ratio", dest="not_found_ratio", type=float, default=0.15)
     a.add_argument("--seed", type=int, default=42)
+    a.add_argument("--share-context", dest="share_context", action="store_true",
+                   help="training questions on one paragraph reuse one retrieval's blocks when they hold the answer (for --pack)")
     a.set_defaults(func=prep)
     g = sub.add_parser("gpu")
     g.add_argument("--data", default=".gpu/squad")
@@ -220,6 +245,9 @@ def main() -> None:
                    help="[NAME=]FOLDER: another adapter to generate with, as system adapter_NAME (e.g. the SQuAD adapter on the sample KB)")
     g.add_argument("--no-train", dest="no_train", action="store_true", help="generate only: base and --also-adapter folders")
     g.add_argument("--no-base", dest="no_base", action="store_true", help="do not generate with the base model")
+    g.add_argument("--lora-last-layers", dest="lora_last_layers", type=int, default=0, help="LoRA only in the last n layers")
+    g.add_argument("--pack", action="store_true", help="pack questions that share their blocks (prep --share-context)")
+    g.add_argument("--progress", action="store_true", help="a training progress bar")
     g.set_defaults(func=gpu)
     s = sub.add_parser("score")
     s.add_argument("--gen", required=True)

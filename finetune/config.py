@@ -31,6 +31,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"  # or a comma-separated list of module names
+    lora_last_layers: int = 0  # LoRA only in the last n decoder layers (0 = all): backward stops there
     freeze_last_layers: int = 2
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
@@ -42,6 +43,7 @@ class TrainConfig:
     grad_accum: int = 4
     max_grad_norm: float = 1.0
     max_length: int = 2048
+    pack_shared_prefix: bool = False  # questions over the same blocks train as one sequence (finetune.packing)
     eval_every: int = 50  # optimizer steps between validation losses
     early_stopping_patience: int = 3  # validations without improvement before stopping; 0 = never
     save_total_limit: int = 2  # checkpoint-* folders kept (the best adapter is kept apart)
@@ -65,6 +67,7 @@ class TrainConfig:
         need(self.lora_alpha > 0, "lora_alpha", "must be positive")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
         need(bool(self.target_modules.strip()), "target_modules", "name 'all-linear' or some modules")
+        need(self.lora_last_layers >= 0, "lora_last_layers", "must be 0 (all layers) or more")
         need(self.freeze_last_layers >= 1, "freeze_last_layers", "must be at least 1")
         need(0.0 < self.learning_rate < 1.0, "learning_rate", "must be in (0, 1)")
         need(self.weight_decay >= 0.0, "weight_decay", "must not be negative")

@@ -193,9 +193,14 @@ def build_examples(
     seed: int = 42,
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
     not_found_ratio: float = 0.15,
+    share_context: bool = False,
     progress: bool = False,
 ) -> list[Example]:
-    """De-duplicated pairs -> RAG examples with a split each, plus some NOT_FOUND examples."""
+    """De-duplicated pairs -> RAG examples with a split each, plus some NOT_FOUND examples.
+
+    `share_context`: a pair whose key lies in the blocks already retrieved for an earlier pair
+    of its group (its chunk) is asked over those same blocks. Their prompts then differ only in
+    the question, and train as one packed sequence (TrainConfig.pack_shared_prefix)."""
     from tqdm.auto import tqdm
 
     pairs = dedupe(pairs)
@@ -203,9 +208,14 @@ def build_examples(
     rng = random.Random(seed)
     examples = []
     previous: list[Hit] = []  # blocks retrieved for earlier questions: fillers for NOT_FOUND prompts
+    shared: dict[str, Sequence[Hit]] = {}  # group -> the blocks of its first answerable pair
     for pair in tqdm(pairs, desc="make-data", unit="pair", disable=not progress):
         split = assignment[pair.group]
-        hits = search(pair.question)
+        hits = shared.get(pair.group, ())
+        if not any(holds(h, pair.key) for h in hits):
+            hits = search(pair.question)
+            if share_context and pair.group not in shared and any(holds(h, pair.key) for h in hits):
+                shared[pair.group] = hits
         examples.append(rag_example(pair, hits, split))
         if rng.random() < not_found_ratio:
             spare = rng.sample(previous, min(len(previous), 3 * len(hits)))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from finetune.config import CONFIG_NAME, ConfigError, TrainConfig
 from finetune.formats import IGNORE, Example, FormatError, encode, load_examples
+from finetune.packing import pack_attention_mask, pack_shared_prefix
 
 log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.json"
@@ -64,7 +65,7 @@ def _decoder_layers(model):
         except AttributeError:
             continue
         return obj
-    raise ConfigError("mode: freeze needs a model whose decoder layers are found (model.layers, transformer.h, ...)")
+    raise ConfigError("mode: freeze and lora_last_layers need a model whose decoder layers are found (model.layers, transformer.h, ...)")
 
 
 def make_trainable(model, cfg: TrainConfig):
@@ -75,8 +76,19 @@ def make_trainable(model, cfg: TrainConfig):
         except ImportError as exc:
             raise ImportError("LoRA training needs peft: pip install 'kbqa[finetune]'") from exc
         targets = cfg.target_modules if cfg.target_modules == "all-linear" else [t.strip() for t in cfg.target_modules.split(",")]
+        layers = None
+        if cfg.lora_last_layers:
+            n = len(_decoder_layers(model))
+            if cfg.lora_last_layers > n:
+                raise ConfigError(f"lora_last_layers: the model has only {n} layers (got {cfg.lora_last_layers})")
+            layers = list(range(n - cfg.lora_last_layers, n))
+            if targets == "all-linear":  # peft takes layers_to_transform only with named modules
+                import torch
+
+                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in _decoder_layers(model).named_modules()
+                                  if isinstance(mod, torch.nn.Linear)})
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, task_type="CAUSAL_LM")
+                          target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
         return get_peft_model(model, lora)
     layers = _decoder_layers(model)
     if cfg.freeze_last_layers > len(layers):
@@ -147,18 +159,29 @@ def encode_all(tokenizer, examples: list[Example], max_length: int) -> tuple[lis
 
 
 def collate(items: list[dict], pad_id: int, device: str) -> dict:
+    """Right-padded tensors; packs (finetune.packing) also get their position ids and 4-D mask."""
     import torch
 
     width = max(len(it["input_ids"]) for it in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
+    packed = "segments" in items[0]
+    positions = torch.zeros((len(items), width), dtype=torch.long)
+    segments = torch.full((len(items), width), -1, dtype=torch.long)
     for row, it in enumerate(items):
         n = len(it["input_ids"])
         ids[row, :n] = torch.tensor(it["input_ids"])
         labels[row, :n] = torch.tensor(it["labels"])
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+        if packed:
+            positions[row, :n] = torch.tensor(it["position_ids"])
+            segments[row, :n] = torch.tensor(it["segments"])
+    batch = {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    if packed:
+        batch["attention_mask"] = pack_attention_mask(segments).to(device)
+        batch["position_ids"] = positions.to(device)
+    return batch
 
 
 def micro_batch(data: list[dict], index: int, batch_size: int, seed: int) -> list[dict]:
@@ -197,7 +220,8 @@ def batch_loss(model, batch: dict, device: str):
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = targets != IGNORE
     with _autocast(device):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch.get("position_ids"), logits_to_keep=keep).logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets[targets != IGNORE])
 
 
@@ -304,6 +328,10 @@ def train(cfg: TrainConfig, resume: str | bool | None = None) -> dict:
         raise FormatError(f"{cfg.data}: no example fits max_length={cfg.max_length} tokens with its answer")
     if skipped_train or skipped_val:
         log.warning("skipped %d examples whose answer lies beyond max_length=%d", skipped_train + skipped_val, cfg.max_length)
+    n_train = len(train_data)
+    if cfg.pack_shared_prefix:  # validation stays unpacked: the same loss, computed plainly
+        train_data = pack_shared_prefix(train_data, cfg.max_length)
+        log.info("packed %d training examples into %d sequences", n_train, len(train_data))
 
     # 2. what trains, the optimizer and the schedule
     model = make_trainable(model, cfg)
@@ -374,7 +402,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None) -> dict:
         "mode": cfg.mode,
         "device": device,
         "dtype": "bf16-autocast" if device.startswith("cuda") else "fp32",
-        "train_examples": len(train_data),
+        "train_examples": n_train,
+        "train_sequences": len(train_data),
         "val_examples": len(val_data),
         "skipped_too_long": skipped_train + skipped_val,
         "steps": state.step,

@@ -122,6 +122,30 @@ def test_splits_are_seeded_whole_groups_and_deduplicated():
         assert split_of.setdefault(ex.meta["chunk_id"], ex.split) == ex.split  # no chunk in two splits
 
 
+def test_share_context_asks_a_chunks_questions_over_the_same_blocks():
+    chunk = "The line opened on 3 March 1908 and was 42 km long. Its engineer was Hollis Wrenfield."
+    pairs = [QAPair("When did it open?", "3 March 1908", "3 March 1908", "c1", "c1"),
+             QAPair("How long was it?", "42 km", "42 km", "c1", "c1"),
+             QAPair("Who built the depot?", "Ada Coyle", "Ada Coyle", "c1", "c1")]  # not in the blocks
+    calls = []
+
+    def search(question):
+        calls.append(question)
+        return [_hit(f"x{len(calls)}", f"Filler {question}"), _hit("c1", chunk)]
+
+    plain = build_examples(pairs, search, seed=3, not_found_ratio=0.0, ratios=(1.0, 0.0, 0.0))
+    assert len(calls) == 3 and len({ex.messages[1]["content"].split("Question")[0] for ex in plain}) == 3
+    calls.clear()
+    shared = build_examples(pairs, search, seed=3, not_found_ratio=0.0, ratios=(1.0, 0.0, 0.0), share_context=True)
+    assert len(calls) == 2  # the third question's answer is not in the shared blocks: it retrieves its own
+    by_q = {ex.messages[1]["content"].split("Question: ")[1]: ex for ex in shared}
+    contexts = [ex.messages[1]["content"].split("Question")[0] for ex in shared]
+    answered = [ex for ex in shared if ex.meta["kind"] == "answer"]
+    assert len(answered) == 2 and contexts.count(contexts[0]) == 2
+    assert [ex.messages[-1]["content"] for ex in answered] == ["3 March 1908 [2]", "42 km [2]"]
+    assert len(by_q) == 3
+
+
 def test_config_validation_names_the_field(tmp_path):
     with pytest.raises(ConfigError, match="lora_rank"):
         TrainConfig(data="d", output_dir="o", lora_rank=0)

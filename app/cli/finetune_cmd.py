@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--not-found-ratio", dest="not_found_ratio", type=float, default=0.15,
                    help="share of pairs that also get a 'not found' example (blocks lacking the answer)")
     m.add_argument("--per-chunk", dest="per_chunk", type=int, default=12, help="at most this many questions per chunk")
+    m.add_argument("--share-context", dest="share_context", action="store_true",
+                   help="questions on one chunk reuse one retrieval's blocks when they hold the answer (train with --pack)")
     m.add_argument("--config", help="TOML settings file (default: $KBQA_CONFIG)")
     m.add_argument("-k", type=int, dest="k", help="chunks retrieved per question (default: the KB's setting)")
     m.set_defaults(func=cmd_make_data)
@@ -34,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rank", dest="lora_rank", type=int)
     t.add_argument("--alpha", dest="lora_alpha", type=int)
     t.add_argument("--target-modules", dest="target_modules", help="'all-linear' or e.g. q_proj,v_proj")
+    t.add_argument("--lora-last-layers", dest="lora_last_layers", type=int,
+                   help="LoRA only in the last n decoder layers (faster on a CPU: backward stops there)")
+    t.add_argument("--pack", dest="pack_shared_prefix", action="store_true", default=None,
+                   help="train questions that share a prompt prefix (same blocks) as one sequence")
     t.add_argument("--lr", dest="learning_rate", type=float)
     t.add_argument("--epochs", type=float)
     t.add_argument("--max-steps", dest="max_steps", type=int)
@@ -96,7 +102,8 @@ def cmd_make_data(args) -> int:
         result = kb.search(question, args.k)
         return kb.assemble(result.hits) if result.hits else []
 
-    examples = build_examples(pairs, search, seed=args.seed, ratios=ratios, not_found_ratio=args.not_found_ratio, progress=True)
+    examples = build_examples(pairs, search, seed=args.seed, ratios=ratios, not_found_ratio=args.not_found_ratio,
+                              share_context=args.share_context, progress=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     n = write_examples(args.out, examples)
     print(json.dumps({"out": args.out, "examples": n, "chunks": len(chunks), "splits": summarize(examples)}, ensure_ascii=False))
@@ -112,7 +119,7 @@ def cmd_train(args) -> int:
     from finetune.formats import FormatError
     from finetune.train import train
 
-    fields = ("val_data", "model", "mode", "freeze_last_layers", "lora_rank", "lora_alpha", "target_modules",
+    fields = ("val_data", "model", "mode", "freeze_last_layers", "lora_rank", "lora_alpha", "target_modules", "lora_last_layers", "pack_shared_prefix",
               "learning_rate", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "max_length",
               "eval_every", "early_stopping_patience", "save_total_limit", "seed", "device", "progress")
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
