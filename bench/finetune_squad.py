@@ -160,7 +160,7 @@ def gpu(args) -> None:
 
     from finetune.config import TrainConfig
     from finetune.formats import encode
-    from finetune.train import evaluate, load_base, train
+    from finetune.train import evaluate, train
     from retrieval.llm.transformers import TransformersLLM
 
     data_dir, out = Path(args.data), Path(args.out)
@@ -180,7 +180,7 @@ def gpu(args) -> None:
         info["train_wall_s"] = round(time.perf_counter() - started, 1)
         print({k: v for k, v in metrics.items() if k != "history"}, flush=True)
 
-    tests = _read_jsonl_gz(data_dir / "test.jsonl.gz")[: args.limit_test]
+    tests = [t for t in _read_jsonl_gz(data_dir / "test.jsonl.gz") if args.only_set in (None, t.get("set"))][: args.limit_test]
     gen = {"info": info, "items": tests}
     systems = ([] if args.no_base else [("base", None)]) + ([] if args.no_train else [("adapter", str(adapter))])
     for a in args.also_adapter:  # NAME=FOLDER, or FOLDER (named after its parent folder)
@@ -196,11 +196,14 @@ def gpu(args) -> None:
             for i, text in zip(idx, texts):
                 tests[i][name] = text
         info[f"{name}_generate_s"] = round(time.perf_counter() - t0, 1)
+        print(name, "generated in", info[f"{name}_generate_s"], "s", flush=True)
+        if args.no_perplexity:
+            continue
         # perplexity of the reference replies (assistant tokens only)
         model, tok = llm.model, llm.tokenizer
         enc = [encode(tok, t["messages"] + [{"role": "assistant", "content": t["target"]}], 4096) for t in tests if t["found"] and t.get("target")]
         info[f"{name}_target_loss"] = evaluate(model, [e for e in enc if e], 16, tok.pad_token_id, args.device)
-        print(name, info[f"{name}_generate_s"], info[f"{name}_target_loss"], flush=True)
+        print(name, "target loss", info[f"{name}_target_loss"], flush=True)
     (out / "generations.json").write_text(json.dumps(gen, ensure_ascii=False))
 
 
@@ -248,6 +251,8 @@ def main() -> None:
     g.add_argument("--lora-last-layers", dest="lora_last_layers", type=int, default=0, help="LoRA only in the last n layers")
     g.add_argument("--pack", action="store_true", help="pack questions that share their blocks (prep --share-context)")
     g.add_argument("--progress", action="store_true", help="a training progress bar")
+    g.add_argument("--only-set", dest="only_set", help="only the test prompts of this set (e.g. sample_qa)")
+    g.add_argument("--no-perplexity", dest="no_perplexity", action="store_true", help="generate only (perplexity is a second pass)")
     g.set_defaults(func=gpu)
     s = sub.add_parser("score")
     s.add_argument("--gen", required=True)
