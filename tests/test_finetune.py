@@ -322,3 +322,25 @@ def test_batch_loss_projects_only_labelled_positions_and_matches_the_full_loss(s
         full = model(**batch).loss
         ours = batch_loss(model, batch, "cpu")
     assert abs(float(full) - float(ours)) < 1e-4
+
+
+def test_cli_train_packs_shared_prompts_and_adapts_only_the_last_layers(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    from app.cli.kbqa_main import main
+
+    torch.set_num_threads(1)
+    context = "Context:\n[1] (line.md)\n<<<\n" + " ".join(f"The {k} is {v}." for k, v in FACTS) + "\n>>>\n\n"
+    rows = [{"messages": [{"role": "user", "content": context + f"Question: What is the {k}?"},
+                          {"role": "assistant", "content": f"{v} [1]"}]} for k, v in FACTS] * 2
+    data = _write(tmp_path / "rag.jsonl", rows)
+    out = tmp_path / "adapter"
+    assert main(["finetune", "train", str(data), "--out", str(out), "--pack", "--lora-last-layers", "2", "--max-steps", "2",
+                 "--batch-size", "1", "--grad-accum", "1", "--max-length", "512", "--no-progress", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_sequences"] < metrics["train_examples"]  # questions over one context share it
+    saved = json.loads((out / "kbqa_train_config.json").read_text())
+    assert saved["pack_shared_prefix"] is True and saved["lora_last_layers"] == 2
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in load_file(str(out / "adapter_model.safetensors"))}
+    assert layers == {28, 29}  # SmolLM2-135M has 30 decoder layers
