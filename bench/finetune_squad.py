@@ -46,7 +46,7 @@ def prep(args) -> None:
     offline()
     from app.kb import KnowledgeBase
     from app.settings import Settings
-    from finetune.make_data import QAPair, holds, not_found_example, rag_example
+    from finetune.make_data import QAPair, holds, lacking_blocks, not_found_example, rag_example
     from retrieval.prompts import build_messages
 
     articles = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
@@ -102,7 +102,7 @@ def prep(args) -> None:
             if rng.random() < args.not_found_ratio:
                 blocks = shared_nf.get(para)
                 if blocks is None or any(holds(h, pair.key) for h in blocks):
-                    blocks = [h for h in hits + spare if not holds(h, pair.key)][: len(hits)]
+                    blocks = lacking_blocks(pair, hits, spare)
                     shared_nf.setdefault(para, blocks)
                 if blocks:
                     nf = rag_example(pair, blocks, split)

@@ -143,13 +143,8 @@ def rag_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None) -> 
     return Example(messages + [{"role": "assistant", "content": reply}], split, meta)
 
 
-def not_found_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None, *, spare: Sequence[Hit] = ()) -> Example | None:
-    """The same question over blocks none of which holds the answer -> NOT_FOUND.
-
-    The blocks holding the answer are dropped and the gap is filled from `spare` (other
-    retrieved blocks, e.g. lower-ranked ones) up to the number of blocks in `hits`: were the
-    NOT_FOUND prompts shorter than the answerable ones, the adapter would learn to abstain
-    whenever the context is short rather than when it lacks the answer."""
+def lacking_blocks(pair: QAPair, hits: Sequence[Hit], spare: Sequence[Hit] = ()) -> list[Hit]:
+    """The blocks of `hits` that lack the answer, topped up from `spare` to as many blocks as `hits`."""
     def lacks(h: Hit) -> bool:
         return not holds(h, pair.key) and h.chunk.id != pair.chunk_id
 
@@ -161,6 +156,17 @@ def not_found_example(pair: QAPair, hits: Sequence[Hit], split: str | None = Non
         if lacks(h) and h.chunk.id not in seen:
             rest.append(h)
             seen.add(h.chunk.id)
+    return rest
+
+
+def not_found_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None, *, spare: Sequence[Hit] = ()) -> Example | None:
+    """The same question over blocks none of which holds the answer -> NOT_FOUND.
+
+    The blocks holding the answer are dropped and the gap is filled from `spare` (other
+    retrieved blocks, e.g. lower-ranked ones) up to the number of blocks in `hits`: were the
+    NOT_FOUND prompts shorter than the answerable ones, the adapter would learn to abstain
+    whenever the context is short rather than when it lacks the answer."""
+    rest = lacking_blocks(pair, hits, spare)
     if not rest:
         return None
     lang = detect_language(pair.question)
