@@ -78,14 +78,15 @@ def make_trainable(model, cfg: TrainConfig):
         targets = cfg.target_modules if cfg.target_modules == "all-linear" else [t.strip() for t in cfg.target_modules.split(",")]
         layers = None
         if cfg.lora_last_layers:
-            n = len(_decoder_layers(model))
+            decoder = _decoder_layers(model)
+            n = len(decoder)
             if cfg.lora_last_layers > n:
                 raise ConfigError(f"lora_last_layers: the model has only {n} layers (got {cfg.lora_last_layers})")
             layers = list(range(n - cfg.lora_last_layers, n))
             if targets == "all-linear":  # peft takes layers_to_transform only with named modules
                 import torch
 
-                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in _decoder_layers(model).named_modules()
+                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in decoder.named_modules()
                                   if isinstance(mod, torch.nn.Linear)})
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
@@ -166,19 +167,18 @@ def collate(items: list[dict], pad_id: int, device: str) -> dict:
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
-    packed = "segments" in items[0]
-    positions = torch.zeros((len(items), width), dtype=torch.long)
-    segments = torch.full((len(items), width), -1, dtype=torch.long)
     for row, it in enumerate(items):
         n = len(it["input_ids"])
         ids[row, :n] = torch.tensor(it["input_ids"])
         labels[row, :n] = torch.tensor(it["labels"])
         mask[row, :n] = 1
-        if packed:
-            positions[row, :n] = torch.tensor(it["position_ids"])
-            segments[row, :n] = torch.tensor(it["segments"])
     batch = {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
-    if packed:
+    if "segments" in items[0]:  # packs: their own positions, and who may see whom
+        positions = torch.zeros((len(items), width), dtype=torch.long)
+        segments = torch.full((len(items), width), -1, dtype=torch.long)
+        for row, it in enumerate(items):
+            positions[row, : len(it["input_ids"])] = torch.tensor(it["position_ids"])
+            segments[row, : len(it["input_ids"])] = torch.tensor(it["segments"])
         batch["attention_mask"] = pack_attention_mask(segments).to(device)
         batch["position_ids"] = positions.to(device)
     return batch
