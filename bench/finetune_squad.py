@@ -154,6 +154,27 @@ def _read_jsonl_gz(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def _densest_contexts(rows: list[dict], n: int) -> list[dict]:
+    """Validation rows, and the training rows of the `n` answerable contexts (system prompt and
+    blocks) asked most often, plus the most-shared 'not found' contexts up to the data's own share
+    of 'not found' rows. Under --pack a context is computed once for all its questions, so this
+    gives the most questions per trained token when the budget is short of an epoch over all."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["split"] == "train":
+            key = (r["meta"]["kind"] == "not_found", r["messages"][0]["content"], r["messages"][1]["content"].rsplit("Question:", 1)[0])
+            groups.setdefault(key, []).append(r)
+    densest = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)
+    answerable = [g for (nf, *_), g in densest if not nf][:n]
+    n_nf = sum(len(g) for (nf, *_), g in densest if nf)
+    want = round(sum(map(len, answerable)) * n_nf / max(1, sum(len(g) for (nf, *_), g in densest if not nf)))
+    not_found: list[list[dict]] = []
+    for (nf, *_), g in densest:
+        if nf and sum(map(len, not_found)) < want:
+            not_found.append(g)
+    return [r for r in rows if r["split"] != "train"] + [r for g in answerable + not_found for r in g]
+
+
 def gpu(args) -> None:
     """Train, then generate base and adapter answers for the test prompts (and perplexities)."""
     import torch
@@ -165,7 +186,10 @@ def gpu(args) -> None:
 
     data_dir, out = Path(args.data), Path(args.out)
     plain = Path("/tmp/ft-data.jsonl")
-    plain.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _read_jsonl_gz(data_dir / "data.jsonl.gz")))
+    rows = _read_jsonl_gz(data_dir / "data.jsonl.gz")
+    if args.dense_contexts:
+        rows = _densest_contexts(rows, args.dense_contexts)
+    plain.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     adapter = out / "adapter"
     info = {"device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "torch": torch.__version__}
@@ -249,6 +273,8 @@ def main() -> None:
     g.add_argument("--no-train", dest="no_train", action="store_true", help="generate only: base and --also-adapter folders")
     g.add_argument("--no-base", dest="no_base", action="store_true", help="do not generate with the base model")
     g.add_argument("--lora-last-layers", dest="lora_last_layers", type=int, default=0, help="LoRA only in the last n layers")
+    g.add_argument("--dense-contexts", dest="dense_contexts", type=int, default=0,
+                   help="train only on the N most-asked answerable contexts, plus 'not found' ones in the data's proportion (with --pack: most questions per token)")
     g.add_argument("--pack", action="store_true", help="pack questions that share their blocks (prep --share-context)")
     g.add_argument("--progress", action="store_true", help="a training progress bar")
     g.add_argument("--only-set", dest="only_set", help="only the test prompts of this set (e.g. sample_qa)")
