@@ -228,6 +228,7 @@ def gpu(args) -> None:
         enc = [encode(tok, t["messages"] + [{"role": "assistant", "content": t["target"]}], 4096) for t in tests if t["found"] and t.get("target")]
         info[f"{name}_target_loss"] = evaluate(model, [e for e in enc if e], 16, tok.pad_token_id, args.device)
         print(name, "target loss", info[f"{name}_target_loss"], flush=True)
+    out.mkdir(parents=True, exist_ok=True)  # --no-train: no adapter folder made it
     (out / "generations.json").write_text(json.dumps(gen, ensure_ascii=False))
 
 
