@@ -165,13 +165,16 @@ def _densest_contexts(rows: list[dict], n: int) -> list[dict]:
             key = (r["meta"]["kind"] == "not_found", r["messages"][0]["content"], r["messages"][1]["content"].rsplit("Question:", 1)[0])
             groups.setdefault(key, []).append(r)
     densest = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)
-    answerable = [g for (nf, *_), g in densest if not nf][:n]
-    n_nf = sum(len(g) for (nf, *_), g in densest if nf)
-    want = round(sum(map(len, answerable)) * n_nf / max(1, sum(len(g) for (nf, *_), g in densest if not nf)))
-    not_found: list[list[dict]] = []
-    for (nf, *_), g in densest:
-        if nf and sum(map(len, not_found)) < want:
-            not_found.append(g)
+    answerable_all = [g for (nf, *_), g in densest if not nf]
+    not_found_all = [g for (nf, *_), g in densest if nf]
+    answerable = answerable_all[:n]
+    want = round(sum(map(len, answerable)) * sum(map(len, not_found_all)) / max(1, sum(map(len, answerable_all))))
+    not_found, taken = [], 0
+    for g in not_found_all:
+        if taken >= want:
+            break
+        not_found.append(g)
+        taken += len(g)
     return [r for r in rows if r["split"] != "train"] + [r for g in answerable + not_found for r in g]
 
 
@@ -185,6 +188,7 @@ def gpu(args) -> None:
     from retrieval.llm.transformers import TransformersLLM
 
     data_dir, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     plain = Path("/tmp/ft-data.jsonl")
     rows = _read_jsonl_gz(data_dir / "data.jsonl.gz")
     if args.dense_contexts:
@@ -228,7 +232,6 @@ def gpu(args) -> None:
         enc = [encode(tok, t["messages"] + [{"role": "assistant", "content": t["target"]}], 4096) for t in tests if t["found"] and t.get("target")]
         info[f"{name}_target_loss"] = evaluate(model, [e for e in enc if e], 16, tok.pad_token_id, args.device)
         print(name, "target loss", info[f"{name}_target_loss"], flush=True)
-    out.mkdir(parents=True, exist_ok=True)  # --no-train: no adapter folder made it
     (out / "generations.json").write_text(json.dumps(gen, ensure_ascii=False))
 
 
