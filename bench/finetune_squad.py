@@ -87,16 +87,18 @@ def prep(args) -> None:
     embed_query = kb.embedder.embed_query
     kb.embedder.embed_query = lambda text: vectors[text] if text in vectors else embed_query(text)
     # --share-context: a training question whose answer lies in the blocks retrieved for an earlier
-    # question on the same paragraph is asked over those very blocks (likewise its 'not found'
-    # prompt), so that its prompt shares their prefix and trains packed (TrainConfig.pack_shared_prefix)
+    # question on the same paragraph (the first such retrieval) is asked over those very blocks
+    # (likewise its 'not found' prompt), so that its prompt shares their prefix and trains packed
+    # (TrainConfig.pack_shared_prefix)
     shared: dict = {}
     shared_nf: dict = {}
     for split, title, qa in tqdm(chosen, desc="retrieve", unit="q"):
         answer = qa["answers"][0]["text"].strip()
         pair = QAPair(qa["question"].strip(), answer, answer, group=title)
         para = paragraph_of[qa["id"]]
-        if split == "train" and args.share_context and para in shared and any(holds(h, pair.key) for h in shared[para][0]):
-            hits, spare = shared[para]
+        earlier = next((c for c in shared.get(para, ()) if any(holds(h, pair.key) for h in c[0])), None)
+        if split == "train" and args.share_context and earlier is not None:
+            hits, spare = earlier
             ex = rag_example(pair, hits, split)
             rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
             if rng.random() < args.not_found_ratio:
@@ -113,8 +115,8 @@ def prep(args) -> None:
         result = type(wide)(wide.hits[:k], wide.found)
         hits = kb.assemble(result.hits) if result.found else result.hits
         spare = wide.hits[k:]
-        if split == "train" and args.share_context and para not in shared and any(holds(h, pair.key) for h in hits):
-            shared[para] = (hits, spare)
+        if split == "train" and args.share_context and any(holds(h, pair.key) for h in hits):
+            shared.setdefault(para, []).append((hits, spare))
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
             ex = rag_example(pair, hits, split)
