@@ -96,8 +96,9 @@ def prep(args) -> None:
         answer = qa["answers"][0]["text"].strip()
         pair = QAPair(qa["question"].strip(), answer, answer, group=title)
         para = paragraph_of[qa["id"]]
-        earlier = next((c for c in shared.get(para, ()) if any(holds(h, pair.key) for h in c[0])), None)
-        if split == "train" and args.share_context and earlier is not None:
+        sharing = split == "train" and args.share_context
+        earlier = next((c for c in shared.get(para, ()) if any(holds(h, pair.key) for h in c[0])), None) if sharing else None
+        if earlier is not None:
             hits, spare = earlier
             ex = rag_example(pair, hits, split)
             rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
@@ -115,7 +116,7 @@ def prep(args) -> None:
         result = type(wide)(wide.hits[:k], wide.found)
         hits = kb.assemble(result.hits) if result.found else result.hits
         spare = wide.hits[k:]
-        if split == "train" and args.share_context and any(holds(h, pair.key) for h in hits):
+        if sharing and any(holds(h, pair.key) for h in hits):
             shared.setdefault(para, []).append((hits, spare))
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
