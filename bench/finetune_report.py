@@ -98,9 +98,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"finetune_{args.name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     lines = [f"# {args.title or 'Fine-tuning: base vs adapter'}", "",
-             f"Date: {report['date']}. Trained and generated on: {info.get('device_name')} (torch {info.get('torch')}).",
-             f"Training: {train.get('train_examples')} examples, {train.get('steps')} steps, {train.get('train_seconds')} s,"
-             f" best validation loss {train.get('best_val_loss')} (from {train.get('initial_val_loss')}), device {train.get('device')}, {train.get('dtype')}.", ""]
+             f"Date: {report['date']}. Trained and generated on: {info.get('device_name')} (torch {info.get('torch')})."]
+    if train:  # generation-only runs (gpu --no-train) have no training metrics
+        lines.append(f"Training: {train.get('train_examples')} examples, {train.get('steps')} steps, {train.get('train_seconds')} s,"
+                     f" best validation loss {train.get('best_val_loss')} (from {train.get('initial_val_loss')}),"
+                     f" device {train.get('device')}, {train.get('dtype')}.")
+    lines.append("")
     cols = ["em", "f1", "lf-rouge-l", "lf-bleu-4", "contains", "abstained", "not_found_rate", "target_perplexity", "words"]
     for s in sets:
         lines += [f"## {s}", "", "| system | n | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]

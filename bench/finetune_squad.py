@@ -40,6 +40,16 @@ def _write_jsonl_gz(path: Path, rows) -> int:
     return n
 
 
+def _fewer_blocks(hits: list, key: str, distractors: int) -> list:
+    """The first retrieved block holding the answer and the first `distractors` blocks lacking it,
+    in retrieval order (prep --train-distractors: shorter training prompts, more questions a minute)."""
+    from finetune.make_data import holds
+
+    answer = next(h for h in hits if holds(h, key))
+    others = [h for h in hits if not holds(h, key)][:distractors]
+    return [h for h in hits if h is answer or any(h is o for o in others)]
+
+
 def prep(args) -> None:
     from app.env import offline
 
@@ -99,13 +109,13 @@ def prep(args) -> None:
         sharing = split == "train" and args.share_context
         earlier = next((c for c in shared.get(para, ()) if any(holds(h, pair.key) for h in c[0])), None) if sharing else None
         if earlier is not None:
-            hits, spare = earlier
+            hits, spare, full = earlier
             ex = rag_example(pair, hits, split)
             rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
             if rng.random() < args.not_found_ratio:
                 blocks = shared_nf.get(para)
                 if blocks is None or any(holds(h, pair.key) for h in blocks):
-                    blocks = lacking_blocks(pair, hits, spare)
+                    blocks = lacking_blocks(pair, full, spare)
                     shared_nf.setdefault(para, blocks)
                 if blocks:
                     nf = rag_example(pair, blocks, split)
@@ -116,8 +126,11 @@ def prep(args) -> None:
         result = type(wide)(wide.hits[:k], wide.found)
         hits = kb.assemble(result.hits) if result.found else result.hits
         spare = wide.hits[k:]
+        full = hits
+        if split == "train" and args.train_distractors is not None and any(holds(h, pair.key) for h in hits):
+            hits = _fewer_blocks(hits, pair.key, args.train_distractors)
         if sharing and any(holds(h, pair.key) for h in hits):
-            shared.setdefault(para, []).append((hits, spare))
+            shared.setdefault(para, []).append((hits, spare, full))
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
             ex = rag_example(pair, hits, split)
@@ -137,7 +150,7 @@ def prep(args) -> None:
         ex = rag_example(pair, hits, split)
         rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
         if rng.random() < args.not_found_ratio:
-            nf = not_found_example(pair, hits, split, spare=spare)
+            nf = not_found_example(pair, full, split, spare=spare)
             if nf is not None:
                 rows[split].append({"messages": nf.messages, "split": split, "meta": nf.meta})
     out = Path(args.out)
@@ -254,6 +267,9 @@ def main() -> None:
     a.add_argument("--test-not-found", dest="test_not_found", type=int, default=100)
     a.add_argument("--not-found-ratio", dest="not_found_ratio", type=float, default=0.15)
     a.add_argument("--seed", type=int, default=42)
+    a.add_argument("--train-distractors", dest="train_distractors", type=int,
+                   help="training prompts keep the first block holding the answer and only this many others "
+                        "(validation and test prompts keep all k)")
     a.add_argument("--share-context", dest="share_context", action="store_true",
                    help="training questions on one paragraph reuse one retrieval's blocks when they hold the answer (for --pack)")
     a.set_defaults(func=prep)
