@@ -42,10 +42,13 @@ def _write_jsonl_gz(path: Path, rows) -> int:
 
 def _fewer_blocks(hits: list, key: str, distractors: int) -> list:
     """The first retrieved block holding the answer and the first `distractors` blocks lacking it,
-    in retrieval order (prep --train-distractors: shorter training prompts, more questions a minute)."""
+    in retrieval order (prep --train-distractors: shorter training prompts, more questions a minute).
+    The question's 'not found' prompt gets as many blocks, so that the number of blocks tells nothing."""
     from finetune.make_data import holds
 
-    answer = next(h for h in hits if holds(h, key))
+    answer = next((h for h in hits if holds(h, key)), None)
+    if answer is None:  # retrieval missed: a 'not found' prompt of as many blocks
+        return list(hits[: 1 + distractors])
     others = [h for h in hits if not holds(h, key)][:distractors]
     return [h for h in hits if h is answer or any(h is o for o in others)]
 
@@ -109,13 +112,13 @@ def prep(args) -> None:
         sharing = split == "train" and args.share_context
         earlier = next((c for c in shared.get(para, ()) if any(holds(h, pair.key) for h in c[0])), None) if sharing else None
         if earlier is not None:
-            hits, spare, full = earlier
+            hits, spare = earlier
             ex = rag_example(pair, hits, split)
             rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
             if rng.random() < args.not_found_ratio:
                 blocks = shared_nf.get(para)
                 if blocks is None or any(holds(h, pair.key) for h in blocks):
-                    blocks = lacking_blocks(pair, full, spare)
+                    blocks = lacking_blocks(pair, hits, spare)
                     shared_nf.setdefault(para, blocks)
                 if blocks:
                     nf = rag_example(pair, blocks, split)
@@ -126,11 +129,10 @@ def prep(args) -> None:
         result = type(wide)(wide.hits[:k], wide.found)
         hits = kb.assemble(result.hits) if result.found else result.hits
         spare = wide.hits[k:]
-        full = hits
-        if split == "train" and args.train_distractors is not None and any(holds(h, pair.key) for h in hits):
+        if split == "train" and args.train_distractors is not None:
             hits = _fewer_blocks(hits, pair.key, args.train_distractors)
         if sharing and any(holds(h, pair.key) for h in hits):
-            shared.setdefault(para, []).append((hits, spare, full))
+            shared.setdefault(para, []).append((hits, spare))
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
             ex = rag_example(pair, hits, split)
@@ -150,7 +152,7 @@ def prep(args) -> None:
         ex = rag_example(pair, hits, split)
         rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
         if rng.random() < args.not_found_ratio:
-            nf = not_found_example(pair, full, split, spare=spare)
+            nf = not_found_example(pair, hits, split, spare=spare)
             if nf is not None:
                 rows[split].append({"messages": nf.messages, "split": split, "meta": nf.meta})
     out = Path(args.out)
