@@ -30,12 +30,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", dest="cache_dir", default=os.environ.get("KBQA_CACHE_DIR", "/tmp/kbqa-cache"))
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=48)
+    p.add_argument("--gen-batch", dest="gen_batch", type=int, default=4)
     args = p.parse_args()
 
     from app.env import offline
 
     offline()
-    import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
     from eval.scoring import score_answer
@@ -45,32 +45,37 @@ def main() -> None:
     items = json.loads((Path(args.gen) / "generations.json").read_text())["items"]
     probe = [t for t in items if t.get("answers") and t["found"] and not str(t["id"]).endswith("-nf")
              and abstains(t.get(args.system) or "")]
-    llm = TransformersLLM(args.model, device=args.device, adapter=args.adapter, cache_dir=Path(args.cache_dir))
-    engine = llm._loaded()
-    tok = engine.tokenizer
-    first = tok(probe[0][args.system], add_special_tokens=False)["input_ids"][0]  # the NOT_FOUND sentence's first token
 
-    class NoFirst(LogitsProcessor):
-        def __init__(self, start: int):
-            self.start = start
+    class ForbidFirst(LogitsProcessor):
+        """Forbid one token at the first generated position (left padding: the same step for every row)."""
+
+        def __init__(self, token: int):
+            self.token, self.first = token, True
 
         def __call__(self, input_ids, scores):
-            if input_ids.shape[1] == self.start:
-                scores[:, first] = float("-inf")
+            if self.first:
+                scores[:, self.token] = float("-inf")
+                self.first = False
             return scores
 
+    class Forced(TransformersLLM):
+        """The service's own batch generation (prompt fitting, stop strings, cut at stop), plus ForbidFirst."""
+
+        forbid: int
+
+        def _gen_kwargs(self, max_tokens: int, temperature: float) -> dict:
+            return {**super()._gen_kwargs(max_tokens, temperature),
+                    "logits_processor": LogitsProcessorList([ForbidFirst(self.forbid)])}
+
+    llm = Forced(args.model, device=args.device, adapter=args.adapter, cache_dir=Path(args.cache_dir))
+    llm.forbid = llm.tokenizer(probe[0][args.system], add_special_tokens=False)["input_ids"][0]  # NOT_FOUND's first token
     per = []
-    for t in probe:
-        prompt = llm._prompt(t["messages"], args.max_new_tokens)
-        with engine.using(llm.adapter_spec) as model:
-            inputs = tok([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
-            with torch.inference_mode():
-                out = model.generate(**inputs, logits_processor=LogitsProcessorList([NoFirst(inputs["input_ids"].shape[1])]),
-                                     **llm._gen_kwargs(args.max_new_tokens, 0.0))
-        text = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        s = score_answer(clean(text), t["answers"])
-        per.append({"question": t["question"], "answers": t["answers"], "forced": text, "em": s["em"], "f1": s["f1"]})
-        print(f"{s['em']:.0f} {s['f1']:.2f} | {t['question'][:60]} -> {text[:60]!r} (ref {t['answers'][0]!r})", flush=True)
+    for s in range(0, len(probe), args.gen_batch):  # batches as the original generations were made
+        chunk = probe[s : s + args.gen_batch]
+        for t, text in zip(chunk, llm.batch([t["messages"] for t in chunk], max_tokens=args.max_new_tokens)):
+            sc = score_answer(clean(text), t["answers"])
+            per.append({"question": t["question"], "answers": t["answers"], "forced": text, "em": sc["em"], "f1": sc["f1"]})
+            print(f"{sc['em']:.0f} {sc['f1']:.2f} | {t['question'][:60]} -> {text[:60]!r} (ref {t['answers'][0]!r})", flush=True)
     n = len(per)
     summary = {"system": args.system, "abstained_answerable": n,
                "forced_em": round(sum(r["em"] for r in per) / max(1, n), 4),
