@@ -41,6 +41,7 @@ def main() -> None:
     from eval.scoring import score_answer
     from finetune_report import abstains, clean
     from retrieval.llm.transformers import TransformersLLM
+    from retrieval.prompts import NOT_FOUND
 
     items = json.loads((Path(args.gen) / "generations.json").read_text())["items"]
     probe = [t for t in items if t.get("answers") and t["found"] and not str(t["id"]).endswith("-nf")
@@ -68,7 +69,7 @@ def main() -> None:
                     "logits_processor": LogitsProcessorList([ForbidFirst(self.forbid)])}
 
     llm = Forced(args.model, device=args.device, adapter=args.adapter, cache_dir=Path(args.cache_dir))
-    llm.forbid = llm.tokenizer(probe[0][args.system], add_special_tokens=False)["input_ids"][0]  # NOT_FOUND's first token
+    llm.forbid = llm.tokenizer(NOT_FOUND["en"], add_special_tokens=False)["input_ids"][0]  # the sentence's first token
     per = []
     for s in range(0, len(probe), args.gen_batch):  # batches as the original generations were made
         chunk = probe[s : s + args.gen_batch]
