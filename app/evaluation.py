@@ -39,6 +39,8 @@ def answer_with_kb(kb: KnowledgeBase, items: Sequence[QAItem], *, batch_size: in
             "answer": a.answer,
             "sources": _source_dicts(a.sources),
             "found": a.found,
+            "answer_mode": a.mode,
+            "grounded": a.grounded,
             "latency_ms": round(a.timings.get("retrieve_ms", 0.0) + a.timings.get("generate_ms", 0.0), 1),
         }
         for a in answers

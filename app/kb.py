@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from app.answer_cache import AnswerCache, cache_key, manifest_state
+from app.answerer import Answerer, to_answer
 from app.settings import Settings
 from ingest.embed_cache import CACHE_FILE, EmbedCache
 from ingest.lock import KBLock
@@ -30,7 +31,7 @@ from retrieval.embedders import make_embedder, model_name
 from retrieval.kbdir import KBRecord, read_record, write_record
 from retrieval.lang import detect_language
 from retrieval.llm import make_llm
-from retrieval.prompts import NOT_FOUND, build_messages
+from retrieval.answering import CheckedStream, Grounded
 from retrieval.protocols import LLM, Embedder, VectorStore
 from retrieval.retriever import Retrieval, Retriever, RetrieverConfig
 from retrieval.stores import make_store
@@ -40,10 +41,11 @@ Message = dict[str, str]
 
 
 class KnowledgeBase:
-    def __init__(self, path: str | Path, settings: Settings | None = None, *, llm: LLM | None = None):
+    def __init__(self, path: str | Path, settings: Settings | None = None, *, llm: LLM | None = None, reader=None):
         self.path = Path(path)
         self.settings = settings or Settings()
         self._llm = llm
+        self._reader = reader  # the extractive reader (retrieval/readers), shared like the LLM
         self._lock = threading.RLock()
         record = read_record(self.path)
         if record is not None:
@@ -108,9 +110,15 @@ class KnowledgeBase:
             return self._llm
 
     def warm_up(self, llm: bool = True) -> None:
-        """Load the models now (at server start-up) rather than on the first question."""
+        """Load the models now (at server start-up) rather than on the first question: the
+        reader where answers may be extractive, the LLM where they may be generative."""
         self.embedder.embed_query("warm up")
-        if llm and hasattr(self.llm, "warm_up"):
+        if not llm:
+            return
+        modes = {self.answerer.mode_for(lang) for lang in ("en", "zh")}
+        if "extractive" in modes or self.settings.answer.verify:
+            self.answerer.reader.warm_up()
+        if "generative" in modes and hasattr(self.llm, "warm_up"):
             self.llm.warm_up()
 
     # ---- ingestion -----------------------------------------------------------------
@@ -203,21 +211,29 @@ class KnowledgeBase:
 
         return select_adapter(self.llm, adapter)
 
+    @cached_property
+    def answerer(self) -> Answerer:
+        return Answerer(self.settings, self._make_reader)
+
+    def _make_reader(self):
+        if self._reader is None:
+            from retrieval.readers import make_reader
+
+            self._reader = make_reader(self.settings.answer.reader, device=self.settings.llm.device)
+        return self._reader
+
     def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
         llm = self.llm_for(adapter)
         started = time.perf_counter()
         key = self._answer_key(question, k, history, adapter, llm)
         if key is not None and (cached := self.answer_cache.get(key)) is not None:
-            cached.timings = {"retrieve_ms": 0.0, "generate_ms": 0.0, "cache_ms": (time.perf_counter() - started) * 1000}
+            cached = replace(cached, timings={"retrieve_ms": 0.0, "generate_ms": 0.0, "cache_ms": (time.perf_counter() - started) * 1000})
             return cached
         result, lang, retrieve_ms = self._prepare(question, k, history)
         if not result.found:
-            return Answer(NOT_FOUND[lang], [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0}, found=False)
-        started = time.perf_counter()
-        s = self.settings.llm
-        text = llm.generate(build_messages(question, result.hits, lang), max_tokens=s.max_new_tokens, temperature=s.temperature)
-        generate_ms = (time.perf_counter() - started) * 1000
-        answer = Answer(text, result.hits, {"retrieve_ms": retrieve_ms, "generate_ms": generate_ms})
+            return to_answer(self.answerer.not_found(lang), [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0})
+        grounded, generate_ms = self.answerer.answer(llm, question, result.hits, lang)
+        answer = to_answer(grounded, result.hits, {"retrieve_ms": retrieve_ms, "generate_ms": generate_ms})
         if key is not None:
             self.answer_cache.put(key, answer)
         return answer
@@ -233,16 +249,17 @@ class KnowledgeBase:
         parts = {
             "retrieval": self.settings.retrieval.model_dump(),
             "llm": self.settings.llm.model_dump(),
+            "answer": self.settings.answer.model_dump(),
             "adapter": adapter,
             "model": [type(llm).__name__, getattr(llm, "name", None), getattr(llm, "adapter", None)],
         }
         return cache_key(question, k or self.settings.retrieval.k, parts, manifest_state(self.manifest.conn))
 
     def ask_batch(self, questions: Sequence[str], k: int | None = None, *, batch_size: int = 8, on_done=None) -> list[Answer]:
-        """`ask` for many questions, generating `batch_size` answers at a time (`LLM.batch`).
+        """`ask` for many questions; generative answers are made `batch_size` at a time (`LLM.batch`).
 
-        Same retrieval and prompts as `ask`; a batch's generation time is shared equally by
-        its answers in `timings`. `on_done(n)` is called after each batch with its size."""
+        Same retrieval, prompts and checks as `ask`; a batch's generation time is shared equally
+        by its answers in `timings`. `on_done(n)` is called as answers are made."""
         prepared = [self._prepare(q, k, None) for q in questions]
         answers: list[Answer | None] = [None] * len(questions)
         todo = []
@@ -250,18 +267,14 @@ class KnowledgeBase:
             if result.found:
                 todo.append(i)
             else:
-                answers[i] = Answer(NOT_FOUND[lang], [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0}, found=False)
+                answers[i] = to_answer(self.answerer.not_found(lang), [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0})
         if on_done and len(todo) < len(questions):
             on_done(len(questions) - len(todo))
-        s = self.settings.llm
         for start in range(0, len(todo), max(1, batch_size)):
             group = todo[start : start + max(1, batch_size)]
-            conversations = [build_messages(questions[i], prepared[i][0].hits, prepared[i][1]) for i in group]
-            started = time.perf_counter()
-            texts = self.llm.batch(conversations, max_tokens=s.max_new_tokens, temperature=s.temperature)
-            each_ms = (time.perf_counter() - started) * 1000 / len(group)
-            for i, text in zip(group, texts):
-                answers[i] = Answer(text, prepared[i][0].hits, {"retrieve_ms": prepared[i][2], "generate_ms": each_ms})
+            jobs = [(questions[i], prepared[i][0].hits, prepared[i][1]) for i in group]
+            for i, (grounded, ms) in zip(group, self.answerer.answer_many(self.llm, jobs, batch_size)):
+                answers[i] = to_answer(grounded, prepared[i][0].hits, {"retrieve_ms": prepared[i][2], "generate_ms": ms})
             if on_done:
                 on_done(len(group))
         return [a for a in answers if a is not None]
@@ -280,13 +293,14 @@ class KnowledgeBase:
         max_tokens: int | None = None,
         temperature: float | None = None,
         adapter: str | None = None,
-    ) -> tuple[Retrieval, Iterator[str]]:
+    ) -> tuple[Retrieval, CheckedStream]:
         """Retrieve now; return the retrieval (sources before the first token) and the text stream.
 
-        Used by the server: one retrieval per answer, and per-request generation limits
-        and LoRA adapter (see `llm_for`). Shares `ask`'s answer cache: a cached answer comes
-        back at once, in word-sized pieces; a stream read to its end is remembered (one closed
-        early is not).
+        The stream's `result` (mode, grounded, unsupported parts, the replacement of an answer
+        that failed its check) is set when it ends. Used by the server: one retrieval per
+        answer, and per-request generation limits and LoRA adapter (see `llm_for`). Shares
+        `ask`'s answer cache: a cached answer comes back at once, in word-sized pieces; a
+        stream read to its end is remembered (one closed early is not).
         """
         llm = self.llm_for(adapter)
         s = self.settings.llm
@@ -294,44 +308,39 @@ class KnowledgeBase:
         if max_tokens in (None, s.max_new_tokens) and temperature in (None, s.temperature):
             key = self._answer_key(question, k, history, adapter, llm)
         if key is not None and (cached := self.answer_cache.get(key)) is not None:
-            return Retrieval(cached.sources, cached.found), iter(_pieces(cached.answer))
+            done = Grounded(cached.answer, cached.mode, cached.found, cached.grounded, list(cached.unsupported), cached.evidence)
+            return Retrieval(cached.sources, cached.found), CheckedStream(done=done)
         result, lang, retrieve_ms = self._prepare(question, k, history)
         if not result.found:
-            return result, iter([NOT_FOUND[lang]])
-        messages = build_messages(question, result.hits, lang)
-        tokens = llm.stream(
-            messages,
+            return result, CheckedStream(done=self.answerer.not_found(lang))
+        stream = self.answerer.stream(
+            llm, question, result.hits, lang,
             max_tokens=max_tokens or s.max_new_tokens,
             temperature=s.temperature if temperature is None else temperature,
         )
         if key is not None:
-            tokens = self._remembered(tokens, key, result.hits, retrieve_ms)
-        return result, tokens
+            stream = self._remembered(stream, key, result.hits, retrieve_ms)
+        return result, stream
 
-    def _remembered(self, tokens: Iterator[str], key: str, hits: list[Hit], retrieve_ms: float) -> Iterator[str]:
-        """Pass `tokens` on; put the whole answer in the answer cache once the stream ends."""
-        started, parts = time.perf_counter(), []
-        try:
-            for piece in tokens:
-                parts.append(piece)
-                yield piece
-        finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()  # a stream closed early stops its generation
-        self.answer_cache.put(key, Answer("".join(parts), hits, {"retrieve_ms": retrieve_ms, "generate_ms": (time.perf_counter() - started) * 1000}))
+    def _remembered(self, stream: CheckedStream, key: str, hits: list[Hit], retrieve_ms: float) -> CheckedStream:
+        """Pass `stream` on; put the whole (checked) answer in the answer cache once it ends."""
+        started = time.perf_counter()
+
+        def pieces() -> Iterator[str]:
+            try:
+                yield from stream
+            finally:
+                stream.close()  # a stream closed early stops its generation
+            if stream.result is not None:
+                ms = (time.perf_counter() - started) * 1000
+                self.answer_cache.put(key, to_answer(stream.result, hits, {"retrieve_ms": retrieve_ms, "generate_ms": ms}))
+
+        return CheckedStream(pieces(), lambda _text: stream.result)
 
     def as_langchain_retriever(self, k: int | None = None):
         from app.langchain_adapter import KnowledgeBaseRetriever
 
         return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k)
-
-
-def _pieces(text: str) -> list[str]:
-    """A cached answer as a stream: words with their trailing space (CJK text: short runs)."""
-    import re
-
-    return re.findall(r"[^\s\u3000-\u9fff]+\s*|[\u3000-\u9fff]{1,4}\s*|\s+", text) or [text]
 
 
 def _collection_name(path: Path, url: str | None = None) -> str:

@@ -18,6 +18,7 @@ from app.kb import KnowledgeBase
 from app.server.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
 from app.settings import Settings
 from ingest.summary import FileResult
+from retrieval.answering import CheckedStream, Grounded
 from retrieval.protocols import LLM
 from retrieval.types import Hit
 
@@ -82,11 +83,17 @@ class UnknownDocument(KeyError):
 
 @dataclass
 class StreamedAnswer:
-    """Sources are known before the first token; `tokens` yields the text."""
+    """Sources are known before the first token; `tokens` yields the text; `result` (mode,
+    verdict, and the replacement of a generated answer that failed its check) once it ends."""
 
     sources: list[Hit]
     found: bool
     tokens: Iterator[str]
+    checked: CheckedStream | None = None
+
+    @property
+    def result(self) -> Grounded | None:
+        return getattr(self.checked, "result", None)
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Reply:
     text: str
     sources: list[Hit]
     found: bool
+    result: Grounded | None = None
 
 
 @dataclass
@@ -148,6 +156,14 @@ class QAService:
             from retrieval.llm import make_llm
 
             llm = make_llm(settings.llm, settings.cache_dir)
+        reader = None
+        try:
+            from retrieval.readers import make_reader
+
+            reader = make_reader(settings.answer.reader, device=settings.llm.device)  # shared, loaded on first use
+        except FileNotFoundError as exc:
+            if settings.answer.mode != "generative":
+                raise ValueError(str(exc)) from None
         kbs: dict[str, KnowledgeBase] = {}
         for raw in dirs:
             name, _, path = str(raw).rpartition("=") if "=" in str(raw) else ("", "", str(raw))
@@ -160,7 +176,7 @@ class QAService:
             if not (path_obj / "kb.json").is_file():
                 log.warning("%s: no kb.json; starting an empty knowledge base (upload documents in the admin tab)", path_obj)
                 path_obj.mkdir(parents=True, exist_ok=True)
-            kbs[name] = KnowledgeBase(path_obj, settings, llm=llm)
+            kbs[name] = KnowledgeBase(path_obj, settings, llm=llm, reader=reader)
         return cls(kbs, settings, max_upload_bytes=max_upload_bytes, max_pending=max_pending)
 
     # ---- knowledge bases ------------------------------------------------------------
@@ -219,11 +235,16 @@ class QAService:
         except BaseException:
             self._pending.release()
             raise
-        return StreamedAnswer(result.hits if result.found else [], result.found, _Admitted(tokens, self._pending.release))
+        known = getattr(tokens, "result", None)  # an extractive answer is known before streaming
+        found = result.found and (known is None or known.found)
+        return StreamedAnswer(result.hits if found else [], found, _Admitted(tokens, self._pending.release), tokens)
 
     def chat(self, kb: str, question: str, history: Sequence[Message] | None = None, **limits) -> Reply:
         answer = self.stream(kb, question, history, **limits)
         text = "".join(answer.tokens).strip()
+        final = answer.result
+        if final is not None:
+            return Reply(final.text, answer.sources if final.found else [], final.found, final)
         return Reply(text, answer.sources, answer.found)
 
     # ---- documents ------------------------------------------------------------------

@@ -119,6 +119,27 @@ class LLMSettings(_Section):
     answer_cache: int = Field(256, ge=0)  # answers kept for repeated identical questions (app/answer_cache.py); 0 = off
 
 
+class AnswerSettings(_Section):
+    """How answers are made and checked (retrieval/answering.py)."""
+
+    # auto: extractive for the packaged SmolLM2 and for questions in a language the model does
+    # not serve well (see `model_languages`), generative otherwise
+    mode: Literal["auto", "extractive", "generative"] = "auto"
+    # the extractive reader: "auto" = the one shipped in data/readers/e5-span-kbqa, or a folder
+    # made by `kbqa finetune reader`
+    reader: str = "auto"
+    # a span scoring below this (span logits minus the no-answer logits) means "not found";
+    # None = the threshold calibrated when the reader was trained (its reader_config.json)
+    reader_threshold: float | None = None
+    # extractive answers: the answering phrase, or the whole sentence that holds it
+    extractive_style: Literal["phrase", "sentence"] = "phrase"
+    # languages the LLM answers well in; None = guessed (the packaged SmolLM2: English only; others: all)
+    model_languages: list[str] | None = None
+    # generative answers: check citations and the numbers, dates and names of each sentence
+    # against the cited blocks; a failed answer is replaced by a supporting quote or "not found"
+    verify: bool = True
+
+
 class Settings(_Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
@@ -126,6 +147,7 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kbqa")
 
     @classmethod

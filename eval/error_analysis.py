@@ -14,7 +14,7 @@ from pathlib import PurePath
 from eval.retrieval_metrics import dedupe, hit_at_k, mrr_at_k, ndcg_at_k
 
 F1_CORRECT = 0.5
-OUTCOMES = ("correct", "retrieval miss", "generation miss", "wrong (gold unknown)")
+OUTCOMES = ("correct", "not found", "retrieval miss", "generation miss", "wrong (gold unknown)")
 
 
 def same_source(retrieved: str, gold: str) -> bool:
@@ -59,9 +59,25 @@ def is_correct(scores: Mapping[str, float]) -> bool:
     return scores.get("contains", 0.0) >= 1.0 or scores.get("f1", 0.0) >= F1_CORRECT
 
 
+def is_not_found(answer: str, found: bool | None = None) -> bool:
+    """The answer says the knowledge base lacks it: the service said so (`found` False), or the
+    text is one of the "not found" sentences."""
+    from retrieval.citations import strip_citations
+    from retrieval.prompts import NOT_FOUND
+
+    return found is False or strip_citations(answer).strip() in NOT_FOUND.values()
+
+
+def answer_outcome_scores(scores: Mapping[str, float], not_found: bool) -> dict[str, float]:
+    """``not_found`` (abstained on an answerable question) and ``wrong`` (neither correct nor "not found"), 0 or 1."""
+    return {"not_found": float(not_found), "wrong": float(not not_found and not is_correct(scores))}
+
+
 def outcome(scores: Mapping[str, float], rank: int | None) -> str:
     if is_correct(scores):
         return "correct"
+    if scores.get("not_found"):
+        return "not found"
     if rank is None:
         return "wrong (gold unknown)"
     return "retrieval miss" if rank == 0 else "generation miss"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.datasets import DatasetError, QAItem
-from eval.error_analysis import gold_rank, outcome, outcome_counts, retrieval_scores
+from eval.error_analysis import answer_outcome_scores, gold_rank, is_not_found, outcome, outcome_counts, retrieval_scores
 from eval.report import render_report, write_chart
 from eval.scoring import ALL_KEYS, aggregate, score_answer
 from retrieval.jsonl import iter_jsonl
@@ -28,6 +28,7 @@ def score_records(items: Sequence[QAItem], answers: Sequence[Mapping[str, Any]],
         sources = list(ans.get("sources") or [])
         names = [str(s.get("source", "")) if isinstance(s, Mapping) else str(s) for s in sources]
         scores = score_answer(text, item.references, item.keys)
+        scores.update(answer_outcome_scores(scores, is_not_found(text, ans.get("found"))))
         retrieved = "sources" in ans  # the RAG path ran (an empty list: nothing found)
         if retrieved:
             scores.update(retrieval_scores(names, item.source, k))
@@ -45,6 +46,7 @@ def score_records(items: Sequence[QAItem], answers: Sequence[Mapping[str, Any]],
                 "scores": scores,
                 "outcome": outcome(scores, rank),
                 "latency_ms": ans.get("latency_ms"),
+                **({"answer_mode": ans["answer_mode"]} if ans.get("answer_mode") else {}),
             }
         )
     return records

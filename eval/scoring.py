@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from eval.bleu import bleu4_llamafactory, bleu_per_order_evalscope
 from eval.squad_metrics import best_over_references, contains_reference, exact_match, token_f1
 from eval.text_metrics import rouge_evalscope, rouge_llamafactory
+from retrieval.citations import strip_citations
 
 EVALSCOPE_KEYS = ("bleu-1", "bleu-2", "bleu-3", "bleu-4") + tuple(f"rouge-{n}-{s}" for n in ("1", "2", "l") for s in ("r", "p", "f"))
 LLAMAFACTORY_KEYS = ("lf-rouge-1", "lf-rouge-2", "lf-rouge-l", "lf-bleu-4")
@@ -23,9 +24,11 @@ ALL_KEYS = QA_KEYS + EVALSCOPE_KEYS + LLAMAFACTORY_KEYS
 def score_answer(prediction: str, references: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, float]:
     """All metrics of one answer. ROUGE/BLEU use the first reference (as evalscope and
     LLaMA-Factory do); EM/F1 take the best over all references; ``contains`` checks `keys`
-    (short answers) when given, else the references."""
+    (short answers) when given, else the references. Citation markers (``[1]``, ``[1][2]``,
+    ``【1】``) are removed from the prediction first: ``"eight [1]"`` is an exact match for ``"eight"``."""
     if not references:
         raise ValueError("no reference answer to score against")
+    prediction = strip_citations(prediction)
     ref = references[0]
     out: dict[str, float] = {
         "em": best_over_references(exact_match, prediction, references),

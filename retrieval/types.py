@@ -71,10 +71,19 @@ class Answer:
     sources: list[Hit]
     timings: dict[str, float]
     found: bool = True
+    mode: str = "generative"  # extractive | generative (retrieval/answering.py)
+    grounded: bool = True  # False: a generated answer failed its check and was replaced
+    unsupported: list[str] = field(default_factory=list)  # what the check found unsupported
+    evidence: str | None = None  # extractive: the sentence that holds the quoted span
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
+            "found": self.found,
+            "answer_mode": self.mode,
+            "grounded": self.grounded,
+            "unsupported": list(self.unsupported),
+            "evidence": self.evidence,
             "sources": [h.as_source() for h in self.sources],
             "timings": {k: round(v, 1) for k, v in self.timings.items()},
         }

@@ -93,7 +93,7 @@ def test_eval_qa_predictions_end_to_end(tmp_path, capsys):
     assert "| Model" in printed and "| Dataset" in printed and "| Subset" in printed and "rouge-l-r" in printed
     payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert payload["meta"]["num"] == 5 and payload["meta"]["dataset"] == "general_qa"
-    assert payload["outcomes"] == {"correct": 3, "retrieval miss": 1, "generation miss": 1, "wrong (gold unknown)": 0}
+    assert payload["outcomes"] == {"correct": 3, "not found": 0, "retrieval miss": 1, "generation miss": 1, "wrong (gold unknown)": 0}
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["outcome"] for r in records] == ["correct", "generation miss", "retrieval miss", "correct", "correct"]
     assert records[0]["scores"]["em"] == 1.0 and records[0]["scores"]["rouge-l-f"] > 0.99
@@ -197,7 +197,32 @@ def test_eval_squad_predictions_by_id(tmp_path, capsys):
     m = payload["metrics"]
     assert m["em"] == pytest.approx(1 / 3) and m["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert m["hit@1"] == pytest.approx(2 / 3)  # q2's gold paragraph a000-p000 was not retrieved
-    assert payload["outcomes"] == {"correct": 2, "retrieval miss": 0, "generation miss": 1, "wrong (gold unknown)": 0}
+    assert payload["outcomes"] == {"correct": 2, "not found": 0, "retrieval miss": 0, "generation miss": 1, "wrong (gold unknown)": 0}
+
+
+def test_eval_squad_strips_citations_and_counts_not_found_and_wrong(tmp_path, capsys):
+    """Every answer carries citation markers: EM/F1 are computed without them; "not found" on an
+    answerable question and wrong answers are rates of their own, in the table and the JSON."""
+    from retrieval.prompts import NOT_FOUND
+
+    preds = tmp_path / "p.jsonl"
+    rows = [
+        {"id": "q1", "answer": "14 June 1911 [1]", "sources": [{"source": "docs/a000-p000.txt"}]},
+        {"id": "q2", "answer": NOT_FOUND["en"], "sources": []},
+        {"id": "q3", "answer": "Cloud Peak [2][3]", "sources": [{"source": "docs/a000-p001.txt"}]},
+    ]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "squad"
+    assert main(["eval", "squad", str(FIXTURES / "eval_squad_mini.json"), "--predictions", str(preds), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "not_found" in printed and "wrong" in printed
+    payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert records[0]["scores"]["em"] == 1.0  # "14 June 1911 [1]" against "14 June 1911"
+    assert [r["scores"]["not_found"] for r in records] == [0.0, 1.0, 0.0]
+    assert [r["scores"]["wrong"] for r in records] == [0.0, 0.0, 1.0]
+    assert payload["metrics"]["not_found"] == pytest.approx(1 / 3) and payload["metrics"]["wrong"] == pytest.approx(1 / 3)
+    assert payload["outcomes"]["not found"] == 1
 
 
 def test_squad_question_with_empty_text_is_skipped(tmp_path, caplog):

@@ -80,10 +80,20 @@ def cmd_ask(args) -> int:
         print_json(answer.to_dict())
     else:
         print(answer.answer)
+        if note := verdict_line(answer.mode, answer.found, answer.grounded, answer.unsupported):
+            print(note)
         if answer.sources:
             print("\nSources:")
             _print_sources(answer)
     return 0
+
+
+def verdict_line(mode: str, found: bool, grounded: bool, unsupported) -> str:
+    if not grounded:
+        return f"(answer check: the generated answer was replaced; unsupported: {'; '.join(unsupported[:3])})"
+    if not found:
+        return ""
+    return "(extractive: quoted from the sources)" if mode == "extractive" else "(generated; checked against the cited sources)"
 
 
 def cmd_chat(args) -> int:
@@ -106,7 +116,14 @@ def cmd_chat(args) -> int:
             pieces.append(piece)
             print(piece, end="", flush=True)
         print()
-        if result.found:
+        final = getattr(stream, "result", None)
+        if final is not None:
+            if final.replaced:
+                print(final.text)
+            if note := verdict_line(final.mode, final.found, final.grounded, final.unsupported):
+                print(note)
+            pieces = [final.text]
+        if result.found and (final is None or final.found):
             for n, hit in enumerate(result.hits, start=1):
                 page = f", p. {hit.chunk.page}" if hit.chunk.page else ""
                 print(f"  [{n}] {hit.chunk.source}{page} (score {hit.score:.3f})")

@@ -22,6 +22,7 @@ SETTING_FLAGS = {
     "max_new_tokens": "llm.max_new_tokens",
     "device": "llm.device",
     "base_url": "llm.base_url",
+    "answer_mode": "answer.mode",
     "chunk_tokens": "chunking.chunk_tokens",
     "overlap_tokens": "chunking.overlap_tokens",
 }
@@ -40,6 +41,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = Tru
         parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
         parser.add_argument("--device", help="auto, cpu or cuda")
         parser.add_argument("--base-url", dest="base_url", help="OpenAI-compatible server URL (llm backend openai)")
+        parser.add_argument("--answer-mode", dest="answer_mode", choices=["auto", "extractive", "generative"],
+                            help="extractive: quote the answering span of a source; generative: the LLM writes it, then it is checked (default auto)")
     if ingest:
         parser.add_argument("--embedder", help="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers folder")
         parser.add_argument("--embedder-backend", dest="embedder_backend", choices=["sentence-transformers", "use"])

@@ -150,7 +150,7 @@ def cmd_qa(args) -> int:
 
         kb = _open_kb(args.kb, settings)
         answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
-        model, mode = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={kb.settings.retrieval.k})"
+        model, mode = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={kb.settings.retrieval.k}, answers {kb.settings.answer.mode})"
     k = settings.retrieval.k
     records = score_records(items, answers, k=k)
     metrics = summarize(records)
@@ -182,10 +182,10 @@ def cmd_squad(args) -> int:
         kb = squad_kb(args.file, paragraphs, settings, progress=progress)
         answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
         k = kb.settings.retrieval.k
-        model, mode, kb_path = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={k}) over {len(paragraphs)} paragraphs", str(kb.path)
+        model, mode, kb_path = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={k}, answers {kb.settings.answer.mode}) over {len(paragraphs)} paragraphs", str(kb.path)
     records = score_records(items, answers, k=k)
     metrics = summarize(records)
-    keep = ("em", "f1", "contains", "rouge-l-f", "rouge-l-r", "bleu-4", "lf-bleu-4", "lf-rouge-l", "hit@1", f"hit@{k}", f"mrr@{k}", f"ndcg@{k}", "latency_ms_mean")
+    keep = ("em", "f1", "contains", "not_found", "wrong", "rouge-l-f", "rouge-l-r", "bleu-4", "lf-bleu-4", "lf-rouge-l", "hit@1", f"hit@{k}", f"mrr@{k}", f"ndcg@{k}", "latency_ms_mean")
     headline = {key: metrics[key] for key in keep if key in metrics}
     headline.update({key: v for key, v in metrics.items() if key not in headline})
     subset = Path(args.file).stem

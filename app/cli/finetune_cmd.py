@@ -11,6 +11,9 @@ from app.cli.common import fail, settings_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="build training data from a KB, train a LoRA adapter, merge it")
     fsub = p.add_subparsers(dest="finetune_command", required=True)
+    from app.cli.reader_cmd import register_reader
+
+    register_reader(fsub)
 
     m = fsub.add_parser("make-data", help="grounded question/answer pairs in RAG form from a knowledge base")
     m.add_argument("--kb", required=True, help="knowledge base folder (built by `ingest`)")

@@ -208,6 +208,10 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if not body.stream:
             text = "".join(answer.tokens).strip()
+            verdict = _verdict(answer)
+            if verdict.get("replacement") is not None:
+                text = verdict["replacement"]
+                sources = sources if answer.result.found else []
             message = {"role": "assistant", "content": text, "sources": sources}
             return {
                 "id": ident,
@@ -216,9 +220,10 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
                 "model": body.model,
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
                 "sources": sources,
-                "found": answer.found,
+                "found": answer.found if answer.result is None else answer.result.found,
+                **{k: v for k, v in verdict.items() if k != "replacement"},
             }
-        return StreamingResponse(_sse(ident, created, body.model, answer.tokens, sources, answer.found), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(_sse(ident, created, body.model, answer, sources), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # ---- retrieval ----------------------------------------------------------------------
     @app.post("/v1/retrieve", tags=["kbqa"])
@@ -265,7 +270,17 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
     return app
 
 
-def _sse(ident: str, created: int, model: str, tokens: Iterator[str], sources: list[dict], found: bool) -> Iterator[str]:
+def _verdict(answer) -> dict[str, Any]:
+    """The answer's mode and check, beside `sources`: ``answer_mode``, ``grounded``, ``unsupported``,
+    and ``replacement`` (the text that replaces a generated answer that failed its check)."""
+    result = answer.result
+    if result is None:
+        return {}
+    return {"answer_mode": result.mode, "grounded": result.grounded, "unsupported": list(result.unsupported),
+            "replacement": result.text if result.replaced else None}
+
+
+def _sse(ident: str, created: int, model: str, answer, sources: list[dict]) -> Iterator[str]:
     def event(delta: dict, finish: str | None = None, **extra: Any) -> str:
         chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
         chunk.update(extra)
@@ -273,12 +288,14 @@ def _sse(ident: str, created: int, model: str, tokens: Iterator[str], sources: l
 
     yield event({"role": "assistant", "content": ""})
     try:
-        for piece in tokens:
+        for piece in answer.tokens:
             yield event({"content": piece})
     except Exception as exc:  # the status line is gone: report the failure as an error event
         log.exception("generation failed")
         yield f"data: {json.dumps({'error': {'message': f'generation failed: {type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
         yield "data: [DONE]\n\n"
         return
-    yield event({}, "stop", sources=sources, found=found)
+    verdict = _verdict(answer)
+    found = answer.found if answer.result is None else answer.result.found
+    yield event({}, "stop", sources=sources if found else [], found=found, **verdict)
     yield "data: [DONE]\n\n"

@@ -54,6 +54,19 @@ def sources_markdown(sources) -> tuple[str, str]:
     return title, "\n\n".join(blocks)
 
 
+def verdict_markdown(result) -> str:
+    """The line under an answer that says how it was made and whether it was checked."""
+    if result is None or not result.found and not result.replaced:
+        return ""
+    if result.replaced:
+        why = "; ".join(result.unsupported[:3])
+        what = "replaced by a quote from the sources" if result.found else "withheld"
+        return f"\n\n*⚠ answer check: the generated answer was not supported by its sources ({html.escape(why)}); {what}.*"
+    if result.mode == "extractive":
+        return "\n\n*✓ quoted from the sources (extractive answer)*"
+    return "\n\n*✓ checked: every number, date and name is in the cited sources (generated answer)*"
+
+
 def _doc_rows(service: QAService, kb: str) -> list[list]:
     rows = []
     for d in service.documents(kb):
@@ -78,7 +91,12 @@ def build_ui(service: QAService, keyring: KeyRing, *, max_upload_bytes: int) -> 
             display[-1] = {"role": "assistant", "content": text}
             yield display, history
         text = text.strip()
-        if streamed.found and streamed.sources:
+        result = streamed.result
+        if result is not None:
+            text = result.text
+        found = streamed.found if result is None else result.found
+        display[-1] = {"role": "assistant", "content": text + verdict_markdown(result)}
+        if found and streamed.sources:
             title, body = sources_markdown(streamed.sources)
             display.append({"role": "assistant", "content": body, "metadata": {"title": title, "status": "done"}})
         else:

