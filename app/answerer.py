@@ -35,13 +35,12 @@ class Answerer:
         model = m.model if m.backend == "transformers" else f"{m.backend}:{m.model}"  # only the local one is the packaged model
         return choose_mode(a.mode, model, model_languages(a.model_languages, model), lang)
 
-    @property
-    def threshold(self) -> float:
+    def threshold(self, lang: str) -> float:
         t = self.settings.answer.reader_threshold
-        return self.reader.threshold if t is None else t
+        return self.reader.threshold_for(lang) if t is None else t
 
     def extract(self, question: str, hits: Sequence[Hit], lang: str) -> Grounded:
-        return extractive_answer(self.reader, question, hits, lang, threshold=self.threshold, style=self.settings.answer.extractive_style)
+        return extractive_answer(self.reader, question, hits, lang, threshold=self.threshold(lang), style=self.settings.answer.extractive_style)
 
     def check(self, text: str, question: str, hits: Sequence[Hit], lang: str) -> Grounded:
         if not self.settings.answer.verify:

@@ -110,6 +110,8 @@ def record(item: QAItem, answerable: bool, answer, seconds: float) -> dict:
     text = answer.answer
     nf = is_not_found(text, answer.found)
     scores = squad_scores(strip_citations(text), item.references) if answerable else {}
+    if answerable and item.keys and item.keys != item.references:  # a short key answer (data/sample_qa.jsonl): contains checks it
+        scores["contains"] = squad_scores(strip_citations(text), item.keys)["contains"]
     blocks = [h.chunk.text for h in answer.sources]
     return {
         "question": item.question, "references": item.references, "answerable": answerable, "answer": text,
@@ -136,7 +138,7 @@ def verified(kb: KnowledgeBase, raw: list[dict], answerable: list[QAItem], unans
         if not result.found or rec["not_found"]:
             out.append(dict(rec))
             continue
-        g = checked_answer(rec["answer"], result.hits, lang, lambda: extractive_answer(kb.answerer.reader, item.question, result.hits, lang, threshold=kb.answerer.threshold))
+        g = checked_answer(rec["answer"], result.hits, lang, lambda: extractive_answer(kb.answerer.reader, item.question, result.hits, lang, threshold=kb.answerer.threshold(lang)))
         from retrieval.types import Answer
 
         a = Answer(g.text, result.hits if g.found else [], {}, found=g.found, mode="generative", grounded=g.grounded)
@@ -170,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default="base,adapter,verified,extractive")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", default=str(RESULTS / "answer_modes"))
+    ap.add_argument("--merge", action="store_true", help="keep the runs already in OUT.json that this call does not redo")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load()
@@ -179,6 +182,12 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_average_start": os.getloadavg()[0],
         "machine": f"{os.cpu_count()} CPUs", "k": settings.retrieval.k, "retrieval": settings.retrieval.mode,
     }, "sets": {}, "runs": {}}
+    previous = Path(args.out).with_suffix(".json")
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        results["sets"], results["runs"] = old["sets"], old["runs"]
+        results["meta"]["command"] = old["meta"]["command"] + " ; " + results["meta"]["command"]
+        results["meta"]["date"] = old["meta"]["date"] + " ; " + results["meta"]["date"]
     shared_llm = shared_reader = None
     for lang in args.langs.split(","):
         if lang == "sample":
@@ -197,26 +206,29 @@ def main(argv=None) -> int:
         for config in configs:
             if config == "verified":
                 continue
-            overrides = {"base": {"answer.mode": "generative", "answer.verify": False, "llm.adapter": "base"},
+            overrides = {"base": {"answer.mode": "generative", "answer.verify": False},
                          "adapter": {"answer.mode": "generative", "answer.verify": False},
                          "extractive": {"answer.mode": "extractive"}}[config]
-            kb = KnowledgeBase(kb_dir, settings.with_overrides(overrides), llm=shared_llm, reader=shared_reader)
-            if config in ("base", "adapter"):
+            kb = KnowledgeBase(kb_dir, settings.with_overrides(overrides), reader=shared_reader)
+            if config in ("base", "adapter"):  # one loaded model: the base model, or the shipped adapter over it
+                from retrieval.llm import make_llm
                 from retrieval.llm.adapters import select_adapter
 
-                shared_llm = shared_llm or kb.llm
+                shared_llm = shared_llm or make_llm(settings.llm, settings.cache_dir)
                 kb._llm = select_adapter(shared_llm, "base" if config == "base" else None)
             kb.warm_up()
             shared_reader = shared_reader or kb.answerer.reader
             print(f"{lang} / {config}", flush=True)
+            load = round(os.getloadavg()[0], 1)
             recs = run_config(kb, *small, args.batch)
-            results["runs"][f"{lang}/{config}"] = {"metrics": summarise(recs), "records": recs}
+            results["runs"][f"{lang}/{config}"] = {"metrics": summarise(recs), "load_average": load, "records": recs}
             if config == "adapter" and "verified" in configs:
                 vrecs = verified(kb, recs, *small)
-                results["runs"][f"{lang}/verified"] = {"metrics": summarise(vrecs), "records": vrecs}
+                results["runs"][f"{lang}/verified"] = {"metrics": summarise(vrecs), "load_average": load, "records": vrecs}
             if config == "extractive" and large != small:
+                load = round(os.getloadavg()[0], 1)
                 big = run_config(kb, *large, args.batch)
-                results["runs"][f"{lang}/extractive-large"] = {"metrics": summarise(big), "records": big}
+                results["runs"][f"{lang}/extractive-large"] = {"metrics": summarise(big), "load_average": load, "records": big}
     results["meta"]["load_average_end"] = os.getloadavg()[0]
     write(results, Path(args.out))
     return 0
@@ -247,18 +259,19 @@ def write(results: dict, out: Path) -> None:
         title = {"en": "English: SQuAD articles 18-23", "zh": "Chinese: CMRC 2018 test split", "sample": "Sample KB (data/sample_qa.jsonl)"}[lang]
         lines += [f"## {title}", "", f"{info['answerable']} answerable + {info['unanswerable']} unanswerable questions per configuration"
                   + (f"; the larger extractive set: {info['extractive_answerable']} + {info['extractive_unanswerable']}." if lang != "sample" else "."), "",
-                  "| configuration | n | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+                  "| configuration | n | " + " | ".join(c[1] for c in COLUMNS) + " | load |", "|---|---|" + "---|" * (len(COLUMNS) + 1)]
         for key, run in results["runs"].items():
             if key.split("/")[0] != lang:
                 continue
             met = run["metrics"]
             cells = ["-" if met[c] is None else (f"{met[c]:.2f}" if c == "seconds_per_answer" else f"{met[c]:.3f}") for c, _ in COLUMNS]
-            lines.append(f"| {NAMES[key.split('/')[1]]} | {met['answerable']}+{met['unanswerable']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {NAMES[key.split('/')[1]]} | {met['answerable']}+{met['unanswerable']} | " + " | ".join(cells) + f" | {run.get('load_average', '-')} |")
         lines.append("")
     lines += ["EM, F1 (SQuAD rules; characters for Chinese) and contains are over the answerable questions, on the answer without its",
               "citation markers. *wrong*: an answerable question answered neither correctly (contains the reference, or F1 >= 0.5)",
               "nor with \"not found\". *negative rejection*: unanswerable questions answered \"not found\". *unsupported number*: answers",
-              "(other than \"not found\") stating a number that is in none of the blocks they cite. Seconds per answer include retrieval.", ""]
+              "(other than \"not found\") stating a number that is in none of the blocks they cite. Seconds per answer include retrieval.",
+              "*load*: the 1-minute load average when the run started (2 cores).", ""]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 

@@ -4,7 +4,7 @@ Each item is a question with a few passages, the gold paragraph among them or no
 (`finetune.reader_data.calibration_items`). The reader's best span over the passages is
 "correct" when it and a reference contain one another (after lower-casing and dropping
 punctuation and white space). The threshold maximises the mean of two rates: answerable
-items answered correctly, and unanswerable items rejected.
+items answered correctly, and unanswerable items rejected; it is chosen per question language.
 """
 from __future__ import annotations
 
@@ -61,15 +61,25 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]]) -> dict[str, fl
     return rates(scored, best)
 
 
-def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True) -> dict[str, float]:
-    """Pick the threshold for the reader in `folder` and record it (and its validation rates) in its config."""
+def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True) -> dict:
+    """Pick the reader's threshold in `folder`, one per question language (the reader is less sure
+    of itself in Chinese than in English), plus one over all items as the fallback for other
+    languages, and record them and their validation rates in its config."""
+    from retrieval.lang import detect_language
     from retrieval.readers.span import CONFIG, SpanReader
 
     folder = Path(folder)
-    result = choose_threshold(score_items(SpanReader(folder), items, progress))
+    scored = score_items(SpanReader(folder), items, progress)
+    result = choose_threshold(scored)
+    langs = [detect_language(it.question) for it in items]
+    per_lang = {lang: choose_threshold([s for s, l in zip(scored, langs) if l == lang]) | {"items": langs.count(lang)} for lang in sorted(set(langs))}
     config_path = folder / CONFIG
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["threshold"] = round(result["threshold"], 4)
-    config["validation"] = {k: round(v, 4) for k, v in result.items()} | {"items": len(items)}
+    config["thresholds"] = {lang: round(r["threshold"], 4) for lang, r in per_lang.items()}
+    config["calibration"] = {k: round(v, 4) for k, v in result.items()} | {"items": len(items)}
+    config["calibration_by_language"] = {lang: {k: round(v, 4) for k, v in r.items()} for lang, r in per_lang.items()}
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-    return result
+    scores = [{"score": s[0] if s[0] != float("-inf") else None, "answerable": s[1], "correct": s[2], "lang": lang} for s, lang in zip(scored, langs)]
+    (folder / "calibration_scores.json").write_text(json.dumps(scores) + "\n", encoding="utf-8")  # to study other thresholds without re-reading
+    return {**result, "by_language": per_lang}

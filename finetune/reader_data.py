@@ -149,7 +149,7 @@ class CalibrationItem:
     answers: tuple[str, ...]  # empty: no passage holds the answer
 
 
-def calibration_items(paras: list[dict], *, passages: int = 3, seed: int = 0) -> list[CalibrationItem]:
+def calibration_items(paras: list[dict], *, passages: int = 5, seed: int = 0) -> list[CalibrationItem]:
     """Retrieval-like sets for choosing the reader's threshold: per question, its paragraph plus
     `passages - 1` hard distractors (answerable), and `passages` distractors alone (unanswerable)."""
     rng = random.Random(seed)

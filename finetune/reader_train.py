@@ -29,7 +29,6 @@ from retrieval.readers.span import CONFIG, WEIGHTS, SpanModel, pad_batch
 class ReaderConfig:
     train: list[str]  # span-example JSONL files (finetune.reader_data)
     output_dir: str
-    validation: list[str] | None = None
     repeat: list[int] | None = None  # how many times each train file is used per epoch (default 1 each)
     lora_rank: int = 16
     lora_alpha: int = 32
@@ -58,7 +57,7 @@ class ReaderConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"reader config: invalid {name}: {getattr(self, name)!r}")
-        for path in [*self.train, *(self.validation or [])]:
+        for path in self.train:
             if not Path(path).is_file():
                 raise ValueError(f"reader config: {path}: no such file")
 

@@ -66,7 +66,7 @@ def test_cli_ask_json_cites_the_document(sample_kb_dir):
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data) == {"answer", "sources", "timings"}
+    assert set(data) == {"answer", "found", "answer_mode", "grounded", "unsupported", "evidence", "sources", "timings"}
     assert set(data["timings"]) == {"retrieve_ms", "generate_ms"}
     assert data["answer"].strip()
     assert set(data["sources"][0]) == {"source", "page", "chunk", "score", "text"}

@@ -38,7 +38,8 @@ def kbqa_server(settings, sample_kb_dir):
     from app.server import ServerConfig, build_app
     from app.service import QAService
 
-    s = settings.with_overrides({"retrieval.k": 2, "retrieval.context_neighbors": 0})  # short prompts: CPU prefill
+    # short prompts (CPU prefill); generative answers: the LLM is what this serves
+    s = settings.with_overrides({"retrieval.k": 2, "retrieval.context_neighbors": 0, "answer.mode": "generative", "answer.verify": False})
     service = QAService.open([f"sample={sample_kb_dir}"], s)
     service.warm_up()
     with running(build_app(service, config=ServerConfig(ui=False))) as url:

@@ -126,7 +126,8 @@ def test_api_model_field_picks_knowledge_base_and_adapter(lora_setup, settings, 
 
     _, adapters = lora_setup
     s = settings.with_overrides(
-        {"llm.adapters": adapters, "llm.adapter": "base", "llm.max_new_tokens": MAX_TOKENS, "retrieval.k": 2, "retrieval.context_neighbors": 0}
+        {"llm.adapters": adapters, "llm.adapter": "base", "llm.max_new_tokens": MAX_TOKENS, "retrieval.k": 2, "retrieval.context_neighbors": 0,
+         "answer.mode": "generative", "answer.verify": False}
     )
     service = QAService.open([f"sample={sample_kb_dir}"], s)
     kb = service.kb("sample")

@@ -97,9 +97,9 @@ def test_shipped_reader_finds_the_answer_in_both_languages(reader):
         "The Cloudgate Tunnel, the longest on the line, is 1,146 m long. It was completed in 1909.",
     ]
     zh = reader.read("多大的儿童可以免票？", passages)
-    assert zh[0].passage == 0 and "6周岁" in zh[0].text and zh[0].score >= reader.threshold
+    assert zh[0].passage == 0 and "6周岁" in zh[0].text and zh[0].score >= reader.threshold_for("zh")
     en = reader.read("How long is the Cloudgate Tunnel?", passages)
-    assert en[0].passage == 1 and en[0].text.startswith("1,146") and en[0].score >= reader.threshold
+    assert en[0].passage == 1 and en[0].text.startswith("1,146") and en[0].score >= reader.threshold_for("en")
     # every answer is a slice of its passage
     for span in zh + en:
         assert passages[span.passage][span.start : span.end] == span.text
@@ -108,12 +108,13 @@ def test_shipped_reader_finds_the_answer_in_both_languages(reader):
 def test_shipped_reader_rejects_a_passage_without_the_answer(reader):
     passages = ["The Cloudgate Tunnel, the longest on the line, is 1,146 m long. It was completed in 1909."]
     best = reader.read("What is the capital of Peru?", passages)
-    assert not best or best[0].score < reader.threshold
+    assert not best or best[0].score < reader.threshold_for("en")
 
 
 def test_shipped_reader_card_and_config(reader):
     config = reader.config
-    assert config["threshold"] == reader.threshold and "validation" in config
+    assert config["threshold"] == reader.threshold and "calibration" in config
+    assert set(config["thresholds"]) == {"en", "zh"} and reader.threshold_for("ko") == reader.threshold
     assert (reader.folder / "README.md").is_file()
 
 
@@ -133,7 +134,8 @@ def test_train_and_calibrate_a_reader_end_to_end(tmp_path):
     assert main(["finetune", "reader", "--train", str(data), "--out", str(out), "--max-steps", "2", "--batch-size", "2",
                  "--calibrate", str(FIXTURES / "eval_squad_mini.json")]) == 0
     config = json.loads((out / "reader_config.json").read_text(encoding="utf-8"))
-    assert config["steps"] == 2 and "threshold" in config and config["validation"]["items"] > 0
+    assert config["steps"] == 2 and "threshold" in config and config["calibration"]["items"] > 0
+    assert config["thresholds"]["en"] == config["calibration_by_language"]["en"]["threshold"]
     spans = SpanReader(out).read("Who surveyed the route?", ["The route was surveyed by the civil engineer Hollis Wrenfield."])
     assert spans and spans[0].text in "The route was surveyed by the civil engineer Hollis Wrenfield."
 

@@ -84,7 +84,7 @@ def test_context_is_fenced_as_data(guarded_kb):
 def test_packaged_model_does_not_follow_injections(injection_docs, guarded_kb, settings, tmp_path):
     """With the packaged model: unfiltered, the answers do not reveal the system prompt;
     filtered, no injected payload reaches an answer. (Slow: generation on CPU.)"""
-    plain = KnowledgeBase(tmp_path / "plain", settings.with_overrides({"llm.max_new_tokens": 48}))
+    plain = KnowledgeBase(tmp_path / "plain", settings.with_overrides({"llm.max_new_tokens": 48, "answer.mode": "generative"}))
     plain.ingest([injection_docs])
     for question, _ in QUESTIONS:
         answer = plain.ask(question).answer

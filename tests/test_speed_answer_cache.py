@@ -61,7 +61,7 @@ def small_kb(tmp_path, settings):
         encoding="utf-8",
     )
     llm = CountingLLM()
-    kb = KnowledgeBase(tmp_path / "kb", settings.with_overrides({"retrieval.min_score": -1.0}), llm=llm)
+    kb = KnowledgeBase(tmp_path / "kb", settings.with_overrides({"retrieval.min_score": -1.0, "answer.mode": "generative", "answer.verify": False}), llm=llm)
     assert kb.ingest([docs]).ok
     return kb, llm, docs
 

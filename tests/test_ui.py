@@ -93,6 +93,7 @@ def test_chat_streams_a_cited_answer(browser, server, tmp_path):
 
     answer = final.split(QUESTION["query"], 1)[1].split("Sources:", 1)[0].strip()
     assert answer
+    assert "quoted from the sources (extractive answer)" in answer  # the verdict line under the answer
     partial = []
     for snap in page.evaluate("window.__snaps"):
         if QUESTION["query"] in snap and "Sources:" not in snap:

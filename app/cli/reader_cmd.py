@@ -86,13 +86,13 @@ def cmd_reader(args) -> int:
     items = _calibration_items(args.calibrate)
     record = train_reader(cfg)
     if items:
-        record["validation"] = calibrate(args.out, items)
+        record["calibration"] = calibrate(args.out, items)
     if args.json:
         print_json(record)
     else:
         print(f"trained {record['steps']} steps on {record['windows']} windows in {record['train_seconds'] / 60:.1f} min -> {args.out}")
         if items:
-            v = record["validation"]
+            v = record["calibration"]
             print(f"threshold {v['threshold']:.3f}: correct {v['correct']:.3f}, not found {v['not_found']:.3f}, "
                   f"wrong {v['wrong']:.3f}, rejection {v['rejection']:.3f} on {len(items)} validation items")
     return 0
@@ -107,4 +107,8 @@ def cmd_reader_calibrate(args) -> int:
     print(json.dumps(result, indent=2) if args.json else
           f"threshold {result['threshold']:.3f}: correct {result['correct']:.3f}, not found {result['not_found']:.3f}, "
           f"wrong {result['wrong']:.3f}, rejection {result['rejection']:.3f}")
+    if not args.json:
+        for lang, r in result["by_language"].items():
+            print(f"  {lang}: threshold {r['threshold']:.3f}: correct {r['correct']:.3f}, not found {r['not_found']:.3f}, "
+                  f"wrong {r['wrong']:.3f}, rejection {r['rejection']:.3f} ({r['items']} items)")
     return 0

@@ -86,6 +86,7 @@ class SpanReader:
     """``read(question, passages)`` -> the best `Span` of each passage, best first."""
 
     def __init__(self, folder: str | Path | None = None, *, device: str = "cpu", batch_size: int = 8):
+        self._config: dict | None = None
         self.folder = Path(folder) if folder else SHIPPED_READER
         self.device = device
         self.batch_size = batch_size
@@ -96,11 +97,17 @@ class SpanReader:
 
     @property
     def config(self) -> dict:
-        return json.loads((self.folder / CONFIG).read_text(encoding="utf-8"))
+        if self._config is None:
+            self._config = json.loads((self.folder / CONFIG).read_text(encoding="utf-8"))
+        return self._config
 
     @property
     def threshold(self) -> float:
         return float(self.config.get("threshold", 0.0))
+
+    def threshold_for(self, lang: str) -> float:
+        """The no-answer threshold calibrated for questions in `lang`, else the overall one."""
+        return float(self.config.get("thresholds", {}).get(lang, self.threshold))
 
     def warm_up(self) -> None:
         with self._lock:
