@@ -6,7 +6,6 @@ against their cited blocks (replaced by the reader's quote, or "not found", when
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,18 +16,13 @@ from retrieval.types import Answer, Hit
 
 
 class Answerer:
-    def __init__(self, settings, reader_factory: Callable[[], object]):
+    def __init__(self, settings, reader: Callable[[], object]):
         self.settings = settings  # the whole Settings: answer and llm sections
-        self._reader_factory = reader_factory
-        self._reader = None
-        self._lock = threading.Lock()
+        self._reader = reader  # returns the (shared, lazily made) reader
 
     @property
     def reader(self):
-        with self._lock:
-            if self._reader is None:
-                self._reader = self._reader_factory()
-            return self._reader
+        return self._reader()
 
     def mode_for(self, lang: str) -> str:
         a, m = self.settings.answer, self.settings.llm

@@ -216,11 +216,14 @@ class KnowledgeBase:
         return Answerer(self.settings, self._make_reader)
 
     def _make_reader(self):
-        if self._reader is None:
-            from retrieval.readers import make_reader
+        if self._reader is not None:  # no lock once made: an ingest holds it for minutes
+            return self._reader
+        with self._lock:
+            if self._reader is None:
+                from retrieval.readers import make_reader
 
-            self._reader = make_reader(self.settings.answer.reader, device=self.settings.llm.device)
-        return self._reader
+                self._reader = make_reader(self.settings.answer.reader, device=self.settings.llm.device)
+            return self._reader
 
     def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
         llm = self.llm_for(adapter)

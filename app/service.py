@@ -95,6 +95,11 @@ class StreamedAnswer:
     def result(self) -> Grounded | None:
         return getattr(self.checked, "result", None)
 
+    @property
+    def final_found(self) -> bool:
+        """Whether the answer, once checked, holds an answer (not "not found")."""
+        return self.found if self.result is None else self.result.found
+
 
 @dataclass
 class Reply:

@@ -45,7 +45,7 @@ from finetune.reader_data import split_of  # noqa: E402
 from retrieval.answering import checked_answer, extractive_answer  # noqa: E402
 from retrieval.citations import strip_citations  # noqa: E402
 from retrieval.lang import detect_language  # noqa: E402
-from retrieval.verify import _NUMBER, verify_answer  # noqa: E402
+from retrieval.verify import is_number, verify_answer  # noqa: E402
 
 SAMPLE_UNANSWERABLE = [
     "What is the capital of Peru?",
@@ -102,8 +102,7 @@ def build_kb(name: str, paragraphs, settings: Settings) -> Path:
 
 
 def unsupported_number(answer: str, blocks: list[str]) -> bool:
-    verdict = verify_answer(answer, blocks)
-    return any(_NUMBER.fullmatch(u.split("'")[1]) for u in verdict.unsupported if u.startswith("'"))
+    return any(is_number(fact) for fact in verify_answer(answer, blocks).facts)
 
 
 def record(item: QAItem, answerable: bool, answer, seconds: float) -> dict:

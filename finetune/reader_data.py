@@ -81,16 +81,12 @@ def _terms(text: str) -> set[str]:
     return set(words) | {a + b for a, b in zip(words, words[1:])}
 
 
-def _hard_negative(question: str, answers: list[str], own: str, pool: list[str], pool_terms: list[set[str]], rng: random.Random) -> str | None:
+def _distractors(question: str, answers: list[str], own: str, pool: list[str], pool_terms: list[set[str]], rng: random.Random) -> list[str]:
+    """The pool's paragraphs other than `own` that hold none of `answers`, most words shared with
+    the question first (ties broken by a little noise from `rng`)."""
     q = _terms(question)
-    best, best_score = None, -1
-    for text, terms in zip(pool, pool_terms):
-        if text == own or any(a and a in text for a in answers):
-            continue
-        score = len(q & terms) + rng.random() * 0.5
-        if score > best_score:
-            best, best_score = text, score
-    return best
+    eligible = [i for i, text in enumerate(pool) if text != own and not any(a and a in text for a in answers)]
+    return [pool[i] for i in sorted(eligible, key=lambda i: -(len(q & pool_terms[i]) + rng.random() * 0.5))]
 
 
 def span_examples(paras: list[dict], lang: str, *, negatives: float = 0.5, seed: int = 0) -> list[SpanExample]:
@@ -111,9 +107,9 @@ def span_examples(paras: list[dict], lang: str, *, negatives: float = 0.5, seed:
             group = f"{para['article']}:{hashlib.sha1(context.encode()).hexdigest()[:12]}"
             out.append(SpanExample(qa["question"], context, answer, start, tuple(answers), lang, group))
             if rng.random() < negatives:
-                other = _hard_negative(qa["question"], answers, context, pool, pool_terms, rng)
-                if other is not None:
-                    out.append(SpanExample(qa["question"], other, "", -1, tuple(answers), lang, group))
+                others = _distractors(qa["question"], answers, context, pool, pool_terms, rng)
+                if others:
+                    out.append(SpanExample(qa["question"], others[0], "", -1, tuple(answers), lang, group))
     return out
 
 
@@ -161,12 +157,7 @@ def calibration_items(paras: list[dict], *, passages: int = 5, seed: int = 0) ->
             answers = [a["text"].strip() for a in qa.get("answers", []) if a["text"].strip()]
             if not any(a in para["context"] for a in answers):
                 continue
-            q = _terms(qa["question"])
-            ranked = sorted(
-                (i for i, t in enumerate(pool) if t != para["context"] and not any(a in t for a in answers)),
-                key=lambda i: -(len(q & pool_terms[i]) + rng.random() * 0.5),
-            )
-            others = [pool[i] for i in ranked[:passages]]
+            others = _distractors(qa["question"], answers, para["context"], pool, pool_terms, rng)[:passages]
             if not others:
                 continue
             gold = [para["context"], *others[: passages - 1]]

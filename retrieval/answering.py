@@ -83,7 +83,7 @@ def checked_answer(text: str, hits: Sequence[Hit], lang: str, fallback: Callable
     """Verify a generated answer against its blocks; replace one that fails by `fallback()`
     (the reader's quote) or "not found"."""
     stripped = text.strip()
-    if stripped == NOT_FOUND[lang] or stripped in NOT_FOUND.values():
+    if stripped in NOT_FOUND.values():
         return Grounded(stripped, "generative", found=False)
     verdict = verify_answer(stripped, [h.chunk.text for h in hits])
     if verdict.grounded:
@@ -104,10 +104,8 @@ class CheckedStream:
     Built from a token stream and a function that checks the whole text, or from a finished
     answer (an extractive quote, a cached answer, "not found")."""
 
-    def __init__(self, tokens: Iterator[str] | None = None, check: Callable[[str], Grounded] | None = None, *, done: Grounded | None = None, pieces: Sequence[str] | None = None):
-        if tokens is None:
-            tokens = pieces if pieces is not None else text_pieces(done.text if done else "")
-        self._tokens = iter(tokens)
+    def __init__(self, tokens: Iterator[str] | None = None, check: Callable[[str], Grounded] | None = None, *, done: Grounded | None = None):
+        self._tokens = iter(tokens if tokens is not None else text_pieces(done.text if done else ""))
         self._check = check
         self._parts: list[str] = []
         self.result: Grounded | None = done

@@ -31,10 +31,8 @@ _COMMON_CAPS = {
 @dataclass
 class Verdict:
     grounded: bool
-    unsupported: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"grounded": self.grounded, "unsupported": list(self.unsupported)}
+    unsupported: list[str] = field(default_factory=list)  # readable: each missing citation and unsupported fact
+    facts: list[str] = field(default_factory=list)  # the unsupported facts themselves
 
 
 def _norm(text: str) -> str:
@@ -57,11 +55,15 @@ def facts(sentence: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _supported(fact: str, blocks: Sequence[str]) -> bool:
-    if _NUMBER.fullmatch(unicodedata.normalize("NFKC", fact)):
-        wanted = fact.replace(",", "")
-        return any(wanted in _numbers(b) for b in blocks)
-    return any(_norm(fact) in _norm(b) for b in blocks)
+def is_number(fact: str) -> bool:
+    return _NUMBER.fullmatch(unicodedata.normalize("NFKC", fact)) is not None
+
+
+def _supported(fact: str, blocks: Sequence[tuple[str, set[str]]]) -> bool:
+    """`blocks`: (normalised text, numbers) of each block the fact may come from."""
+    if is_number(fact):
+        return any(fact.replace(",", "") in numbers for _, numbers in blocks)
+    return any(_norm(fact) in text for text, _ in blocks)
 
 
 def sentences(answer: str) -> list[str]:
@@ -80,11 +82,15 @@ def sentences(answer: str) -> list[str]:
 def verify_answer(answer: str, blocks: Sequence[str]) -> Verdict:
     """`blocks[n - 1]` is the text of block [n] as the model saw it."""
     unsupported: list[str] = []
+    bad_facts: list[str] = []
+    normalised = [(_norm(b), _numbers(b)) for b in blocks]  # once per block, not per fact
     for sentence in sentences(answer):
         cited = cited_numbers(sentence)
         missing = [n for n in cited if not 1 <= n <= len(blocks)]
         unsupported += [f"[{n}]: no such block (there are {len(blocks)})" for n in missing]
-        sources = [blocks[n - 1] for n in cited if 1 <= n <= len(blocks)] or list(blocks)
+        sources = [normalised[n - 1] for n in cited if 1 <= n <= len(blocks)] or normalised
         where = "the cited blocks" if cited else "any block"
-        unsupported += [f"{fact!r}: not in {where}" for fact in facts(sentence) if not _supported(fact, sources)]
-    return Verdict(not unsupported, unsupported)
+        failed = [fact for fact in facts(sentence) if not _supported(fact, sources)]
+        bad_facts += failed
+        unsupported += [f"{fact!r}: not in {where}" for fact in failed]
+    return Verdict(not unsupported, unsupported, bad_facts)

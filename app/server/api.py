@@ -211,7 +211,7 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
             verdict = _verdict(answer)
             if verdict.get("replacement") is not None:
                 text = verdict["replacement"]
-                sources = sources if answer.result.found else []
+                sources = sources if answer.final_found else []
             message = {"role": "assistant", "content": text, "sources": sources}
             return {
                 "id": ident,
@@ -220,7 +220,7 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
                 "model": body.model,
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
                 "sources": sources,
-                "found": answer.found if answer.result is None else answer.result.found,
+                "found": answer.final_found,
                 **{k: v for k, v in verdict.items() if k != "replacement"},
             }
         return StreamingResponse(_sse(ident, created, body.model, answer, sources), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -296,6 +296,5 @@ def _sse(ident: str, created: int, model: str, answer, sources: list[dict]) -> I
         yield "data: [DONE]\n\n"
         return
     verdict = _verdict(answer)
-    found = answer.found if answer.result is None else answer.result.found
-    yield event({}, "stop", sources=sources if found else [], found=found, **verdict)
+    yield event({}, "stop", sources=sources if answer.final_found else [], found=answer.final_found, **verdict)
     yield "data: [DONE]\n\n"

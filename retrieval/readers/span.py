@@ -112,7 +112,7 @@ class SpanReader:
     def warm_up(self) -> None:
         with self._lock:
             if self._model is None:
-                self._model, self._tok = load_span_model(self.folder, self.device)
+                self._model, self._tok = load_span_model(self.folder, self.device, self.config)
 
     def read(self, question: str, passages: list[str]) -> list[Span]:
         self.warm_up()
@@ -133,13 +133,14 @@ class SpanReader:
         return sorted(best.values(), key=lambda s: -s.score)
 
 
-def load_span_model(folder: str | Path, device: str = "cpu") -> tuple[SpanModel, E5Tokenizer]:
+def load_span_model(folder: str | Path, device: str = "cpu", cfg: dict | None = None) -> tuple[SpanModel, E5Tokenizer]:
+    """The encoder with the reader's LoRA factors merged and its head; `cfg` is its reader_config.json (read when None)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS}; train a reader with: kbqa finetune reader --out {folder}")
-    cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    cfg = cfg if cfg is not None else json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     f = read_e5_file()
     encoder = E5Encoder.from_file(f)
     encoder.add_lora(cfg["lora_rank"], cfg["lora_alpha"])
