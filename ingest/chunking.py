@@ -67,5 +67,8 @@ def chunk_pages(
             index = len(chunks)
             chunks.append(Chunk(chunk_id(key, doc_hash, index), piece, source, page.page, index, doc_hash))
     if not chunks:
-        raise LoadError(path, "no extractable text", "a scanned document needs OCR before it can be ingested")
+        problems = sorted({p.problem for p in pages if p.problem})
+        if problems:
+            raise LoadError(path, "no usable text: " + "; ".join(problems))
+        raise LoadError(path, "no extractable text", "a scanned document is read with OCR when setting ingest.ocr is auto or always")
     return chunks

@@ -32,7 +32,7 @@ from ingest.embed_cache import EmbedCache, embedder_identity, text_key
 from ingest.errors import LoadError
 from ingest.lock import KBLock
 from ingest.manifest import DocumentRecord, Manifest
-from ingest.summary import FileResult, IngestSummary
+from ingest.summary import FileResult, IngestSummary, page_notes
 from ingest.workers import ParsePool, ParseTask, read_stable
 from retrieval.protocols import Embedder, VectorStore
 from retrieval.types import Chunk
@@ -157,6 +157,8 @@ class Ingestor:
         max_file_bytes: int | None = None,
         redact_pii: bool = False,
         strip_injections: bool = False,
+        ocr: str = "auto",
+        ocr_dpi: int = 200,
         keyword_save_every_s: float = 30.0,
         embed_cache: EmbedCache | None = None,
     ):
@@ -174,6 +176,7 @@ class Ingestor:
         self.max_file_bytes = max_file_bytes
         self.redact_pii = redact_pii
         self.strip_injections = strip_injections
+        self.ocr, self.ocr_dpi = ocr, ocr_dpi
         self.keyword_save_every_s = keyword_save_every_s
         self._last_keyword_save = time.monotonic()
         self.embed_cache = embed_cache
@@ -289,7 +292,8 @@ class Ingestor:
 
     def _parse_embed_store(self, planned: list[_Planned], summary: IngestSummary, password: str | None) -> None:
         by_path = {str(p.path): p for p in planned}
-        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes, self.strip_injections) for p in planned]
+        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes, self.strip_injections, self.ocr, self.ocr_dpi)
+                 for p in planned]
         pool = ParsePool(self.workers, self.file_timeout_s, ahead=max(2, 2 * self.workers))
         parse_bar = tqdm(total=len(tasks), desc="parsing", unit="file", disable=not self.progress or not tasks, position=0)
         embed_bar = tqdm(total=0, desc="embedding", unit="chunk", disable=not self.progress or not tasks, position=1)
@@ -341,10 +345,11 @@ class Ingestor:
         except Exception as exc:  # never let one file stop the batch, never hide it
             summary.files.append(FileResult(item.source, "failed", reason=f"{type(exc).__name__}: {exc}"))
             return None
-        reason = None
+        notes = page_notes(parsed.pages)
         if parsed.redactions:
-            reason = "redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(parsed.redactions.items()))
-        result = FileResult(item.source, "replaced" if item.old else "added", chunks=len(chunks), reason=reason)
+            notes.append("redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(parsed.redactions.items())))
+        result = FileResult(item.source, "replaced" if item.old else "added", chunks=len(chunks), reason="; ".join(notes) or None,
+                            ocr_pages=sum(1 for p in parsed.pages if p.ocr))
         return _Pending(result, item.key, item.source, parsed.doc_hash, chunks, len(parsed.pages), parsed.size, item.old.chunk_ids if item.old else [])
 
     def _commit_group(self, group: list[_Pending], summary: IngestSummary, bar) -> None:

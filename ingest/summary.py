@@ -12,13 +12,40 @@ class FileResult:
     path: str
     status: str  # one of STATUSES
     chunks: int = 0
-    reason: str | None = None
+    reason: str | None = None  # why it failed or was skipped; for an indexed file, notes (pages OCR'd or left out, redactions)
+    ocr_pages: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "status": self.status, "chunks": self.chunks}
         if self.reason:
             out["reason"] = self.reason
+        if self.ocr_pages:
+            out["ocr_pages"] = self.ocr_pages
         return out
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
+def page_notes(pages) -> list[str]:
+    """What the summary line says about a document's pages: how many were OCR'd, which were left out and why."""
+    notes = []
+    if ocr := [p.page for p in pages if p.ocr]:
+        notes.append(f"{len(ocr)} of {len(pages)} pages OCR'd")
+    problems: dict[str, list[int]] = {}
+    for p in pages:
+        if p.problem:
+            problems.setdefault(p.problem, []).append(p.page or 0)
+    notes += [f"page{'s' if len(ns) > 1 else ''} {_ranges(ns)} left out: {why}" for why, ns in problems.items()]
+    return notes
 
 
 @dataclass
@@ -56,6 +83,8 @@ class IngestSummary:
                 lines.append(f"FAILED   {f.path}: {f.reason}")
             elif f.status == "skipped":
                 lines.append(f"skipped  {f.path}: {f.reason}")
+            elif f.reason:
+                lines.append(f"{f.status:<8} {f.path}: {f.reason}")
         counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in ("added", "failed"))
         lines.append(f"files: {counts}")
         vectors = f" ({self.chunks_embedded} embedded, {self.chunks_reused} reused)" if self.chunks_embedded or self.chunks_reused else ""

@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ingest.errors import LoadError
@@ -32,6 +32,8 @@ class ParseTask:
     redact: bool = False
     max_bytes: int | None = None
     strip_injections: bool = False
+    ocr: str = "auto"  # auto | always | never (ingest.page_ocr)
+    ocr_dpi: int = 200
 
 
 @dataclass
@@ -66,7 +68,7 @@ def read_stable(path: Path, max_bytes: int | None = None) -> bytes:
 def parse_file(task: ParseTask) -> Parsed:
     """Read, extract and clean one file. Never raises: failures come back as ``error``."""
     from ingest.clean import clean_text
-    from ingest.loaders import Page, load_document
+    from ingest.loaders import load_document
 
     started = time.perf_counter()
     path = Path(task.path)
@@ -79,8 +81,8 @@ def parse_file(task: ParseTask) -> Parsed:
         data = read_stable(path, task.max_bytes)
         out.size = len(data)
         out.doc_hash = hashlib.sha256(data).hexdigest()
-        pages = load_document(path, data, password=task.password)
-        cleaned = [Page(clean_text(p.text), p.page) for p in pages]
+        pages = load_document(path, data, password=task.password, ocr=task.ocr, ocr_dpi=task.ocr_dpi)
+        cleaned = [replace(p, text=clean_text(p.text)) for p in pages]
         if task.redact:
             from ingest.redact import redact
 
@@ -89,7 +91,7 @@ def parse_file(task: ParseTask) -> Parsed:
                 text, counts = redact(page.text)
                 for kind, n in counts.items():
                     out.redactions[kind] = out.redactions.get(kind, 0) + n
-                redacted.append(Page(text, page.page))
+                redacted.append(replace(page, text=text))
             cleaned = redacted
         if task.strip_injections:
             from ingest.redact import strip_injections
@@ -99,7 +101,7 @@ def parse_file(task: ParseTask) -> Parsed:
                 text, n = strip_injections(page.text)
                 if n:
                     out.redactions["instruction-like text"] = out.redactions.get("instruction-like text", 0) + n
-                stripped.append(Page(text, page.page))
+                stripped.append(replace(page, text=text))
             cleaned = stripped
         out.pages = cleaned
     except LoadError as exc:

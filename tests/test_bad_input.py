@@ -91,7 +91,7 @@ def test_every_bad_file_gets_a_status_and_reason(bad_run):
         "truncated.pdf": "PDF",
         "corrupted.pdf": "PDF",
         "not_really.pdf": "not a PDF",
-        "blank_scan.pdf": "needs OCR",
+        "blank_scan.pdf": "OCR read no text",
         "locked.pdf": "--pdf-password",
         "truncated.docx": "DOCX",
         "corrupted.docx": "DOCX",
@@ -102,7 +102,7 @@ def test_every_bad_file_gets_a_status_and_reason(bad_run):
     for name, needle in expect_failed.items():
         assert f[name].status == "failed", (name, f[name])
         assert needle in f[name].reason, (name, f[name].reason)
-    assert "no extractable text" in f["blank_scan.pdf"].reason
+    assert "no usable text" in f["blank_scan.pdf"].reason
     assert "password-protected" in f["locked.pdf"].reason
     for name in ("good.md", "ok.pdf", "one_line.txt", "deep.html", "mixed.txt"):
         assert f[name].status == "added" and f[name].chunks > 0, (name, f[name])

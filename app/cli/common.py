@@ -23,6 +23,7 @@ SETTING_FLAGS = {
     "device": "llm.device",
     "base_url": "llm.base_url",
     "answer_mode": "answer.mode",
+    "ocr": "ingest.ocr",
     "chunk_tokens": "chunking.chunk_tokens",
     "overlap_tokens": "chunking.overlap_tokens",
 }
@@ -47,6 +48,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = Tru
         parser.add_argument("--embedder", help="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers folder")
         parser.add_argument("--embedder-backend", dest="embedder_backend", choices=["sentence-transformers", "use"])
         parser.add_argument("--store", choices=["chroma", "faiss"], help="vector store for a new knowledge base")
+        parser.add_argument("--ocr", choices=["auto", "always", "never"],
+                            help="read scans, images and damaged text layers with OCR: auto (when a page needs it), always, never")
         parser.add_argument("--chunk-tokens", dest="chunk_tokens", type=int)
         parser.add_argument("--overlap-tokens", dest="overlap_tokens", type=int)
 

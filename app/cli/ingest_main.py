@@ -14,7 +14,7 @@ from app.env import offline
 def build_parser() -> argparse.ArgumentParser:
     from app.cli.common import add_settings_flags
 
-    parser = argparse.ArgumentParser(prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT) to a knowledge base.")
+    parser = argparse.ArgumentParser(prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT; scans and images through OCR) to a knowledge base.")
     parser.add_argument("paths", nargs="+", help="files or folders (recursive)")
     parser.add_argument("--kb", required=True, help="knowledge base directory (created if missing)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")

@@ -34,6 +34,8 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
                    help="SQuAD-format validation data for the no-answer threshold, e.g. squad.json@16-17 or cmrc.json@validation")
     for flag, kind in (("--lr", float), ("--epochs", float), ("--max-steps", int), ("--batch-size", int), ("--rank", int), ("--max-tokens", int), ("--seed", int)):
         t.add_argument(flag, type=kind)
+    t.add_argument("--init-from", metavar="FOLDER", help="a trained reader folder to go on training from")
+    t.add_argument("--warmup", type=float, help="share of the steps spent warming up the learning rate")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_reader)
 
@@ -78,7 +80,8 @@ def cmd_reader(args) -> int:
     from finetune.reader_train import ReaderConfig, train_reader
 
     flags = {"learning_rate": args.lr, "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
-             "lora_rank": args.rank, "max_tokens": args.max_tokens, "seed": args.seed}
+             "lora_rank": args.rank, "max_tokens": args.max_tokens, "seed": args.seed,
+             "init_from": args.init_from, "warmup_ratio": args.warmup}
     try:
         cfg = ReaderConfig(train=args.train, output_dir=args.out, repeat=args.repeat, **{k: v for k, v in flags.items() if v is not None})
     except (ValueError, TypeError) as exc:

@@ -12,6 +12,8 @@ from ingest.errors import LoadError
 class Page:
     text: str
     page: int | None = None  # 1-based page number for paged formats
+    ocr: bool = False  # the text was read from the page's image
+    problem: str | None = None  # why this page has no text (it is left out; the file's summary says so)
 
 
 # extension -> "module:function"; modules are imported on first use
@@ -23,6 +25,7 @@ _LOADERS = {
     ".md": "ingest.loaders.markdown:load_markdown",
     ".markdown": "ingest.loaders.markdown:load_markdown",
     ".txt": "ingest.loaders.text:load_text",
+    **{ext: "ingest.loaders.image:load_image" for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")},
     ".text": "ingest.loaders.text:load_text",
 }
 
@@ -31,8 +34,9 @@ def supported_extensions() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load_document(path: Path, data: bytes, password: str | None = None) -> list[Page]:
-    """Turn a file's bytes into pages of raw text. Raises LoadError naming the file and reason."""
+def load_document(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", ocr_dpi: int = 200) -> list[Page]:
+    """Turn a file's bytes into pages of raw text. Raises LoadError naming the file and reason.
+    `ocr` (auto | always | never) and `ocr_dpi` apply to PDFs and images (`ingest.page_ocr`)."""
     ext = path.suffix.lower()
     target = _LOADERS.get(ext)
     if target is None:
@@ -43,7 +47,9 @@ def load_document(path: Path, data: bytes, password: str | None = None) -> list[
     loader = getattr(importlib.import_module(module_name), func_name)
     try:
         if ext == ".pdf":
-            return loader(path, data, password=password)
+            return loader(path, data, password=password, ocr=ocr, dpi=ocr_dpi)
+        if target.startswith("ingest.loaders.image:"):
+            return loader(path, data, ocr=ocr)
         return loader(path, data)
     except LoadError:
         raise

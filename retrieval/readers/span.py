@@ -135,8 +135,6 @@ class SpanReader:
 
 def load_span_model(folder: str | Path, device: str = "cpu", cfg: dict | None = None) -> tuple[SpanModel, E5Tokenizer]:
     """The encoder with the reader's LoRA factors merged and its head; `cfg` is its reader_config.json (read when None)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS}; train a reader with: kbqa finetune reader --out {folder}")
@@ -145,11 +143,19 @@ def load_span_model(folder: str | Path, device: str = "cpu", cfg: dict | None = 
     encoder = E5Encoder.from_file(f)
     encoder.add_lora(cfg["lora_rank"], cfg["lora_alpha"])
     model = SpanModel(encoder)
-    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()}
-    expected = {n for n, _ in model.named_parameters() if "lora_" in n or n.startswith("head.")}
-    if missing := expected - set(state):
-        raise ValueError(f"{folder / WEIGHTS}: {len(missing)} tensors missing, such as {sorted(missing)[0]}")
-    model.load_state_dict(state, strict=False)
+    load_trainable(model, folder)
     encoder.merge_lora()
     encoder.word.half()  # 250k x 384: half the memory; looked-up rows are cast back (E5Encoder.forward)
     return model.to(device).eval(), E5Tokenizer(f.vocab)
+
+
+def load_trainable(model: SpanModel, folder: str | Path) -> None:
+    """Load a reader folder's LoRA factors and head into `model` (unmerged, so training can go on)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    expected = {n for n, _ in model.named_parameters() if "lora_" in n or n.startswith("head.")}
+    if missing := expected - set(state):
+        raise ValueError(f"{path}: {len(missing)} tensors missing, such as {sorted(missing)[0]}")
+    model.load_state_dict(state, strict=False)
