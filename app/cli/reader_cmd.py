@@ -41,7 +41,8 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
 
     c = fsub.add_parser("reader-calibrate", help="choose a trained reader's no-answer threshold on validation data")
     c.add_argument("folder")
-    c.add_argument("--calibrate", action="append", required=True, metavar="FILE[@ARTICLES|@SPLIT]")
+    c.add_argument("--calibrate", action="append", default=[], metavar="FILE[@ARTICLES|@SPLIT]",
+                   help="validation data to score; without it, the thresholds are chosen again from the folder's calibration_scores.json")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_reader_calibrate)
 
@@ -102,11 +103,16 @@ def cmd_reader(args) -> int:
 
 
 def cmd_reader_calibrate(args) -> int:
-    from finetune.reader_calibrate import calibrate
+    from finetune.reader_calibrate import SCORES, calibrate, choose_thresholds
 
     if not (Path(args.folder) / "reader_config.json").is_file():
         fail(f"{args.folder}: not a reader folder (no reader_config.json)")
-    result = calibrate(args.folder, _calibration_items(args.calibrate))
+    if args.calibrate:
+        result = calibrate(args.folder, _calibration_items(args.calibrate))
+    elif (Path(args.folder) / SCORES).is_file():
+        result = choose_thresholds(args.folder)
+    else:
+        fail(f"{args.folder}: no {SCORES}; give validation data with --calibrate FILE@SPLIT")
     print(json.dumps(result, indent=2) if args.json else
           f"threshold {result['threshold']:.3f}: correct {result['correct']:.3f}, not found {result['not_found']:.3f}, "
           f"wrong {result['wrong']:.3f}, rejection {result['rejection']:.3f}")

@@ -9,9 +9,13 @@ if TYPE_CHECKING:
 
 def model_name(backend: str, model: str) -> str:
     """The model a backend really loads: what a knowledge base records in kb.json. The "use"
-    backend has one model, whatever `embedder.model` says."""
+    and "e5" backends have one model each, whatever `embedder.model` says."""
     if backend == "use":
         from retrieval.embedders.use import NAME
+
+        return NAME
+    if backend == "e5":
+        from retrieval.embedders.e5 import NAME
 
         return NAME
     return model
@@ -26,4 +30,8 @@ def make_embedder(backend: str, model: str, device: str = "auto", batch_size: in
         from retrieval.embedders.use import UniversalSentenceEncoder
 
         return UniversalSentenceEncoder(batch_size=batch_size)
-    raise ValueError(f"embedder.backend: unknown backend {backend!r} (choose sentence-transformers or use)")
+    if backend == "e5":
+        from retrieval.embedders.e5 import E5Embedder
+
+        return E5Embedder(batch_size=min(batch_size, 32))
+    raise ValueError(f"embedder.backend: unknown backend {backend!r} (choose sentence-transformers, use or e5)")
