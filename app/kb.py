@@ -27,6 +27,7 @@ from ingest.manifest import Manifest
 from ingest.pipeline import Ingestor
 from ingest.summary import IngestSummary
 from retrieval.bm25 import BM25Index
+from app.embedder_choice import ENGLISH, choose_embedder
 from retrieval.embedders import make_embedder, model_name
 from retrieval.kbdir import KBRecord, read_record, write_record
 from retrieval.lang import detect_language
@@ -52,7 +53,7 @@ class KnowledgeBase:
             # kb.json written before the "use" backend recorded its own model name held embedder.model's
             record = replace(record, embedder_model=model_name(record.embedder_backend, record.embedder_model))
             embedder_set = "embedder" in self.settings.model_fields_set
-            if embedder_set:
+            if embedder_set and self.settings.embedder.backend != "auto":  # auto: whatever the knowledge base has
                 e = self.settings.embedder
                 record.check_embedder(e.backend, model_name(e.backend, e.model), self.path)
             self.settings = self.settings.with_overrides(
@@ -70,7 +71,18 @@ class KnowledgeBase:
     @cached_property
     def embedder(self) -> Embedder:
         s = self.settings.embedder
-        return make_embedder(s.backend, s.model, device=s.device, batch_size=s.batch_size, precision=s.precision)
+        backend, model = (s.backend, s.model) if s.backend != "auto" else ENGLISH  # auto, before the first ingest
+        return make_embedder(backend, model, device=s.device, batch_size=s.batch_size, precision=s.precision)
+
+    def _choose_embedder(self, paths: Sequence[str | Path]) -> str | None:
+        """embedder.backend = auto, first ingest: pick by the corpus's languages (app/embedder_choice.py)."""
+        if self.record is not None or self.settings.embedder.backend != "auto":
+            return None
+        backend, model, why = choose_embedder(paths)
+        self.settings = self.settings.with_overrides({"embedder.backend": backend, "embedder.model": model})
+        for part in ("embedder", "store", "retriever"):
+            self.__dict__.pop(part, None)
+        return f"embedder: {model_name(backend, model)} (embedder.backend = auto: {why})"
 
     @cached_property
     def store(self) -> VectorStore:
@@ -153,7 +165,11 @@ class KnowledgeBase:
 
     def ingest(self, paths: Sequence[str | Path], *, progress: bool = False, password: str | None = None, prune: bool = False) -> IngestSummary:
         with self._lock:
-            return self._ingestor(progress).ingest(paths, password=password, prune=prune)
+            chosen = self._choose_embedder(paths)
+            summary = self._ingestor(progress).ingest(paths, password=password, prune=prune)
+            if chosen:
+                summary.notes.append(chosen)
+            return summary
 
     def remove(self, paths: Sequence[str | Path]) -> IngestSummary:
         with self._lock:

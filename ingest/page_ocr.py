@@ -71,8 +71,8 @@ def choose(layer: str, ocr_text: str, reason: str) -> tuple[str, bool]:
     """(text, read by OCR) for a page that was OCR'd because of `reason`. An implausible layer
     that agrees with what OCR sees on the page is kept (a language that merely scores low); one
     that does not is replaced, unless OCR reads still less plausibly."""
-    if not ocr_text.strip():
-        return layer, False
+    if not ocr_text.strip() or _visible(ocr_text) < _visible(layer) and reason != "implausible text layer":
+        return layer, False  # OCR found nothing, or less than a short layer holds (a script it does not read)
     if reason == "implausible text layer":
         if agreement(layer, ocr_text) >= AGREE or plausibility(ocr_text) < plausibility(layer) - _MARGIN:
             return layer, False

@@ -56,6 +56,7 @@ class IngestSummary:
     chunks_embedded: int = 0  # chunk texts that went through the embedder
     chunks_reused: int = 0  # chunks whose vector came from the embedding cache (ingest/embed_cache.py)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # about the run as a whole (the embedder chosen for a new knowledge base)
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -72,6 +73,7 @@ class IngestSummary:
             chunks_embedded=self.chunks_embedded,
             chunks_reused=self.chunks_reused,
             seconds=round(self.seconds, 2),
+            notes=list(self.notes),
             files=[f.to_dict() for f in self.files],
         )
         return out
@@ -88,5 +90,6 @@ class IngestSummary:
         counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s) or s in ("added", "failed"))
         lines.append(f"files: {counts}")
         vectors = f" ({self.chunks_embedded} embedded, {self.chunks_reused} reused)" if self.chunks_embedded or self.chunks_reused else ""
+        lines.extend(self.notes)
         lines.append(f"chunks: {self.chunks_added} added, {self.chunks_removed} removed{vectors}; {self.seconds:.1f} s")
         return "\n".join(lines)

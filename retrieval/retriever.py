@@ -51,7 +51,7 @@ class Retrieval:
 @dataclass(frozen=True)
 class RetrieverConfig:
     mode: str = "hybrid"
-    min_score: float = 0.25  # floor for the dense cosine
+    min_score: float | None = None  # floor for the dense cosine; None: the embedder's own (retrieval/calibration.py)
     min_keyword_score: float = 0.3  # floor for the normalised BM25 score
     min_keyword_score_zh: float = 0.11  # ... for Chinese questions
     fusion: str = "weighted"  # weighted | rrf
@@ -104,6 +104,10 @@ class Retriever:
         overrides = {k: v for k, v in {"mode": mode, "min_score": min_score}.items() if v is not None}
         if overrides:
             config = RetrieverConfig(**{**config.__dict__, **overrides})
+        if config.min_score is None:
+            from retrieval.calibration import dense_floor
+
+            config = RetrieverConfig(**{**config.__dict__, "min_score": dense_floor(str(getattr(embedder, "name", "")))})
         if config.mode not in ("dense", "bm25", "hybrid"):
             raise ValueError(f"retrieval.mode: unknown mode {config.mode!r} (dense, bm25 or hybrid)")
         if config.fusion not in ("weighted", "rrf"):

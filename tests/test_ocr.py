@@ -119,6 +119,9 @@ def test_an_implausible_layer_is_kept_only_when_ocr_agrees_with_it():
     ocr_text = " ".join(ENGLISH * 3)
     assert choose(_garbage(150), ocr_text, "implausible text layer") == (ocr_text, True)
     assert choose("layer text", "", "no text layer") == ("layer text", False)
+    arabic = "حَبيبي habibi حَبيبي"  # a short layer in a script the OCR models do not read
+    assert choose(arabic, "habibi *", "no text layer") == (arabic, False)
+    assert choose("p. 3", "The night train leaves at nine.", "no text layer") == ("The night train leaves at nine.", True)
     assert agreement("ab cd", "AB CD") == 1.0 and agreement("abc", "xyz") == 0.0
 
 

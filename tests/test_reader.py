@@ -168,3 +168,15 @@ def test_threshold_is_the_lowest_that_rejects_the_floor_of_unanswerable_items():
     assert choose_threshold(scored, floor=1.0)["threshold"] == 11.0
     lenient = choose_threshold(scored, floor=0.0)
     assert lenient["not_found"] == 0.0  # no floor: answer everything
+
+
+def test_training_can_go_on_from_a_reader_folder(tmp_path):
+    from finetune.reader_train import ReaderConfig
+    from tests.conftest import ROOT
+
+    data = tmp_path / "x.jsonl"
+    data.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="init_from: .*not a reader folder"):
+        ReaderConfig(train=[str(data)], output_dir=str(tmp_path / "out"), init_from=str(tmp_path))
+    cfg = ReaderConfig(train=[str(data)], output_dir=str(tmp_path / "out"), lora_rank=4, init_from=str(ROOT / "data" / "readers" / "e5-span-kbqa"))
+    assert (cfg.lora_rank, cfg.lora_alpha) == (16, 32)  # the folder's, so its factors load

@@ -46,7 +46,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = Tru
                             help="extractive: quote the answering span of a source; generative: the LLM writes it, then it is checked (default auto)")
     if ingest:
         parser.add_argument("--embedder", help="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers folder")
-        parser.add_argument("--embedder-backend", dest="embedder_backend", choices=["sentence-transformers", "use", "e5"])
+        parser.add_argument("--embedder-backend", dest="embedder_backend", choices=["sentence-transformers", "use", "e5", "auto"])
         parser.add_argument("--store", choices=["chroma", "faiss"], help="vector store for a new knowledge base")
         parser.add_argument("--ocr", choices=["auto", "always", "never"],
                             help="read scans, images and damaged text layers with OCR: auto (when a page needs it), always, never")
