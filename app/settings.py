@@ -88,9 +88,9 @@ class RetrievalSettings(_Section):
     min_keyword_score: float = Field(0.3, ge=0.0, le=1.0, description="relevance floor for the normalised BM25 score (idf share of the query matched)")
     min_keyword_score_zh: float = Field(0.11, ge=0.0, le=1.0, description="the same for Chinese questions (their normalised scores run lower)")
     fusion: Literal["weighted", "rrf"] = "weighted"
-    dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language")
+    dense_weight: float | None = Field(None, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language; None: the embedder's own (retrieval/calibration.py)")
     weak_language_weight: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties")
-    adapt: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores")
+    adapt: float | None = Field(None, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores; None: the embedder's own")
     candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
     parallel: bool = Field(False, description="hybrid: BM25 in a worker thread beside embedding + dense search; did not pay on the shared 2-core machine (bench/results/speed_retrieval.md)")
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")

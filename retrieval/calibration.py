@@ -1,21 +1,32 @@
 """Retrieval settings that depend on the embedder, set by measurement for each one.
 
-Cosine similarities live on different scales: MiniLM's unrelated passages score near 0.1,
-e5's near 0.75 (its vectors share a large common direction). A relevance floor chosen for one
-embedder means nothing for another, so `retrieval.min_score` defaults to the embedder's own
-floor from this table (bench/results/retrieval_fusion_sweep_e5.md shows how each was chosen:
-the cosine that best separates a set's own questions from other sets' off-topic ones).
-An embedder missing from the table gets MiniLM's values; set `retrieval.min_score` to override.
+Cosine similarities live on different scales: MiniLM's unrelated passages score near 0.2,
+e5's near 0.8 (its vectors share a large common direction). A relevance floor or a fusion weight
+chosen for one embedder means nothing for another, so `retrieval.min_score`, `dense_weight` and
+`adapt` default to the embedder's own values from this table
+(bench/results/retrieval_fusion_sweep_e5.md, `python bench/retrieval_fusion_sweep.py --runs
+squad:e5,cmrc:e5,squad:sentence-transformers,cmrc:sentence-transformers --floors --out
+retrieval_fusion_sweep_e5`). An embedder missing from the table gets MiniLM's values; a
+setting given explicitly wins.
 """
 from __future__ import annotations
 
-DEFAULT_FLOOR = 0.25  # all-MiniLM-L6-v2 (bench/results/retrieval_quality.md)
-DENSE_FLOORS = {
-    "all-MiniLM-L6-v2": DEFAULT_FLOOR,
-    "use-multilingual-v3": DEFAULT_FLOOR,
+MINILM = {"min_score": 0.25, "dense_weight": 0.5, "adapt": 0.5}  # bench/results/retrieval_fusion_sweep.md
+CALIBRATION = {
+    "all-MiniLM-L6-v2": MINILM,
+    "use-multilingual-v3": MINILM,
+    # e5: floor = the top-1 cosine that best separates a set's own questions from other sets'
+    # questions: 0.84 on SQuAD (87% kept, 98% rejected), 0.82 on CMRC (100% / 100%); the higher,
+    # since Chinese off-topic questions on the sample KB reach 0.833 with no keyword match.
+    # Fusion: w 0.7 without adaptation was best on both (hybrid hit@1 SQuAD 0.819, CMRC 0.986).
+    "multilingual-e5-small": {"min_score": 0.84, "dense_weight": 0.7, "adapt": 0.0},
 }
 
 
+def calibration(embedder_name: str) -> dict[str, float]:
+    """min_score, dense_weight and adapt for `embedder_name`'s vectors."""
+    return dict(CALIBRATION.get(embedder_name, MINILM))
+
+
 def dense_floor(embedder_name: str) -> float:
-    """The relevance floor for the top dense cosine of `embedder_name`'s vectors."""
-    return DENSE_FLOORS.get(embedder_name, DEFAULT_FLOOR)
+    return calibration(embedder_name)["min_score"]

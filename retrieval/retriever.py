@@ -55,9 +55,9 @@ class RetrieverConfig:
     min_keyword_score: float = 0.3  # floor for the normalised BM25 score
     min_keyword_score_zh: float = 0.11  # ... for Chinese questions
     fusion: str = "weighted"  # weighted | rrf
-    dense_weight: float = 0.5  # hybrid: the dense weight when the embedder covers the query's language
+    dense_weight: float | None = None  # hybrid: the dense weight when the embedder covers the query's language; None: the embedder's own
     weak_language_weight: float = 0.0  # ... and when it does not (measured best on CMRC with MiniLM)
-    adapt: float = 0.5  # shift weight towards the retriever with the more peaked scores
+    adapt: float | None = None  # shift weight towards the retriever with the more peaked scores; None: the embedder's own
     rrf_k: int = 60
     candidates: int = 50  # per retriever, before fusion
     mmr_lambda: float | None = None  # None: no MMR diversification
@@ -104,10 +104,12 @@ class Retriever:
         overrides = {k: v for k, v in {"mode": mode, "min_score": min_score}.items() if v is not None}
         if overrides:
             config = RetrieverConfig(**{**config.__dict__, **overrides})
-        if config.min_score is None:
-            from retrieval.calibration import dense_floor
+        unset = {k for k in ("min_score", "dense_weight", "adapt") if getattr(config, k) is None}
+        if unset:  # the embedder's own values (retrieval/calibration.py)
+            from retrieval.calibration import calibration
 
-            config = RetrieverConfig(**{**config.__dict__, "min_score": dense_floor(str(getattr(embedder, "name", "")))})
+            own = calibration(str(getattr(embedder, "name", "")))
+            config = RetrieverConfig(**{**config.__dict__, **{k: own[k] for k in unset}})
         if config.mode not in ("dense", "bm25", "hybrid"):
             raise ValueError(f"retrieval.mode: unknown mode {config.mode!r} (dense, bm25 or hybrid)")
         if config.fusion not in ("weighted", "rrf"):

@@ -103,6 +103,27 @@ def test_off_topic_questions_are_not_found(sample_kb, question):
     assert not sample_kb.search(question).found
 
 
+@pytest.fixture(scope="module")
+def e5_sample_kb(tmp_path_factory):
+    """The sample knowledge base embedded with multilingual e5 (its own relevance floor, retrieval/calibration.py)."""
+    from app.kb import KnowledgeBase
+    from app.settings import Settings
+    from tests.conftest import SAMPLE
+
+    kb = KnowledgeBase(tmp_path_factory.mktemp("e5kb"), Settings.load(env={}, overrides={"embedder.backend": "e5"}))
+    assert kb.ingest([SAMPLE]).ok
+    return kb
+
+
+def test_e5_finds_every_sample_question_and_abstains_on_off_topic_ones(e5_sample_kb):
+    assert e5_sample_kb.retriever.min_score == 0.84  # e5's floor, not MiniLM's 0.25
+    assert [qa["query"] for qa in load_qa() if not e5_sample_kb.search(qa["query"]).found] == []
+    # a railway fare question on a railway knowledge base passes the retrieval floor; the reader
+    # then finds no answer in its passages. Every off-topic question ends "not found".
+    assert [q for q in OFF_TOPIC if e5_sample_kb.search(q).found] in ([], ["北京到上海的高铁票价是多少？"])
+    assert [q for q in OFF_TOPIC if e5_sample_kb.ask(q).found] == []
+
+
 def test_not_found_answers_without_the_model(sample_kb_dir, settings):
     from app.kb import KnowledgeBase
     from retrieval.prompts import NOT_FOUND
