@@ -193,3 +193,15 @@ def test_images_need_ocr_on(tmp_path):
         load_document(tmp_path / "a.png", buf.getvalue(), ocr="never")
     with pytest.raises(LoadError, match="not an image"):
         load_document(tmp_path / "b.png", b"not really a png", ocr="auto")
+
+
+def test_images_can_be_uploaded_and_are_checked_by_signature():
+    from app.server.uploads import UploadRejected, check_upload
+
+    buf = io.BytesIO()
+    _text_image(ENGLISH[:1]).save(buf, "PNG")
+    assert check_upload("notice.png", buf.getvalue(), "image/png") == "notice.png"
+    with pytest.raises(UploadRejected, match="wrong signature"):
+        check_upload("fake.png", b"GIF89a not a png", "image/png")
+    with pytest.raises(UploadRejected, match="not a document type"):
+        check_upload("photo.md", b"# hi", "image/png")

@@ -14,7 +14,9 @@ MAX_NAME_CHARS = 120
 
 # what the first bytes of each format must look like
 _ZIP = b"PK\x03\x04"
-_BINARY = {".pdf": (b"%PDF-",), ".docx": (_ZIP,)}
+_IMAGES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".tif": (b"II*\x00", b"MM\x00*"),
+           ".tiff": (b"II*\x00", b"MM\x00*"), ".bmp": (b"BM",), ".webp": (b"RIFF",)}  # read through OCR
+_BINARY = {".pdf": (b"%PDF-",), ".docx": (_ZIP,), **_IMAGES}
 # declared content types that can never be one of our documents
 _REFUSED_TYPES = ("image/", "audio/", "video/", "font/", "application/x-executable", "application/x-msdownload", "application/zip")
 _UNSAFE = re.compile(r"[^\w.\- ()\[\]]+", re.UNICODE)
@@ -54,7 +56,7 @@ def check_upload(raw_name: str, data: bytes, content_type: str | None = None, ma
     if not data:
         raise UploadRejected(name, "file is empty")
     declared = (content_type or "").split(";")[0].strip().lower()
-    if declared and declared.startswith(_REFUSED_TYPES):
+    if declared and declared.startswith(_REFUSED_TYPES) and not (ext in _IMAGES and declared.startswith("image/")):
         raise UploadRejected(name, f"content type {declared!r} is not a document type", 415)
     magics = _BINARY.get(ext)
     if magics is not None:
