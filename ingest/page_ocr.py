@@ -113,7 +113,7 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
                 continue
             if by_ocr:
                 pages[i] = Page(text, i + 1, ocr=True)
-            elif _visible(text) < MIN_CHARS:
+            elif not text.strip():
                 pages[i] = Page("", i + 1, problem=f"{reasons[i]}, and OCR read no text")
             else:
                 pages[i] = _layer_page(path, text, i + 1)

@@ -205,3 +205,16 @@ def test_images_can_be_uploaded_and_are_checked_by_signature():
         check_upload("fake.png", b"GIF89a not a png", "image/png")
     with pytest.raises(UploadRejected, match="not a document type"):
         check_upload("photo.md", b"# hi", "image/png")
+
+
+def test_a_short_layer_in_a_script_ocr_cannot_read_is_kept(tmp_path):
+    from fpdf import FPDF
+
+    from ingest.loaders import load_document
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=14)
+    pdf.text(20, 30, "p. 7")  # a few characters only: OCR is tried and reads no more than this
+    (page,) = load_document(tmp_path / "short.pdf", bytes(pdf.output()), ocr="auto")
+    assert page.problem is None and "7" in page.text
