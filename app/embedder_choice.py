@@ -19,22 +19,19 @@ MULTILINGUAL = ("e5", "multilingual-e5-small")
 ENGLISH = ("sentence-transformers", "all-MiniLM-L6-v2")
 
 
-def _is_cjk(ch: str) -> bool:
-    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
-
-
 def chinese_share(paths: Sequence[str | Path]) -> float:
     """The share of Chinese characters among the letters of a sample of the documents under `paths`."""
     from ingest.discover import discover
     from ingest.errors import LoadError
-    from ingest.loaders import load_document
+    from ingest.loaders import IMAGE_EXTENSIONS, load_document
+    from retrieval.lang import is_cjk
 
     files = discover(list(paths)).files
     step = max(1, len(files) // SAMPLE_FILES)
     letters = chinese = 0
     for path in files[::step][:SAMPLE_FILES]:
         try:
-            if path.stat().st_size > SAMPLE_MAX_BYTES or path.suffix.lower() not in (".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"):
+            if path.stat().st_size > SAMPLE_MAX_BYTES or path.suffix.lower() in IMAGE_EXTENSIONS:  # images need OCR: not sampled
                 continue
             pages = load_document(path, path.read_bytes(), ocr="never")[:SAMPLE_PAGES]
         except (LoadError, OSError, ValueError):
@@ -43,7 +40,7 @@ def chinese_share(paths: Sequence[str | Path]) -> float:
             for ch in page.text[:20_000]:
                 if ch.isalpha():
                     letters += 1
-                    chinese += _is_cjk(ch)
+                    chinese += is_cjk(ch)
     return chinese / letters if letters else 0.0
 
 

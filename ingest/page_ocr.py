@@ -92,16 +92,18 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
         raise ValueError(f"ingest.ocr: {mode!r} is not one of {', '.join(MODES)}")
     texts = [repair(t) for t in texts]
     if mode == "never":
-        return [_layer_page(path, t, n) for n, t in enumerate(texts, start=1)]
+        return [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
     import pypdfium2 as pdfium
 
     from ingest.ocr import OcrUnavailable, ocr_image
 
     pdf = pdfium.PdfDocument(data, password=password)
     try:
-        reasons = [ocr_reason(t, _image_share(pdf[i]), mode) for i, t in enumerate(texts)]
+        # the image area matters only for a short layer: other pages are not opened for it
+        reasons = [ocr_reason(t, _image_share(pdf[i]) if MIN_CHARS <= _visible(t) < CHARS_PER_IMAGE_PAGE else 0.0, mode)
+                   for i, t in enumerate(texts)]
         todo = [i for i, r in enumerate(reasons) if r]
-        pages = [_layer_page(path, t, n) for n, t in enumerate(texts, start=1)]
+        pages = [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
         bar = tqdm(todo, desc=f"OCR {path.name}", unit="page", leave=False, disable=None if todo else True)
         for i in bar:
             try:
@@ -116,13 +118,13 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
             elif not text.strip():
                 pages[i] = Page("", i + 1, problem=f"{reasons[i]}, and OCR read no text")
             else:
-                pages[i] = _layer_page(path, text, i + 1)
+                pages[i] = _layer_page(text, i + 1)
     finally:
         pdf.close()
     return pages
 
 
-def _layer_page(path: Path, text: str, number: int) -> Page:
+def _layer_page(text: str, number: int) -> Page:
     problem = damage(text) if _visible(text) >= MIN_CHARS else None
     return Page("", number, problem=problem) if problem else Page(text, number)
 

@@ -23,7 +23,6 @@ import re
 import unicodedata
 from functools import lru_cache
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _TOKEN_SPLIT = re.compile(r"[\s,;:()（），；：]+")  # OCR often drops the space after a comma
 _CLEAN_WORD = re.compile(r"^[(\"'“‘\[]?(?:[a-z]+|[A-Z][a-z]+|[A-Z]+)(?:['’-][A-Za-z]+)*[.,;:!?)\]\"'”’]{0,2}$")
 _LATINISH = re.compile(r"[A-Za-z]")
@@ -89,6 +88,7 @@ def _han_score(text: str) -> tuple[float, int]:
     return covered / total, total
 
 
+@lru_cache(maxsize=256)  # a page's layer is judged when choosing OCR and again when it is kept
 def plausibility(text: str) -> float:
     """0 (noise) to 1 (language); 1.0 for text too short to judge."""
     visible = [c for c in text if not c.isspace()]

@@ -26,7 +26,3 @@ CALIBRATION = {
 def calibration(embedder_name: str) -> dict[str, float]:
     """min_score, dense_weight and adapt for `embedder_name`'s vectors."""
     return dict(CALIBRATION.get(embedder_name, MINILM))
-
-
-def dense_floor(embedder_name: str) -> float:
-    return calibration(embedder_name)["min_score"]

@@ -16,6 +16,8 @@ class Page:
     problem: str | None = None  # why this page has no text (it is left out; the file's summary says so)
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")  # read through OCR
+
 # extension -> "module:function"; modules are imported on first use
 _LOADERS = {
     ".pdf": "ingest.loaders.pdf:load_pdf",
@@ -25,7 +27,7 @@ _LOADERS = {
     ".md": "ingest.loaders.markdown:load_markdown",
     ".markdown": "ingest.loaders.markdown:load_markdown",
     ".txt": "ingest.loaders.text:load_text",
-    **{ext: "ingest.loaders.image:load_image" for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")},
+    **{ext: "ingest.loaders.image:load_image" for ext in IMAGE_EXTENSIONS},
     ".text": "ingest.loaders.text:load_text",
 }
 
@@ -48,7 +50,7 @@ def load_document(path: Path, data: bytes, password: str | None = None, ocr: str
     try:
         if ext == ".pdf":
             return loader(path, data, password=password, ocr=ocr, dpi=ocr_dpi)
-        if target.startswith("ingest.loaders.image:"):
+        if ext in IMAGE_EXTENSIONS:
             return loader(path, data, ocr=ocr)
         return loader(path, data)
     except LoadError:
