@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from retrieval.answering import CheckedStream, Grounded, checked_answer, choose_mode, extractive_answer, model_languages, not_found
 from retrieval.prompts import build_messages
-from retrieval.protocols import LLM
+from retrieval.protocols import LLM, Sampling
 from retrieval.types import Answer, Hit
 
 
@@ -72,11 +72,19 @@ class Answerer:
                 out[i] = (result, each_ms)
         return [o for o in out if o is not None]
 
-    def stream(self, llm: LLM, question: str, hits: Sequence[Hit], lang: str, *, max_tokens: int, temperature: float) -> CheckedStream:
+    def stream(self, llm: LLM, question: str, hits: Sequence[Hit], lang: str, *, max_tokens: int, temperature: float,
+               sampling: Sampling | None = None, instructions: str | None = None) -> CheckedStream:
+        """The answer as a `CheckedStream`; its `prompt` holds the texts the answer was made from
+        (the messages sent to the LLM, or the question and the blocks the reader read)."""
         if self.mode_for(lang) == "extractive":
-            return CheckedStream(done=self.extract(question, hits, lang))
-        tokens = llm.stream(build_messages(question, hits, lang), max_tokens=max_tokens, temperature=temperature)
-        return CheckedStream(tokens, lambda text: self.check(text, question, hits, lang))
+            stream = CheckedStream(done=self.extract(question, hits, lang))
+            stream.prompt = [question, *(h.chunk.text for h in hits)]
+            return stream
+        messages = build_messages(question, hits, lang, instructions)
+        tokens = llm.stream(messages, max_tokens=max_tokens, temperature=temperature, sampling=sampling)
+        stream = CheckedStream(tokens, lambda text: self.check(text, question, hits, lang))
+        stream.prompt = [m["content"] for m in messages]
+        return stream
 
     def not_found(self, lang: str) -> Grounded:
         return not_found(lang, self.mode_for(lang))

@@ -33,7 +33,7 @@ from retrieval.kbdir import KBRecord, read_record, write_record
 from retrieval.lang import detect_language
 from retrieval.llm import make_llm
 from retrieval.answering import CheckedStream, Grounded
-from retrieval.protocols import LLM, Embedder, VectorStore
+from retrieval.protocols import LLM, Embedder, Sampling, VectorStore
 from retrieval.retriever import Retrieval, Retriever, RetrieverConfig
 from retrieval.stores import make_store
 from retrieval.types import Answer, Hit
@@ -160,7 +160,8 @@ class KnowledgeBase:
     def _ensure_record(self) -> None:
         if self.record is None:
             e, c = self.settings.embedder, self.settings.chunking
-            self.record = KBRecord(e.backend, model_name(e.backend, e.model), self.embedder.dim, c.chunk_tokens, c.overlap_tokens, self.settings.store.backend)
+            self.record = KBRecord(e.backend, model_name(e.backend, e.model), self.embedder.dim, c.chunk_tokens, c.overlap_tokens,
+                                   self.settings.store.backend, created=int(time.time()))
             write_record(self.path, self.record)
 
     def ingest(self, paths: Sequence[str | Path], *, progress: bool = False, password: str | None = None, prune: bool = False) -> IngestSummary:
@@ -314,23 +315,29 @@ class KnowledgeBase:
         max_tokens: int | None = None,
         temperature: float | None = None,
         adapter: str | None = None,
+        sampling: Sampling | None = None,
+        instructions: str | None = None,
     ) -> tuple[Retrieval, CheckedStream]:
         """Retrieve now; return the retrieval (sources before the first token) and the text stream.
 
         The stream's `result` (mode, grounded, unsupported parts, the replacement of an answer
         that failed its check) is set when it ends. Used by the server: one retrieval per
-        answer, and per-request generation limits and LoRA adapter (see `llm_for`). Shares
-        `ask`'s answer cache: a cached answer comes back at once, in word-sized pieces; a
-        stream read to its end is remembered (one closed early is not).
+        answer, with per-request generation limits, sampling options, a client's
+        `instructions` (added under the grounding rules) and LoRA adapter (see `llm_for`).
+        Shares `ask`'s answer cache when those are the defaults: a cached answer comes back at
+        once, in word-sized pieces; a stream read to its end is remembered (one closed early is not).
         """
         llm = self.llm_for(adapter)
         s = self.settings.llm
         key = None
-        if max_tokens in (None, s.max_new_tokens) and temperature in (None, s.temperature):
+        defaults = (sampling is None or sampling.is_default) and not (instructions and instructions.strip())
+        if defaults and max_tokens in (None, s.max_new_tokens) and temperature in (None, s.temperature):
             key = self._answer_key(question, k, history, adapter, llm)
         if key is not None and (cached := self.answer_cache.get(key)) is not None:
             done = Grounded(cached.answer, cached.mode, cached.found, cached.grounded, list(cached.unsupported), cached.evidence)
-            return Retrieval(cached.sources, cached.found), CheckedStream(done=done)
+            replay = CheckedStream(done=done)
+            replay.prompt = [question, *(h.chunk.text for h in cached.sources)]
+            return Retrieval(cached.sources, cached.found), replay
         result, lang, retrieve_ms = self._prepare(question, k, history)
         if not result.found:
             return result, CheckedStream(done=self.answerer.not_found(lang))
@@ -338,6 +345,7 @@ class KnowledgeBase:
             llm, question, result.hits, lang,
             max_tokens=max_tokens or s.max_new_tokens,
             temperature=s.temperature if temperature is None else temperature,
+            sampling=sampling, instructions=instructions,
         )
         if key is not None:
             stream = self._remembered(stream, key, result.hits, retrieve_ms)
@@ -356,7 +364,9 @@ class KnowledgeBase:
                 ms = (time.perf_counter() - started) * 1000
                 self.answer_cache.put(key, to_answer(stream.result, hits, {"retrieve_ms": retrieve_ms, "generate_ms": ms}))
 
-        return CheckedStream(pieces(), lambda _text: stream.result)
+        outer = CheckedStream(pieces(), lambda text: stream.result or stream.finish(text))
+        outer.prompt = stream.prompt
+        return outer
 
     def as_langchain_retriever(self, k: int | None = None):
         from app.langchain_adapter import KnowledgeBaseRetriever

@@ -14,12 +14,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from app.kb import KnowledgeBase
 from app.server.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
 from app.settings import Settings
 from ingest.summary import FileResult
 from retrieval.answering import CheckedStream, Grounded
-from retrieval.protocols import LLM
+from retrieval.kbdir import created_at
+from retrieval.protocols import LLM, Sampling
 from retrieval.types import Hit
 
 log = logging.getLogger("kbqa.service")
@@ -205,6 +208,16 @@ class QAService:
         """Raise KeyError (unknown name) or ValueError (backend without adapters) before any work."""
         self.kb(kb).llm_for(adapter)
 
+    def created(self, kb: str) -> int:
+        """When knowledge base `kb` was made (Unix time; see `retrieval.kbdir.created_at`)."""
+        entry = self._entry(kb)
+        return created_at(entry.kb.path, entry.kb.record)
+
+    def embed(self, kb: str, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """`texts` embedded by `kb`'s embedder as documents, and the number of tokens they hold."""
+        embedder = self.kb(kb).embedder
+        return embedder.embed_documents(list(texts)), sum(embedder.count_tokens(list(texts)))
+
     def warm_up(self) -> None:
         for n, entry in enumerate(self._kbs.values()):
             entry.kb.warm_up(llm=n == 0)  # the LLM is shared: load it once
@@ -228,14 +241,19 @@ class QAService:
         max_tokens: int | None = None,
         temperature: float | None = None,
         adapter: str | None = None,
+        sampling: Sampling | None = None,
+        instructions: str | None = None,
     ) -> StreamedAnswer:
+        """Retrieve, then stream the answer (see `KnowledgeBase.stream_with_sources`); raises
+        `Busy` when `max_pending` answers are already under way."""
         entry = self._entry(kb)
         if not self._pending.acquire(blocking=False):
             raise Busy(f"{self.max_pending} answers are already being generated or queued; try again shortly")
         try:
             with entry.lock:
                 result, tokens = entry.kb.stream_with_sources(
-                    question, history=list(history or []), max_tokens=max_tokens, temperature=temperature, adapter=adapter
+                    question, history=list(history or []), max_tokens=max_tokens, temperature=temperature, adapter=adapter,
+                    sampling=sampling, instructions=instructions,
                 )
         except BaseException:
             self._pending.release()

@@ -109,6 +109,7 @@ class CheckedStream:
         self._check = check
         self._parts: list[str] = []
         self.result: Grounded | None = done
+        self.prompt: list[str] = []  # the texts the answer is made from (for token counts)
 
     def __iter__(self) -> "CheckedStream":
         return self
@@ -122,6 +123,13 @@ class CheckedStream:
             raise
         self._parts.append(piece)
         return piece
+
+    def finish(self, text: str) -> Grounded | None:
+        """Check `text`, what was sent of an answer whose reader stopped early (at a stop
+        sequence or a token limit), when the stream did not end by itself."""
+        if self.result is None and self._check is not None:
+            self.result = self._check(text)
+        return self.result
 
     def close(self) -> None:
         close = getattr(self._tokens, "close", None)

@@ -30,6 +30,7 @@ class KBRecord:
     overlap_tokens: int
     store_backend: str
     version: int = FORMAT_VERSION
+    created: int | None = None  # Unix time of the first ingest (None in records written before it was kept)
 
     def check_embedder(self, backend: str, model: str, kb_path: Path) -> None:
         if (backend, model) != (self.embedder_backend, self.embedder_model):
@@ -46,6 +47,15 @@ def read_record(kb_path: Path) -> KBRecord | None:
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
     return KBRecord(**data)
+
+
+def created_at(kb_path: Path, record: KBRecord | None) -> int:
+    """When the knowledge base was made: its record's `created`, else the time ``kb.json``
+    was last written, else 0 (no record yet)."""
+    if record is not None and record.created:
+        return record.created
+    path = Path(kb_path) / KB_FILE
+    return int(path.stat().st_mtime) if path.is_file() else 0
 
 
 def write_record(kb_path: Path, record: KBRecord) -> None:

@@ -6,6 +6,7 @@ models and clients load on first use.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -57,12 +58,32 @@ class VectorStore(Protocol):
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Per-request generation options beyond `max_tokens` and `temperature` (None: the
+    backend's default). `top_p` and `seed` matter only when sampling (temperature > 0);
+    `stop` sequences are added to the backend's configured ones, and the text ends before them."""
+
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return self == DEFAULT_SAMPLING
+
+
+DEFAULT_SAMPLING = Sampling()
+
+
 @runtime_checkable
 class LLM(Protocol):
+    """A chat model. `stream` yields the answer's text in pieces as it is generated."""
+
     name: str
 
-    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str: ...
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str: ...
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]: ...
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]: ...
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]: ...
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]: ...

@@ -180,7 +180,7 @@ def test_unknown_kb_is_404(server):
         ({"model": "sample", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
         ({"model": "sample", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "must be the user's question"),
         ({"model": "sample", "messages": [{"role": "user", "content": "   "}]}, "the question is empty"),
-        ({"model": "sample", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n: Input should be less than or equal to 1"),
+        ({"model": "sample", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n: 2 is not supported by this server"),
     ],
 )
 def test_bad_chat_requests_are_422_with_a_clear_message(server, body, mentions):

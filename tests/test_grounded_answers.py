@@ -24,13 +24,13 @@ class ForgingLLM:
     def __init__(self, text: str):
         self.text = text
 
-    def generate(self, messages, *, max_tokens=256, temperature=0.0):
+    def generate(self, messages, *, max_tokens=256, temperature=0.0, sampling=None):
         return self.text
 
-    def stream(self, messages, *, max_tokens=256, temperature=0.0):
+    def stream(self, messages, *, max_tokens=256, temperature=0.0, sampling=None):
         yield from (self.text[:10], self.text[10:])
 
-    def batch(self, conversations, *, max_tokens=256, temperature=0.0):
+    def batch(self, conversations, *, max_tokens=256, temperature=0.0, sampling=None):
         return [self.text for _ in conversations]
 
 

@@ -103,6 +103,22 @@ class TestLLMContract:
         assert 0 < _count(tokenizer, short) <= 5 + 1  # +1: re-tokenising decoded text may split differently
         assert answers[0].startswith(short) and len(answers[0]) > len(short)
 
+    def test_sampling_stop_sequence_ends_the_text_before_it(self, backend, answers):
+        from retrieval.protocols import Sampling
+
+        words = answers[0].split()
+        stop = " " + words[len(words) // 2]
+        expected = answers[0][: answers[0].index(stop)].strip()
+        assert backend.generate(CONVERSATIONS[0], max_tokens=16, sampling=Sampling(stop=(stop,))) == expected
+        assert "".join(backend.stream(CONVERSATIONS[0], max_tokens=16, sampling=Sampling(stop=(stop,)))).strip() == expected
+
+    def test_sampling_seed_repeats_a_sampled_answer(self, backend):
+        from retrieval.protocols import Sampling
+
+        seeded = Sampling(top_p=0.95, seed=5)
+        first, again = (backend.generate(CONVERSATIONS[1], max_tokens=12, temperature=1.5, sampling=seeded) for _ in range(2))
+        assert first == again
+
     def test_stops_at_end_of_turn(self, backend, tokenizer):
         limit = 200
         text = backend.generate(CONVERSATIONS[0], max_tokens=limit)
@@ -241,6 +257,10 @@ def test_openai_backend_trims_with_an_estimate_and_sends_stops():
     request = llm._request(long, max_tokens=50, temperature=0.0, stream=False)
     assert approx_tokens(request["messages"]) <= 250 and request["messages"][1]["content"].endswith("Question?")
     assert request["stop"] == ["\nUser:"] and request["max_tokens"] == 50 and request["model"] == "m"
+    from retrieval.protocols import Sampling
+
+    sampled = llm._request(long[:1], 5, 0.7, False, Sampling(top_p=0.5, seed=3, stop=("END",)))
+    assert sampled["stop"] == ["END", "\nUser:"] and sampled["top_p"] == 0.5 and sampled["seed"] == 3
     assert llm.for_adapter("legal")._request(long[:1], 5, 0.0, False)["model"] == "legal"
     assert llm.for_adapter("base").name == "m"
     assert approx_tokens([{"role": "user", "content": "四个汉字"}]) == 4 + 8

@@ -15,14 +15,14 @@ class CountingLLM:
     def __init__(self):
         self.calls = 0
 
-    def generate(self, messages, *, max_tokens=256, temperature=0.0):
+    def generate(self, messages, *, max_tokens=256, temperature=0.0, sampling=None):
         self.calls += 1
         return f"answer {self.calls}"
 
-    def stream(self, messages, *, max_tokens=256, temperature=0.0):
+    def stream(self, messages, *, max_tokens=256, temperature=0.0, sampling=None):
         yield self.generate(messages)
 
-    def batch(self, conversations, *, max_tokens=256, temperature=0.0):
+    def batch(self, conversations, *, max_tokens=256, temperature=0.0, sampling=None):
         return [self.generate(m) for m in conversations]
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from retrieval.llm.context import approx_tokens, fit_messages, prompt_budget
+from retrieval.protocols import DEFAULT_SAMPLING, Sampling
 
 Message = dict[str, str]
 _MAX_PARALLEL = 8
@@ -73,7 +74,8 @@ class OpenAICompatLLM:
         view._client = self._client
         return view
 
-    def _request(self, messages: Sequence[Message], max_tokens: int, temperature: float, stream: bool) -> dict:
+    def _request(self, messages: Sequence[Message], max_tokens: int, temperature: float, stream: bool, sampling: Sampling | None = None) -> dict:
+        sampling = sampling or DEFAULT_SAMPLING
         budget = prompt_budget(self.max_context_tokens, max_tokens)
         request = {
             "model": self.name,
@@ -82,8 +84,13 @@ class OpenAICompatLLM:
             "temperature": temperature,
             "stream": stream,
         }
-        if self.stop:
-            request["stop"] = list(self.stop)[:4]  # the OpenAI API takes at most 4
+        stops = list(dict.fromkeys([*sampling.stop, *self.stop]))
+        if stops:
+            request["stop"] = stops[:4]  # the OpenAI API takes at most 4 (the request's own first)
+        if sampling.top_p is not None:
+            request["top_p"] = sampling.top_p
+        if sampling.seed is not None:
+            request["seed"] = sampling.seed
         return request
 
     def _call(self, request: dict):
@@ -99,16 +106,16 @@ class OpenAICompatLLM:
         except openai.APIStatusError as exc:
             raise LLMServerError(f"llm.base_url {where}: HTTP {exc.status_code} for model {self.name!r}: {exc.message}") from exc
 
-    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
-        response = self._call(self._request(messages, max_tokens, temperature, stream=False))
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str:
+        response = self._call(self._request(messages, max_tokens, temperature, stream=False, sampling=sampling))
         if not response.choices:
             raise LLMServerError(f"llm.base_url {self.base_url}: the response has no choices")
         return (response.choices[0].message.content or "").strip()
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]:
         import openai
 
-        events = self._call(self._request(messages, max_tokens, temperature, stream=True))
+        events = self._call(self._request(messages, max_tokens, temperature, stream=True, sampling=sampling))
         try:
             for event in events:
                 if event.choices:
@@ -120,9 +127,9 @@ class OpenAICompatLLM:
         finally:
             events.close()
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
         if not conversations:
             return []
         workers = min(_MAX_PARALLEL, len(conversations))
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(lambda m: self.generate(m, max_tokens=max_tokens, temperature=temperature), conversations))
+            return list(pool.map(lambda m: self.generate(m, max_tokens=max_tokens, temperature=temperature, sampling=sampling), conversations))

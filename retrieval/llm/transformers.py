@@ -30,6 +30,7 @@ from retrieval.device import resolve_device
 from retrieval.llm.adapters import AdapterRegistry, AdapterSpec, adapter_view
 from retrieval.llm.context import cut_at_stop, fit_messages, prompt_budget, stream_until_stop
 from retrieval.packaged import PACKAGED_LLM
+from retrieval.protocols import DEFAULT_SAMPLING, Sampling
 
 log = logging.getLogger(__name__)
 Message = dict[str, str]
@@ -197,13 +198,23 @@ class TransformersLLM:
         return self._loaded().model
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Tokens of `text` by the model's tokenizer (loaded alone when the model is not loaded yet)."""
+        tok = self._engine.tokenizer if self._engine is not None else self._tokenizer_only()
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def _tokenizer_only(self):
+        if getattr(self, "_bare_tokenizer", None) is None:
+            from transformers import AutoTokenizer
+
+            self._bare_tokenizer = AutoTokenizer.from_pretrained(self._path(), local_files_only=True, trust_remote_code=self.trust_remote_code)
+        return self._bare_tokenizer
 
     def _has_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def _stops(self) -> tuple[str, ...]:
-        return self.stop if self._has_template() else self.stop + _FALLBACK_STOPS
+    def _stops(self, sampling: Sampling = DEFAULT_SAMPLING) -> tuple[str, ...]:
+        own = self.stop if self._has_template() else self.stop + _FALLBACK_STOPS
+        return own + tuple(s for s in sampling.stop if s and s not in own)
 
     def _stop_ids(self) -> list[int]:
         engine = self._loaded()
@@ -235,45 +246,48 @@ class TransformersLLM:
         fitted = fit_messages(messages, lambda msgs: self.count_tokens(self._render(msgs)), budget)
         return self._render(fitted)
 
-    def _gen_kwargs(self, max_tokens: int, temperature: float) -> dict:
+    def _gen_kwargs(self, max_tokens: int, temperature: float, sampling: Sampling = DEFAULT_SAMPLING) -> dict:
         kwargs = {"max_new_tokens": max_tokens, "eos_token_id": self._stop_ids(), "pad_token_id": self.tokenizer.pad_token_id}
-        if self._stops():
-            kwargs.update(stop_strings=list(self._stops()), tokenizer=self.tokenizer)
+        if stops := self._stops(sampling):
+            kwargs.update(stop_strings=list(stops), tokenizer=self.tokenizer)
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=0.9 if sampling.top_p is None else sampling.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
-        return self.batch([messages], max_tokens=max_tokens, temperature=temperature)[0]
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str:
+        return self.batch([messages], max_tokens=max_tokens, temperature=temperature, sampling=sampling)[0]
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
         if not conversations:
             return []
         import torch
 
+        sampling = sampling or DEFAULT_SAMPLING
         engine = self._loaded()
         tok = engine.tokenizer
         prompts = [self._prompt(m, max_tokens) for m in conversations]
         tok.padding_side = "left"
         with engine.using(self.adapter_spec) as model:
             inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            _seed(sampling)
             with torch.inference_mode():
-                out = model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature))
+                out = model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature, sampling))
         new = out[:, inputs["input_ids"].shape[1] :]
-        return [cut_at_stop(tok.decode(row, skip_special_tokens=True), self._stops()).strip() for row in new]
+        return [cut_at_stop(tok.decode(row, skip_special_tokens=True), self._stops(sampling)).strip() for row in new]
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]:
         import torch
         from transformers import TextIteratorStreamer
 
+        sampling = sampling or DEFAULT_SAMPLING
         engine = self._loaded()
         tok = engine.tokenizer
         prompt = self._prompt(messages, max_tokens)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         errors: list[BaseException] = []
-        kwargs = self._gen_kwargs(max_tokens, temperature)
+        kwargs = self._gen_kwargs(max_tokens, temperature, sampling)
         cancelled = threading.Event()  # set when the consumer stops reading (Stop button, closed client)
         kwargs["stopping_criteria"] = _cancel_criteria(cancelled)
 
@@ -281,6 +295,7 @@ class TransformersLLM:
             try:
                 with engine.using(self.adapter_spec) as model:
                     inputs = tok([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
+                    _seed(sampling)
                     with torch.inference_mode():
                         model.generate(**inputs, streamer=streamer, **kwargs)
             except BaseException as exc:  # surfaced to the caller below
@@ -290,12 +305,21 @@ class TransformersLLM:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         try:
-            yield from (p for p in stream_until_stop(streamer, self._stops()) if p)
+            yield from (p for p in stream_until_stop(streamer, self._stops(sampling)) if p)
         finally:
             cancelled.set()  # also on GeneratorExit: generation ends at the next token
         thread.join()
         if errors:
             raise errors[0]
+
+
+def _seed(sampling: Sampling) -> None:
+    """Seed torch's generator for this request (called with the model's lock held, so that
+    one request's seed gives the same sampled answer each time)."""
+    if sampling.seed is not None:
+        import torch
+
+        torch.manual_seed(sampling.seed)
 
 
 def _cancel_criteria(cancelled: threading.Event):

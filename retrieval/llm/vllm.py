@@ -16,6 +16,7 @@ from pathlib import Path
 from retrieval.llm.adapters import AdapterRegistry, adapter_view
 from retrieval.llm.context import fit_messages, prompt_budget
 from retrieval.packaged import PACKAGED_LLM
+from retrieval.protocols import DEFAULT_SAMPLING, Sampling
 
 Message = dict[str, str]
 _ENGINES: dict[tuple, object] = {}
@@ -97,9 +98,12 @@ class VLLMLLM:
         spec = self.adapter_spec
         return LoRARequest(spec.name, self.registry.int_id(spec), spec.path)
 
-    def _params(self, max_tokens: int, temperature: float):
+    def _params(self, max_tokens: int, temperature: float, sampling: Sampling | None = None):
         vllm, _ = _import_vllm()
-        return vllm.SamplingParams(max_tokens=max_tokens, temperature=temperature, stop=list(self.stop) or None)
+        sampling = sampling or DEFAULT_SAMPLING
+        stops = list(dict.fromkeys([*self.stop, *sampling.stop]))
+        extra = {k: v for k, v in (("top_p", sampling.top_p), ("seed", sampling.seed)) if v is not None}
+        return vllm.SamplingParams(max_tokens=max_tokens, temperature=temperature, stop=stops or None, **extra)
 
     def _fit(self, messages: Sequence[Message], max_tokens: int) -> list[Message]:
         tokenizer = self.engine.get_tokenizer()
@@ -110,17 +114,17 @@ class VLLMLLM:
 
         return fit_messages(messages, count, prompt_budget(self.max_context_tokens, max_tokens))
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
         if not conversations:
             return []
         fitted = [self._fit(m, max_tokens) for m in conversations]
         outputs = self.engine.chat(
-            fitted, self._params(max_tokens, temperature), lora_request=self._lora_request(), use_tqdm=False
+            fitted, self._params(max_tokens, temperature, sampling), lora_request=self._lora_request(), use_tqdm=False
         )
         return [out.outputs[0].text.strip() for out in outputs]
 
-    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
-        return self.batch([messages], max_tokens=max_tokens, temperature=temperature)[0]
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str:
+        return self.batch([messages], max_tokens=max_tokens, temperature=temperature, sampling=sampling)[0]
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
-        yield self.generate(messages, max_tokens=max_tokens, temperature=temperature)
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]:
+        yield self.generate(messages, max_tokens=max_tokens, temperature=temperature, sampling=sampling)

@@ -1,0 +1,41 @@
+"""Who is calling, and may they use this knowledge base: the bearer key (or loopback in
+local-only mode) as a FastAPI dependency, and the read/write check every route makes."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.server.auth import LOCAL, KeyRing, Principal, bearer_token, is_loopback
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from the keys file; none in local-only mode")
+
+
+def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> Principal:
+    keyring: KeyRing = request.app.state.keyring
+    if not keyring.enabled:
+        host = request.client.host if request.client else None
+        if not is_loopback(host):
+            raise HTTPException(403, "this server runs in local-only mode (no API keys configured); only 127.0.0.1 may call it")
+        return LOCAL
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
+    found = keyring.lookup(token)
+    if found is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def need(service, who: Principal, kb: str, write: bool = False) -> None:
+    """403 unless `who` may read (or write) `kb`; then 404 for an unknown name."""
+    if write and not who.can_write(kb):
+        what = "write to" if who.can_read(kb) else "use"
+        raise HTTPException(403, f"key {who.name!r} may not {what} knowledge base {kb!r}")
+    if not who.can_read(kb):
+        raise HTTPException(403, f"key {who.name!r} may not use knowledge base {kb!r}")
+    service.kb(kb)  # 404 for an unknown name, once the caller may know
