@@ -322,3 +322,36 @@ def test_metrics_render_prometheus_text():
     assert 'kbqa_http_request_duration_seconds_bucket{method="POST",route="/v1/retrieve",le="0.05"} 1' in text
     assert 'kbqa_http_request_duration_seconds_bucket{method="POST",route="/v1/retrieve",le="+Inf"} 2' in text
     assert 'kbqa_answers_total{kb="docs",found="false"} 1' in text
+
+
+def test_metrics_of_worker_processes_add_up(tmp_path):
+    from app.server.metrics import Metrics
+
+    one, two = Metrics(tmp_path, worker="1"), Metrics(tmp_path, worker="2")  # as two `--workers` processes
+    one.observe("POST", "/v1/retrieve", 200, 0.03)
+    two.observe("POST", "/v1/retrieve", 200, 3.0)
+    two.observe("GET", "/healthz", 200, 0.001)
+    two.answered("docs", True)
+    for m in (one, two):  # whichever worker answers /metrics gives the totals
+        text = m.render()
+        assert 'kbqa_http_requests_total{method="POST",route="/v1/retrieve",status="200"} 2' in text
+        assert 'kbqa_http_request_duration_seconds_bucket{method="POST",route="/v1/retrieve",le="0.05"} 1' in text
+        assert 'kbqa_http_requests_total{method="GET",route="/healthz",status="200"} 1' in text
+        assert 'kbqa_answers_total{kb="docs",found="true"} 1' in text
+    (tmp_path / "metrics-3.json").write_text("{not json", encoding="utf-8")  # a worker caught mid-write
+    assert 'route="/v1/retrieve",status="200"} 2' in one.render()
+
+
+def test_each_serve_worker_takes_the_max_pending_limit(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    from app.server import ServerConfig
+    from app.server.worker_app import SPEC_ENV, create_app_from_env
+
+    spec = {"kbs": [str(tmp_path / "kb")], "settings": {}, "keys": None, "config": asdict(ServerConfig(ui=False, metrics_dir=str(tmp_path))),
+            "warm_up": False, "max_pending": 3}
+    monkeypatch.setenv(SPEC_ENV, json.dumps(spec))
+    app = create_app_from_env()
+    assert app.state.service.max_pending == 3
+    assert app.state.metrics._shared == tmp_path

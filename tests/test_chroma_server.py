@@ -71,10 +71,14 @@ def test_serve_workers_share_a_knowledge_base_on_a_chroma_server(server_kb, tmp_
         body = {"kb": "railway", "query": QUESTION, "k": 3, "mode": "dense"}
         with httpx.Client(base_url=url, timeout=600) as http:
             answers = [http.post("/v1/retrieve", json=body) for _ in range(3)]
+            # whichever worker answers, /metrics counts every worker's requests
+            counted = [http.get("/metrics").text for _ in range(4)]
     finally:
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+    for text in counted:
+        assert 'kbqa_http_requests_total{method="POST",route="/v1/retrieve",status="200"} 3' in text, text
     expected = [h.as_source() for h in KnowledgeBase(kb_dir, s).retrieve(QUESTION, 3, "dense")]
     assert expected[0]["source"].endswith("timetable_and_fares.html")
     for answer in answers:

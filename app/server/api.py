@@ -35,6 +35,7 @@ class ServerConfig:
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     ui: bool = True
     ui_path: str = "/ui"
+    metrics_dir: str | None = None  # shared by the worker processes of `kbqa serve --workers N`
 
 
 # ---- request bodies (the OpenAI ones are in app.server.openai_format) --------------------
@@ -70,7 +71,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def create_app(service: QAService, keyring: KeyRing | None = None, config: ServerConfig | None = None) -> FastAPI:
     keyring = keyring or KeyRing([])
     config = config or ServerConfig(max_upload_bytes=service.max_upload_bytes)
-    metrics = Metrics()
+    metrics = Metrics(config.metrics_dir)
     app = FastAPI(
         title="kbqa",
         version="0.1.0",
