@@ -29,7 +29,7 @@ def _source_dicts(hits) -> list[dict[str, Any]]:
 
 def answer_with_kb(kb: KnowledgeBase, items: Sequence[QAItem], *, batch_size: int = 8, progress: bool = True) -> list[dict[str, Any]]:
     """Ask each question through retrieval + generation; answers in the form `eval.run.score_records` takes."""
-    bar = tqdm(total=len(items), desc="answering", unit="q", disable=not progress)
+    bar = tqdm(total=len(items), desc="answering", unit="q", disable=None if progress else True)
     try:
         answers = kb.ask_batch([it.question for it in items], batch_size=batch_size, on_done=bar.update)
     finally:
@@ -54,7 +54,7 @@ def rag_prompts(kb: KnowledgeBase, items: Sequence[QAItem], *, progress: bool = 
     from retrieval.prompts import NOT_FOUND, build_messages
 
     out = []
-    for it in tqdm(items, desc="retrieving", unit="q", disable=not progress):
+    for it in tqdm(items, desc="retrieving", unit="q", disable=None if progress else True):
         result, lang, retrieve_ms = kb._prepare(it.question, None, None)
         out.append({
             "id": it.id,
@@ -77,7 +77,7 @@ def answer_closed_book(llm, items: Sequence[QAItem], settings: Settings, *, batc
     """The model alone (no retrieval), as evalscope's general_qa asks it."""
     out: list[dict[str, Any]] = []
     s = settings.llm
-    with tqdm(total=len(items), desc="answering (closed book)", unit="q", disable=not progress) as bar:
+    with tqdm(total=len(items), desc="answering (closed book)", unit="q", disable=None if progress else True) as bar:
         for start in range(0, len(items), batch_size):
             group = items[start : start + batch_size]
             t0 = time.perf_counter()
@@ -126,7 +126,7 @@ def run_mcq(llm, items: Sequence[MCQItem], settings: Settings, *, kb: KnowledgeB
     """Ask each multiple-choice question (with retrieved context when `kb` is given); the model answers
     with a letter, read by `eval.mcq.extract_choice`. Per-item records with ``correct`` in {0, 1}."""
     records: list[dict[str, Any]] = []
-    with tqdm(total=len(items), desc="mcq", unit="q", disable=not progress) as bar:
+    with tqdm(total=len(items), desc="mcq", unit="q", disable=None if progress else True) as bar:
         for start in range(0, len(items), batch_size):
             group = items[start : start + batch_size]
             conversations, sources = [], []

@@ -369,7 +369,10 @@ class KnowledgeBase:
         return outer
 
     def as_langchain_retriever(self, k: int | None = None):
-        from app.langchain_adapter import KnowledgeBaseRetriever
+        try:
+            from app.langchain_adapter import KnowledgeBaseRetriever
+        except ImportError as exc:
+            raise ImportError(f"the LangChain retriever needs langchain-core: pip install 'kbqa[langchain]' ({exc})") from exc
 
         return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k)
 

@@ -59,7 +59,7 @@ def perplexity_of_texts(model, tokenizer, texts: Sequence[str], *, max_length: i
 
     total_nll, total_tokens = 0.0, 0
     device = next(model.parameters()).device
-    for text in tqdm(texts, desc="perplexity", unit="text", disable=not progress):
+    for text in tqdm(texts, desc="perplexity", unit="text", disable=None if progress else True):
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"].to(device)
         if ids.shape[1] < 2:
             continue

@@ -215,7 +215,7 @@ def build_examples(
     examples = []
     previous: list[Hit] = []  # blocks retrieved for earlier questions: fillers for NOT_FOUND prompts
     shared: dict[str, Sequence[Hit]] = {}  # group -> the blocks of its first answerable pair
-    for pair in tqdm(pairs, desc="make-data", unit="pair", disable=not progress):
+    for pair in tqdm(pairs, desc="make-data", unit="pair", disable=None if progress else True):
         split = assignment[pair.group]
         hits = shared.get(pair.group, ())
         if not any(holds(h, pair.key) for h in hits):

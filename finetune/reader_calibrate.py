@@ -37,7 +37,7 @@ def overlaps(prediction: str, answers: Sequence[str]) -> bool:
 def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True) -> list[tuple[float, bool, bool]]:
     """(best span score, answerable, the best span is correct) per item."""
     out = []
-    for item in tqdm(items, desc="calibrating", unit="q", disable=not progress):
+    for item in tqdm(items, desc="calibrating", unit="q", disable=None if progress else True):
         spans = reader.read(item.question, list(item.passages))
         best = spans[0] if spans else None
         score = best.score if best else float("-inf")

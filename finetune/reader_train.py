@@ -123,7 +123,7 @@ def train_reader(cfg: ReaderConfig, progress: bool = True) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     losses = []
     model.train()
-    bar = tqdm(range(steps), desc="reader", unit="step", disable=not progress)
+    bar = tqdm(range(steps), desc="reader", unit="step", disable=None if progress else True)
     for step in bar:
         batch = [rows[(step * cfg.batch_size + i) % len(rows)] for i in range(cfg.batch_size)]
         ids, att = pad_batch([r[0] for r in batch], tok.pad)

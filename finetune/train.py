@@ -361,7 +361,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None) -> dict:
     # 4. the loop: accumulate, clip, step; validate every eval_every steps
     started = time.perf_counter()
     stopped_early = out_of_time = False
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", disable=not cfg.progress)
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", disable=None if cfg.progress else True)
     while state.step < total_steps:
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0

@@ -295,8 +295,8 @@ class Ingestor:
         tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes, self.strip_injections, self.ocr, self.ocr_dpi)
                  for p in planned]
         pool = ParsePool(self.workers, self.file_timeout_s, ahead=max(2, 2 * self.workers))
-        parse_bar = tqdm(total=len(tasks), desc="parsing", unit="file", disable=not self.progress or not tasks, position=0)
-        embed_bar = tqdm(total=0, desc="embedding", unit="chunk", disable=not self.progress or not tasks, position=1)
+        parse_bar = tqdm(total=len(tasks), desc="parsing", unit="file", disable=None if self.progress and tasks else True, position=0)
+        embed_bar = tqdm(total=0, desc="embedding", unit="chunk", disable=None if self.progress and tasks else True, position=1)
         group: list[_Pending] = []
         size = 0
         try:

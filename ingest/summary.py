@@ -78,11 +78,17 @@ class IngestSummary:
         )
         return out
 
-    def render(self) -> str:
+    def failures(self) -> list[str]:
+        """One "PATH: reason" line per file that failed."""
+        return [f"{f.path}: {f.reason}" for f in self.files if f.status == "failed"]
+
+    def render(self, *, with_failures: bool = True) -> str:
+        """The summary for people; `with_failures=False` leaves out the FAILED lines (the CLI prints them on stderr)."""
         lines = []
         for f in self.files:
             if f.status == "failed":
-                lines.append(f"FAILED   {f.path}: {f.reason}")
+                if with_failures:
+                    lines.append(f"FAILED   {f.path}: {f.reason}")
             elif f.status == "skipped":
                 lines.append(f"skipped  {f.path}: {f.reason}")
             elif f.reason:

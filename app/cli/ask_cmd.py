@@ -8,25 +8,28 @@ from pathlib import Path
 
 from app.cli.common import add_settings_flags, fail, print_json, settings_from_args
 
+KB_HELP = "knowledge base directory (built by `ingest`)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrieve", help="show the chunks retrieved for a question")
-    p.add_argument("question")
-    p.add_argument("--kb", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("question", help="the question to retrieve chunks for")
+    p.add_argument("--kb", required=True, help=KB_HELP)
+    p.add_argument("--json", action="store_true", help='print the sources as a JSON list of {"source", "page", "chunk", "score", "text"}')
     add_settings_flags(p, llm=False)
     p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("ask", help="answer a question from the knowledge base, with sources")
-    p.add_argument("question")
-    p.add_argument("--kb", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("question", help="the question to answer")
+    p.add_argument("--kb", required=True, help=KB_HELP)
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"answer", "found", "answer_mode", "grounded", "unsupported", "evidence", "sources", "timings"}')
     p.add_argument("--history", help="JSON file with earlier turns: [{\"role\", \"content\"}, ...]")
     add_settings_flags(p)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("chat", help="interactive chat in the terminal")
-    p.add_argument("--kb", required=True)
+    p.add_argument("--kb", required=True, help=KB_HELP)
     add_settings_flags(p)
     p.set_defaults(func=cmd_chat)
 

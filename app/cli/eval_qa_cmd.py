@@ -32,30 +32,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_qa)
 
     p = sub.add_parser("squad", help="SQuAD / CMRC 2018 json: KB from the paragraphs, EM, F1, ROUGE-L, BLEU-4, gold-paragraph hit@k")
-    p.add_argument("file")
+    p.add_argument("file", help="SQuAD-format json (SQuAD v1.1, CMRC 2018); its paragraphs become the knowledge base")
     p.add_argument("--predictions", help="jsonl of existing answers ({id|question, answer, sources?}): score them, no model")
     _common(p)
     p.set_defaults(func=cmd_squad)
 
     p = sub.add_parser("mcq", help="multiple choice (evalscope general_mcq csv: id,question,A,B,C,D,answer): accuracy")
-    p.add_argument("file")
+    p.add_argument("file", help="csv with columns id,question,A,B,C,D,answer")
     p.add_argument("--kb", help="give the model retrieved context from this knowledge base (default: the model alone)")
     _common(p)
     p.set_defaults(func=cmd_mcq)
 
     p = sub.add_parser("perplexity", help="perplexity of the model (optionally with --adapter) on a .txt or .jsonl file")
-    p.add_argument("file")
+    p.add_argument("file", help=".txt (texts separated by a blank line) or .jsonl (text, messages, or query/question with response/answer)")
     p.add_argument("--limit", type=int, help="score only the first N texts")
     p.add_argument("--max-length", type=int, default=1024, help="tokens per text (longer texts are truncated)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_settings_flags(p, retrieval=False)
     p.set_defaults(func=cmd_perplexity)
 
     p = sub.add_parser("compare", help="metric deltas between two run folders and the items that changed most")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument("--top", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("run_a", help="run folder A (written by eval qa or squad --out)")
+    p.add_argument("run_b", help="run folder B, compared with A")
+    p.add_argument("--top", type=int, default=10, help="how many of the most changed items to list (default 10)")
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
     p.set_defaults(func=cmd_compare)
 
 

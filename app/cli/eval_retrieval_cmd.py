@@ -189,12 +189,12 @@ def run(bench: Benchmark, settings: Settings, *, mode: str | None = None, limit:
     timed = ids
     if latency_sample is not None and mode != "bm25":
         timed = ids[:latency_sample]
-        for qid in tqdm(timed, desc=f"latency ({mode})", unit="q", disable=not progress):
+        for qid in tqdm(timed, desc=f"latency ({mode})", unit="q", disable=None if progress else True):
             started = time.perf_counter()
             kb.search(bench.queries[qid], k_chunks, mode)
             latencies.append((time.perf_counter() - started) * 1000)
         kb.retriever.embedder = _QueryTable(kb.embedder, [bench.queries[q] for q in ids])
-    for qid in tqdm(ids, desc=f"queries ({mode})", unit="q", disable=not progress):
+    for qid in tqdm(ids, desc=f"queries ({mode})", unit="q", disable=None if progress else True):
         started = time.perf_counter()
         result = kb.search(bench.queries[qid], k_chunks, mode)
         if timed is ids:

@@ -1,6 +1,7 @@
 """`ingest PATH... --kb DIR [--json]` and `ingest --remove PATH... --kb DIR`.
 
-Exit code: 0 when every file landed (or was unchanged), 1 when any failed, 2 on usage errors.
+Exit code: 0 when every file landed (or was unchanged), 1 when any failed (each failure on
+stderr as "error: PATH: reason"; the rest of the batch still lands), 2 on usage errors.
 """
 from __future__ import annotations
 
@@ -8,26 +9,28 @@ import argparse
 import logging
 import sys
 
-from app.env import offline
+from app.env import offline, terminal_only_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli.common import add_settings_flags
+    from app.cli.common import add_settings_flags, add_version_flag
 
     parser = argparse.ArgumentParser(prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT; scans and images through OCR) to a knowledge base.")
+    add_version_flag(parser)
     parser.add_argument("paths", nargs="+", help="files or folders (recursive)")
     parser.add_argument("--kb", required=True, help="knowledge base directory (created if missing)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--remove", action="store_true", help="remove these documents from the knowledge base")
     parser.add_argument("--prune", action="store_true", help="also remove documents under the given folders that no longer exist")
     parser.add_argument("--pdf-password", dest="pdf_password", help="password for encrypted PDFs")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (they are shown only on a terminal)")
     add_settings_flags(parser, retrieval=False, llm=False, ingest=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     offline()
+    terminal_only_progress()
     args = build_parser().parse_intermixed_args(argv)
     from app.cli.common import fail, print_json, settings_from_args
     from app.kb import KnowledgeBase
@@ -40,14 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.remove:
             summary = kb.remove(args.paths)
         else:
-            progress = not args.no_progress and sys.stderr.isatty() or not args.json and not args.no_progress
-            summary = kb.ingest(args.paths, progress=progress, password=args.pdf_password, prune=args.prune)
+            summary = kb.ingest(args.paths, progress=not args.no_progress, password=args.pdf_password, prune=args.prune)
     except (EmbedderMismatchError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if args.json:
         print_json(summary.to_dict())
     else:
-        print(summary.render())
+        print(summary.render(with_failures=False))
+    for line in summary.failures():
+        print(f"error: {line}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 

@@ -1,10 +1,14 @@
-"""`kbqa`: ask, retrieve and chat over a knowledge base (more commands register here)."""
+"""`kbqa`: ask, retrieve and chat over a knowledge base (more commands register here).
+
+Exit code: 0 on success; 1 when `doctor` leaves problems (or on an unexpected error);
+2 on usage and input errors ("error: ..." on stderr, from `app.cli.common.fail`).
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 
-from app.env import offline
+from app.env import offline, terminal_only_progress
 
 # each module has register(subparsers) which sets `func` on its parser
 COMMAND_MODULES = [
@@ -17,7 +21,10 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.cli.common import add_version_flag
+
     parser = argparse.ArgumentParser(prog="kbqa", description="Question answering over your documents, offline.")
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -26,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     offline()
+    terminal_only_progress()
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -13,17 +13,28 @@ from pathlib import Path
 
 from app.cli.common import fail, print_json
 
+# `finetune reader` flags that fill ReaderConfig fields of the same meaning (finetune/reader_train.py)
+TRAIN_FLAGS = (
+    ("--lr", float, "peak learning rate (default 8e-4)"),
+    ("--epochs", float, "passes over the training windows (default 1; fractions allowed)"),
+    ("--max-steps", int, "optimizer steps to train; overrides --epochs"),
+    ("--batch-size", int, "windows per step (default 16)"),
+    ("--rank", int, "LoRA rank (default 16; with --init-from, that reader's)"),
+    ("--max-tokens", int, "window length in tokens, question and passage together (128-512, default 320)"),
+    ("--seed", int, "random seed (default 0)"),
+)
+
 
 def register_reader(fsub: argparse._SubParsersAction) -> None:
     d = fsub.add_parser("reader-data", help="span-labelled examples for the extractive reader from a SQuAD-format file")
     d.add_argument("file", help="SQuAD-format JSON (SQuAD v1.1, CMRC 2018)")
     d.add_argument("--out", required=True, help="JSONL of span examples to write")
-    d.add_argument("--lang", choices=["en", "zh"], required=True)
+    d.add_argument("--lang", choices=["en", "zh"], required=True, help="language of the file's questions and passages")
     pick = d.add_mutually_exclusive_group()
     pick.add_argument("--articles", help="article indices, e.g. 0-15 (SQuAD)")
     pick.add_argument("--split", choices=["train", "validation", "test"], help="a paragraph-hash split (70/10/20)")
     d.add_argument("--negatives", type=float, default=0.5, help="share of questions that also get a 'no answer' example on a hard distractor")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="random seed for picking the 'no answer' examples (default 0)")
     d.set_defaults(func=cmd_reader_data)
 
     t = fsub.add_parser("reader", help="train the extractive reader (span head + LoRA on multilingual-e5-small), then calibrate it")
@@ -32,18 +43,18 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="folder for reader.safetensors, reader_config.json, loss.json")
     t.add_argument("--calibrate", action="append", default=[], metavar="FILE[@ARTICLES|@SPLIT]",
                    help="SQuAD-format validation data for the no-answer threshold, e.g. squad.json@16-17 or cmrc.json@validation")
-    for flag, kind in (("--lr", float), ("--epochs", float), ("--max-steps", int), ("--batch-size", int), ("--rank", int), ("--max-tokens", int), ("--seed", int)):
-        t.add_argument(flag, type=kind)
+    for flag, kind, text in TRAIN_FLAGS:
+        t.add_argument(flag, type=kind, help=text)
     t.add_argument("--init-from", metavar="FOLDER", help="a trained reader folder to go on training from")
     t.add_argument("--warmup", type=float, help="share of the steps spent warming up the learning rate")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the training record (and calibration) as one JSON object")
     t.set_defaults(func=cmd_reader)
 
     c = fsub.add_parser("reader-calibrate", help="choose a trained reader's no-answer threshold on validation data")
-    c.add_argument("folder")
+    c.add_argument("folder", help="trained reader folder (written by finetune reader)")
     c.add_argument("--calibrate", action="append", default=[], metavar="FILE[@ARTICLES|@SPLIT]",
                    help="validation data to score; without it, the thresholds are chosen again from the folder's calibration_scores.json")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the thresholds and their scores as one JSON object")
     c.set_defaults(func=cmd_reader_calibrate)
 
 

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the chat UI (/ui) and the REST API (/v1, /docs) over one or more knowledge bases")
     p.add_argument("--kb", action="append", required=True, metavar="[NAME=]DIR", help="a knowledge base directory (repeatable); named after the directory unless NAME= is given")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; another address needs API keys)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--keys", help="API keys file (TOML; default $KB_API_KEYS_FILE; inline keys: $KB_API_KEYS)")
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0, help="largest accepted upload, in MB (default 20)")
     p.add_argument("--max-pending", dest="max_pending", type=int, default=8, help="answers generated or queued at once; more are refused with 503 (default 8)")
