@@ -368,13 +368,21 @@ class KnowledgeBase:
         outer.prompt = stream.prompt
         return outer
 
-    def as_langchain_retriever(self, k: int | None = None):
+    def as_langchain_retriever(self, k: int | None = None, mode: str | None = None):
+        """A LangChain `BaseRetriever` over this knowledge base (``pip install 'kbqa[langchain]'``)."""
         try:
             from app.langchain_adapter import KnowledgeBaseRetriever
         except ImportError as exc:
             raise ImportError(f"the LangChain retriever needs langchain-core: pip install 'kbqa[langchain]' ({exc})") from exc
+        return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k, mode=mode)
 
-        return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k)
+    def as_llamaindex_retriever(self, k: int | None = None, mode: str | None = None):
+        """A LlamaIndex retriever over this knowledge base (``pip install 'kbqa[llamaindex]'``)."""
+        try:
+            from app.llamaindex_adapter import KnowledgeBaseLlamaRetriever
+        except ImportError as exc:
+            raise ImportError(f"the LlamaIndex retriever needs llama-index-core: pip install 'kbqa[llamaindex]' ({exc})") from exc
+        return KnowledgeBaseLlamaRetriever(self, k or self.settings.retrieval.k, mode)
 
 
 def _collection_name(path: Path, url: str | None = None) -> str:

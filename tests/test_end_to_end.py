@@ -91,6 +91,25 @@ def test_langchain_retriever(sample_kb):
     assert isinstance(retriever, BaseRetriever)
     docs = retriever.invoke("How long is the Cloudgate Tunnel?")
     assert len(docs) == 3 and _name(docs[0].metadata["source"]) == "history.md"
+    assert docs[0].id == docs[0].metadata["id"] and docs[0].id
+    bm25 = sample_kb.as_langchain_retriever(k=2, mode="bm25").invoke("Cloudgate Tunnel")
+    expected = sample_kb.retrieve("Cloudgate Tunnel", 2, "bm25")
+    assert [d.id for d in bm25] == [h.chunk.id for h in expected]
+
+
+def test_llamaindex_retriever(sample_kb):
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.retrievers import BaseRetriever
+
+    retriever = sample_kb.as_llamaindex_retriever(k=3)
+    assert isinstance(retriever, BaseRetriever)
+    nodes = retriever.retrieve("How long is the Cloudgate Tunnel?")
+    expected = sample_kb.retrieve("How long is the Cloudgate Tunnel?", 3)
+    assert [n.node.node_id for n in nodes] == [h.chunk.id for h in expected]
+    assert _name(nodes[0].node.metadata["source"]) == "history.md" and "Cloudgate" in nodes[0].node.get_content()
+    assert nodes[0].score == pytest.approx(expected[0].score)
+    dense = sample_kb.as_llamaindex_retriever(k=2, mode="dense").retrieve("Cloudgate Tunnel")
+    assert [n.node.node_id for n in dense] == [h.chunk.id for h in sample_kb.retrieve("Cloudgate Tunnel", 2, "dense")]
 
 
 def test_cli_refuses_a_directory_that_is_not_a_kb(tmp_path):
