@@ -1,6 +1,7 @@
-"""HTML through BeautifulSoup (lxml): scripts, styles and navigation stripped."""
+"""HTML through lxml: scripts, styles and navigation stripped; the declared charset honoured."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ingest.encoding import NotTextError, decode_text
@@ -8,6 +9,10 @@ from ingest.errors import LoadError
 from ingest.loaders.base import Page
 
 _DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "iframe")
+# <meta charset="x"> and <meta http-equiv="Content-Type" content="text/html; charset=x">
+_META_CHARSET = re.compile(rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([a-z0-9._:+-]+)""", re.IGNORECASE)
+_PRESCAN_BYTES = 8192  # browsers look in the first 1024 bytes; long <head>s put it later
+
 _BLOCKS = ("p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section", "article", "pre", "blockquote", "dt", "dd")
 
 
@@ -51,6 +56,7 @@ class _TextTarget:
 
 
 def html_to_text(markup: str) -> str:
+    """The text of an HTML document (already decoded), one line per block element."""
     from lxml import etree
 
     if not markup.strip():
@@ -58,8 +64,8 @@ def html_to_text(markup: str) -> str:
     parser = etree.HTMLParser(target=_TextTarget(), huge_tree=True, recover=True)
     try:
         parser.feed(markup)
-    except ValueError:  # a str with an encoding declaration
-        parser = etree.HTMLParser(target=_TextTarget(), huge_tree=True, recover=True)
+    except ValueError:  # lxml refuses this str (lone surrogates): feed it UTF-8 bytes, said to be UTF-8
+        parser = etree.HTMLParser(target=_TextTarget(), huge_tree=True, recover=True, encoding="utf-8")
         parser.feed(markup.encode("utf-8", "surrogatepass"))
     try:
         return parser.close()
@@ -67,9 +73,17 @@ def html_to_text(markup: str) -> str:
         return ""
 
 
+def declared_charset(data: bytes) -> str | None:
+    """The charset a ``<meta>`` tag near the top of an HTML document declares, or None."""
+    found = _META_CHARSET.search(data[:_PRESCAN_BYTES])
+    return found.group(1).decode("ascii") if found else None
+
+
 def load_html(path: Path, data: bytes) -> list[Page]:
+    """HTML bytes to one page of text. The encoding: a BOM, else the declared ``<meta>``
+    charset when the bytes fit it, else detection as for plain text (`decode_text`)."""
     try:
-        markup, _ = decode_text(data)
+        markup, _ = decode_text(data, declared=declared_charset(data))
     except NotTextError as exc:
         raise LoadError(path, str(exc)) from exc
     return [Page(html_to_text(markup))]

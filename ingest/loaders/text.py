@@ -1,4 +1,4 @@
-"""Plain text with encoding detection (UTF-8, BOMs, GB18030/GBK, best guess)."""
+"""Plain text with encoding detection (BOMs, UTF-8, mixed UTF-8/GBK lines, charset-normalizer)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,7 @@ from ingest.loaders.base import Page
 
 
 def load_text(path: Path, data: bytes) -> list[Page]:
+    """Text bytes to one page; LoadError naming the file for binary or undecodable bytes."""
     try:
         text, _ = decode_text(data)
     except NotTextError as exc:
