@@ -5,10 +5,11 @@ priority: defaults, a TOML file, environment variables, explicit overrides
 (CLI flags). It is then passed down; no module reads settings at import time.
 
 Environment variables: ``KBQA_<SECTION>__<FIELD>``, e.g. ``KBQA_LLM__MODEL=/models/qwen``
-or ``KBQA_RETRIEVAL__K=8``. The config file is ``$KBQA_CONFIG`` or the path given.
+or ``KBQA_RETRIEVAL__K=8``; lists and tables as JSON, e.g. ``KBQA_LLM__STOP='["</s>"]'``. The config file is ``$KBQA_CONFIG`` or the path given.
 """
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -179,7 +180,7 @@ class Settings(_Section):
                 dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
                 if dotted.split(".")[0] not in cls.model_fields:
                     continue  # another kbqa variable (e.g. KBQA_SERVE_WORKER_SPEC), not a setting
-                _set_dotted(data, dotted, value)
+                _set_dotted(data, dotted, _env_value(key, value))
         for dotted, value in (overrides or {}).items():
             if value is not None:
                 _set_dotted(data, dotted, value)
@@ -201,6 +202,17 @@ class Settings(_Section):
 
 class SettingsError(ValueError):
     pass
+
+
+def _env_value(name: str, value: str) -> Any:
+    """An environment variable's value: JSON for a list or a table (``KBQA_LLM__STOP='["</s>"]'``),
+    else the string (pydantic converts numbers and booleans)."""
+    if value.strip()[:1] not in ("[", "{"):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not valid JSON for a list or table ({exc})") from exc
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

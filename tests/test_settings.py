@@ -47,3 +47,25 @@ def test_auto_adapter_is_the_shipped_one_only_for_the_packaged_model():
     assert resolve_adapter("auto", "/models/qwen", "transformers") is None
     assert resolve_adapter("auto", "smollm2", "openai") is None
     assert resolve_adapter("base", "smollm2", "transformers") == "base"
+
+
+def test_lists_and_tables_from_the_environment():
+    s = Settings.load(env={"KBQA_LLM__STOP": '["</s>", "\\nUser:"]', "KBQA_RETRIEVAL__K": "8"})
+    assert s.llm.stop == ["</s>", "\nUser:"] and s.retrieval.k == 8
+    with pytest.raises(SettingsError, match="KBQA_LLM__STOP: not valid JSON"):
+        Settings.load(env={"KBQA_LLM__STOP": "[oops"})
+
+
+def test_retrieval_k_from_the_environment_reaches_the_retrieve_route(sample_kb_dir):
+    import httpx
+
+    from app.server import ServerConfig, build_app
+    from app.service import QAService
+    from live_server import running
+
+    settings = Settings.load(env={"KBQA_RETRIEVAL__K": "2"})
+    service = QAService.open([f"sample={sample_kb_dir}"], settings)
+    with running(build_app(service, config=ServerConfig(ui=False))) as url:
+        default = httpx.post(f"{url}/v1/retrieve", json={"kb": "sample", "query": "Cloudgate Tunnel"}, timeout=300).json()
+        asked = httpx.post(f"{url}/v1/retrieve", json={"kb": "sample", "query": "Cloudgate Tunnel", "k": 4}, timeout=300).json()
+    assert len(default["results"]) == 2 and len(asked["results"]) == 4

@@ -43,7 +43,7 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kb: str = Field(min_length=1)
     query: str = Field(min_length=1, max_length=4000)
-    k: int = Field(5, ge=1, le=50)
+    k: int | None = Field(None, ge=1, le=50, description="passages to return; default: the server's retrieval.k")
     mode: Literal["dense", "bm25", "hybrid"] | None = None
 
 
