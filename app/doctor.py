@@ -22,7 +22,7 @@ from ingest.lock import KBLock, KBLockedError
 from ingest.manifest import Manifest
 from ingest.pipeline import reconcile
 from retrieval.bm25 import BM25Index
-from retrieval.kbdir import KB_FILE, read_record
+from retrieval.kbdir import KB_FILE, KBLayout, read_record
 from retrieval.stores import make_store
 
 _SHOW = 5  # ids shown per problem
@@ -61,8 +61,10 @@ def _parts(kb_path: Path, settings: Settings):
     if record is None:
         raise NotAKnowledgeBase(f"{kb_path}: not a knowledge base (no {KB_FILE})")
     s = settings.store
-    store = make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection="kbqa", faiss_options=s.faiss_options(), chroma_ef_search=s.chroma_ef_search)
-    return Manifest(kb_path / "manifest.sqlite"), store, BM25Index(kb_path / "bm25")
+    layout = KBLayout(kb_path)
+    store = make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection=layout.collection(s.chroma_url),
+                       faiss_options=s.faiss_options(), chroma_ef_search=s.chroma_ef_search)
+    return Manifest(layout.manifest), store, BM25Index(layout.bm25)
 
 
 def _few(ids) -> str:
@@ -110,7 +112,7 @@ def check(kb_path: str | Path, settings: Settings | None = None) -> DoctorReport
                 report.problems.append(f"{len(lacking)} chunks in the manifest are missing from the BM25 index: {_few(lacking)}")
             if stray:
                 report.problems.append(f"{len(stray)} chunks in the BM25 index are not in the manifest: {_few(stray)}")
-        temps = [p for d in (kb_path, kb_path / "bm25") if d.is_dir() for p in d.glob(".*.json.*")]
+        temps = [p for d in (kb_path, KBLayout(kb_path).bm25) if d.is_dir() for p in d.glob(".*.json.*")]
         if temps:
             report.problems.append(f"{len(temps)} half-written temporary files left by an interrupted write: {', '.join(p.name for p in temps)}")
     finally:
@@ -128,8 +130,8 @@ def repair(kb_path: str | Path, settings: Settings | None = None) -> DoctorRepor
         try:
             bm25.ids()
         except (OSError, ValueError):
-            (kb_path / "bm25" / "tokens.json").unlink(missing_ok=True)
-            bm25 = BM25Index(kb_path / "bm25")
+            (KBLayout(kb_path).bm25 / "tokens.json").unlink(missing_ok=True)
+            bm25 = BM25Index(KBLayout(kb_path).bm25)
             done.append("removed the unreadable BM25 index (rebuilt from the vector store below)")
         try:
             fixed = reconcile(manifest, store, bm25)

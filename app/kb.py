@@ -21,7 +21,7 @@ from pathlib import Path
 from app.answer_cache import AnswerCache, cache_key, manifest_state
 from app.answerer import Answerer, to_answer
 from app.settings import Settings
-from ingest.embed_cache import CACHE_FILE, EmbedCache
+from ingest.embed_cache import EmbedCache
 from ingest.lock import KBLock
 from ingest.manifest import Manifest
 from ingest.pipeline import Ingestor
@@ -29,7 +29,7 @@ from ingest.summary import IngestSummary
 from retrieval.bm25 import BM25Index
 from app.embedder_choice import ENGLISH, choose_embedder
 from retrieval.embedders import make_embedder, model_name
-from retrieval.kbdir import KBRecord, read_record, write_record
+from retrieval.kbdir import KBLayout, KBRecord, read_record, write_record
 from retrieval.lang import detect_language
 from retrieval.llm import make_llm
 from retrieval.answering import CheckedStream, Grounded
@@ -44,6 +44,7 @@ Message = dict[str, str]
 class KnowledgeBase:
     def __init__(self, path: str | Path, settings: Settings | None = None, *, llm: LLM | None = None, reader=None):
         self.path = Path(path)
+        self.layout = KBLayout(self.path)  # every path of the directory, and its collection name
         self.settings = settings or Settings()
         self._llm = llm
         self._reader = reader  # the extractive reader (retrieval/readers), shared like the LLM
@@ -93,21 +94,21 @@ class KnowledgeBase:
             self.path,
             dim,
             url=s.chroma_url,
-            collection=_collection_name(self.path, s.chroma_url),
+            collection=self.layout.collection(s.chroma_url),
             faiss_options=s.faiss_options(),
             chroma_ef_search=s.chroma_ef_search,
         )
 
     @cached_property
     def keyword_index(self) -> BM25Index:
-        index = BM25Index(self.path / "bm25")
+        index = BM25Index(self.layout.bm25)
         if index.stale:  # built by an older tokenizer: re-tokenize from the stored chunk texts
             index.retokenize(self.store.get)
         return index
 
     @cached_property
     def manifest(self) -> Manifest:
-        return Manifest(self.path / "manifest.sqlite")
+        return Manifest(self.layout.manifest)
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -154,7 +155,7 @@ class KnowledgeBase:
             strip_injections=i.strip_injections,
             ocr=i.ocr,
             ocr_dpi=i.ocr_dpi,
-            embed_cache=EmbedCache(self.path / CACHE_FILE) if i.reuse_embeddings else None,
+            embed_cache=EmbedCache(self.layout.embed_cache) if i.reuse_embeddings else None,
         )
 
     def _ensure_record(self) -> None:
@@ -383,14 +384,3 @@ class KnowledgeBase:
         except ImportError as exc:
             raise ImportError(f"the LlamaIndex retriever needs llama-index-core: pip install 'kbqa[llamaindex]' ({exc})") from exc
         return KnowledgeBaseLlamaRetriever(self, k or self.settings.retrieval.k, mode)
-
-
-def _collection_name(path: Path, url: str | None = None) -> str:
-    """Embedded Chroma: one collection per directory. A Chroma server holds many knowledge
-    bases: one collection each, named after the knowledge base's directory, so that every
-    worker that opens the same directory (or a copy of it with the same name) shares it."""
-    if not url:
-        return "kbqa"
-    import re
-
-    return "kbqa-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).resolve().name).strip("-._") or "kb")

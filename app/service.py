@@ -26,7 +26,6 @@ from retrieval.protocols import LLM, Sampling
 from retrieval.types import Hit
 
 log = logging.getLogger("kbqa.service")
-UPLOAD_DIR = "uploads"
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 Message = dict[str, str]
@@ -285,7 +284,7 @@ class QAService:
             name = check_upload(filename, data, content_type, self.max_upload_bytes)
         except UploadRejected as exc:
             return UploadResult(exc.name, "rejected", reason=exc.reason, http_status=exc.status)
-        folder = entry.kb.path / UPLOAD_DIR
+        folder = entry.kb.layout.uploads
         target = folder / name
         with entry.lock:
             folder.mkdir(parents=True, exist_ok=True)
@@ -323,10 +322,29 @@ class QAService:
             failed = [f for f in summary.files if f.status == "failed"]
             if failed:
                 raise RuntimeError(f"{doc['source']}: {failed[0].reason}")
-            uploaded = (entry.kb.path / UPLOAD_DIR / Path(doc["source"]).name).resolve()
+            uploaded = (entry.kb.layout.uploads / Path(doc["source"]).name).resolve()
             if uploaded.is_file() and str(uploaded) == str(Path(doc["source"]).resolve()):
                 uploaded.unlink()
         return {"source": doc["source"], "chunks_removed": summary.chunks_removed}
+
+    # ---- the chat UI's source viewer --------------------------------------------------
+    def source_document(self, kb: str, source: str, chunk: int, *, before: int = 1, after: int = 8) -> dict:
+        """A cited document of `kb`, for showing a passage in place: ``{"source", "path" (its
+        file, None when gone), "chunks" (chunks `chunk - before` .. `chunk + after`, in order)}``.
+
+        `source` must be one of `kb`'s documents (its citation path): raises `UnknownDocument`
+        otherwise, so that no other file is ever opened. The caller checks the user's rights."""
+        entry = self._entry(kb)
+        if entry.kb.record is None:
+            raise UnknownDocument(kb, source)
+        with entry.lock:
+            record = entry.kb.manifest.find_by_source(source)
+            if record is None:
+                raise UnknownDocument(kb, source)
+            lo = max(0, int(chunk) - before)
+            chunks = entry.kb.store.get(record.chunk_ids[lo : max(lo, int(chunk) + after + 1)])
+        path = Path(record.key)
+        return {"source": record.source, "path": path if path.is_file() else None, "chunks": sorted(chunks, key=lambda c: c.chunk)}
 
 
 def sources_payload(hits: Sequence[Hit]) -> list[dict]:

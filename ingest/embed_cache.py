@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.kbdir import EMBED_CACHE_FILE
+
 log = logging.getLogger(__name__)
 
-CACHE_FILE = "embed_cache.sqlite"
+CACHE_FILE = EMBED_CACHE_FILE  # the file name in a knowledge base (retrieval.kbdir.KBLayout)
 SCHEMA_VERSION = 1
 _BATCH = 500  # SQL parameters per statement (SQLite's limit is 32,766 since 3.32)
 

@@ -14,9 +14,10 @@ import os
 import time
 from pathlib import Path
 
+from retrieval.kbdir import LOCK_FILE
+
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".lock"
 
 
 class KBLockedError(ValueError):

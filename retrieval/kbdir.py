@@ -9,12 +9,58 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KB_FILE = "kb.json"
+MANIFEST_FILE = "manifest.sqlite"
+BM25_DIR = "bm25"
+EMBED_CACHE_FILE = "embed_cache.sqlite"
+UPLOADS_DIR = "uploads"
+LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KBLayout:
+    """Every path of a knowledge base directory, and its Chroma collection name, in one place
+    (docs/ARCHITECTURE.md, "A knowledge base on disk")."""
+
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / KB_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def bm25(self) -> Path:
+        return self.root / BM25_DIR
+
+    @property
+    def embed_cache(self) -> Path:
+        return self.root / EMBED_CACHE_FILE
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / UPLOADS_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def collection(self, chroma_url: str | None = None) -> str:
+        """Embedded Chroma: one collection per directory ("kbqa"). A Chroma server holds many
+        knowledge bases: one collection each, named after the directory, so that every worker
+        that opens the same directory (or a copy of it with the same name) shares it."""
+        if not chroma_url:
+            return "kbqa"
+        return "kbqa-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", self.root.resolve().name).strip("-._") or "kb")
 
 
 class EmbedderMismatchError(ValueError):

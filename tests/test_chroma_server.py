@@ -113,3 +113,13 @@ def _wait_healthy(url: str, proc, log_path, timeout_s: float = 300.0) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"kbqa serve did not answer within {timeout_s:.0f} s: {log_path.read_text(errors='replace')[-3000:]}")
+
+
+def test_doctor_checks_the_knowledge_base_on_the_chroma_server(server_kb):
+    from app.doctor import check
+    from app.kb import KnowledgeBase
+
+    kb_dir, s = server_kb
+    report = check(kb_dir, s)  # the collection named after the directory, not the embedded default
+    assert report.problems == [], report.problems
+    assert report.chunks == KnowledgeBase(kb_dir, s).store.count() > 0 and report.documents > 0
