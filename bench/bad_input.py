@@ -89,6 +89,32 @@ def _generated(folder: Path) -> list[tuple[str, Path]]:
     (folder / "loop_a.md").symlink_to(folder / "loop_b.md")
     (folder / "loop_b.md").symlink_to(folder / "loop_a.md")
     out.append(("file symlink loop", folder / "loop_a.md"))
+    return out + _hostile(folder)
+
+
+def _hostile(folder: Path) -> list[tuple[str, Path]]:
+    """Issue #22's hostile inputs (generators in tests/hostile_inputs.py), written into `folder`."""
+    from tests import hostile_inputs as H
+
+    secret = folder / "outside_secret.txt.off"  # an extension discovery ignores: only the entity points at it
+    secret.write_text("kbqa-secret-must-not-be-indexed\n", encoding="utf-8")
+    files = {
+        "DOCX zip bomb (3.5 GiB member in 3.6 MB)": ("zip_bomb.docx", H.docx_zip_bomb),
+        "DOCX billion laughs (10^10 entity expansion)": ("laughs.docx", H.docx_billion_laughs),
+        "DOCX external entity (file:// a local file)": ("xxe.docx", lambda: H.docx_external_entity(str(secret))),
+        "PDF self-referencing page tree": ("self_pages.pdf", H.pdf_self_referencing),
+        "PDF with 100,000 empty pages": ("many_pages.pdf", H.pdf_many_pages),
+        "PDF 100,000 pages, /Count says 1": ("lying_count.pdf", lambda: H.pdf_many_pages(declared=1)),
+        "PNG bomb 10,000 x 10,000 (100 KB)": ("bomb.png", H.png_bomb),
+        "PNG header declaring 100,000 x 100,000": ("declared_huge.png", lambda: H.png_bomb(100_000, 100_000, real=False)),
+    }
+    out = []
+    for case, (name, make) in files.items():
+        (folder / name).write_bytes(make())
+        out.append((case, folder / name))
+    with open(folder / "huge.txt", "wb") as f:
+        f.truncate(1 << 30)  # sparse
+    out.append(("1 GiB text file (sparse)", folder / "huge.txt"))
     return out
 
 

@@ -1,4 +1,9 @@
-"""Expand the paths given to `ingest` into document files, reporting what cannot be used."""
+"""Expand the paths given to `ingest` into document files, reporting what cannot be used.
+
+Inside a folder given to `ingest`, symbolic links are followed only while they stay inside
+that folder: a link to a file or folder elsewhere is reported and not followed (so a link to
+``/`` cannot make ingest walk the whole disk). Files and folders named directly are allowed.
+"""
 from __future__ import annotations
 
 import errno
@@ -27,14 +32,19 @@ def discover(paths: list[str | Path]) -> Discovery:
             found.problems.append((str(raw), reason))
             continue
         if path.is_file():
-            _add(found, seen, path)
+            _add(found, seen, path, None)
             continue
         if not path.is_dir():
             found.problems.append((str(raw), "not a regular file or directory"))
             continue
         before = len(found.files)
+        base = path.resolve()
         visited: set[tuple[int, int]] = set()
         for root, dirs, names in os.walk(path, followlinks=True):
+            if not Path(root).resolve().is_relative_to(base):
+                found.skipped.append((root, f"symlinked directory outside the ingested folder ({Path(root).resolve()}); not followed"))
+                dirs[:] = []
+                continue
             st = os.stat(root)
             if (st.st_dev, st.st_ino) in visited:  # a symlink loop
                 found.skipped.append((root, "directory already visited (symlink loop)"))
@@ -47,7 +57,7 @@ def discover(paths: list[str | Path]) -> Discovery:
                     continue
                 file = Path(root) / name
                 if file.suffix.lower() in exts:
-                    _add(found, seen, file)
+                    _add(found, seen, file, base)
                 else:
                     found.skipped.append((str(file), f"unsupported file type {file.suffix or '(no extension)'!r}"))
         if len(found.files) == before:
@@ -55,7 +65,8 @@ def discover(paths: list[str | Path]) -> Discovery:
     return found
 
 
-def _add(found: Discovery, seen: set[Path], path: Path) -> None:
+def _add(found: Discovery, seen: set[Path], path: Path, base: Path | None) -> None:
+    """Add `path` once (by its resolved path); inside a folder `base`, only if it resolves inside it."""
     try:
         resolved = path.resolve(strict=True)
     except RuntimeError:  # Python's own symlink-loop error
@@ -64,6 +75,9 @@ def _add(found: Discovery, seen: set[Path], path: Path) -> None:
     except OSError as exc:
         reason = "symlink loop (too many levels of symbolic links)" if exc.errno == errno.ELOOP else f"cannot resolve path: {exc}"
         found.problems.append((str(path), reason))
+        return
+    if base is not None and not resolved.is_relative_to(base):
+        found.problems.append((str(path), f"symlink points outside the ingested folder ({resolved}); not followed"))
         return
     if resolved not in seen:
         seen.add(resolved)

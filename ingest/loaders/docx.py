@@ -1,4 +1,7 @@
-"""DOCX through python-docx: paragraphs and tables, in document order."""
+"""DOCX through python-docx: paragraphs and tables, in document order.
+
+The archive is checked first (`ingest.loaders.zipguard`): zip bombs and XML parts with a
+DOCTYPE (entity expansion, external entities) are refused before python-docx opens them."""
 from __future__ import annotations
 
 import io
@@ -7,15 +10,18 @@ from pathlib import Path
 
 from ingest.errors import LoadError
 from ingest.loaders.base import Page
+from ingest.loaders.zipguard import check_archive
 
 
 def load_docx(path: Path, data: bytes) -> list[Page]:
+    """The text of a DOCX as one page; LoadError for a corrupt, truncated or hostile archive."""
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise LoadError(path, "corrupt or truncated DOCX (not a zip archive)")
+    check_archive(path, data, "DOCX").close()
     try:
         document = docx.Document(io.BytesIO(data))
     except (KeyError, zipfile.BadZipFile, ValueError) as exc:

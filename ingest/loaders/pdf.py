@@ -1,6 +1,9 @@
 """PDF: the text layer through pypdf (pypdfium2 when pypdf cannot read the file), one Page per
 PDF page with its number; pages without a usable text layer are read with OCR
-(`ingest.page_ocr`, setting ``ingest.ocr``)."""
+(`ingest.page_ocr`, setting ``ingest.ocr``).
+
+The page tree is walked first, bounded: a cyclic tree (a /Pages node among its own /Kids) and
+a document of more than `MAX_PAGES` pages are refused before any page is read."""
 from __future__ import annotations
 
 import io
@@ -9,6 +12,55 @@ from pathlib import Path
 
 from ingest.errors import LoadError
 from ingest.loaders.base import Page
+
+MAX_PAGES = 5_000  # more pages fail at once (the text and OCR of each would take hours)
+_MAX_TREE_NODES = 4 * MAX_PAGES  # intermediate /Pages nodes included
+
+
+def _too_many(path: Path, n: int | str) -> LoadError:
+    return LoadError(path, f"PDF has {n} pages (limit {MAX_PAGES:,}, ingest.loaders.pdf.MAX_PAGES)", "split the document")
+
+
+def check_page_tree(path: Path, reader) -> int:
+    """Count the leaf pages of `reader`'s page tree without flattening it; LoadError for a cycle,
+    for more than `MAX_PAGES` pages (declared or found) or for a tree of too many nodes.
+    A malformed tree raises PdfReadError (the caller then tries pypdfium2)."""
+    from pypdf.errors import PdfReadError
+
+    try:
+        return _walk_page_tree(path, reader)
+    except (AttributeError, TypeError) as exc:
+        raise PdfReadError(f"malformed page tree: {exc}") from exc
+
+
+def _walk_page_tree(path: Path, reader) -> int:
+    from pypdf.generic import IndirectObject
+
+    root = reader.trailer["/Root"].get_object()["/Pages"]
+    top = root.get_object()
+    declared = top.get("/Count", 0)
+    if isinstance(declared, int) and declared > MAX_PAGES:
+        raise _too_many(path, f"{declared:,} (declared)")
+    stack = [(root, ())]
+    pages = nodes = 0
+    while stack:
+        ref, ancestors = stack.pop()
+        key = (ref.idnum, ref.generation) if isinstance(ref, IndirectObject) else None
+        if key is not None and key in ancestors:
+            raise LoadError(path, f"PDF page tree is cyclic (object {key[0]} is among its own /Kids)")
+        nodes += 1
+        if nodes > _MAX_TREE_NODES:
+            raise LoadError(path, f"PDF page tree has more than {_MAX_TREE_NODES:,} nodes (limit from MAX_PAGES {MAX_PAGES:,})")
+        node = ref.get_object()
+        kids = node.get("/Kids") if hasattr(node, "get") else None
+        if kids is None:
+            pages += 1
+            if pages > MAX_PAGES:
+                raise _too_many(path, f"more than {MAX_PAGES:,}")
+            continue
+        inner = ancestors + ((key,) if key is not None else ())
+        stack.extend((kid, inner) for kid in reversed(kids.get_object()))
+    return pages
 
 
 def _pypdf_texts(path: Path, data: bytes, password: str | None) -> list[str]:
@@ -26,14 +78,17 @@ def _pypdf_texts(path: Path, data: bytes, password: str | None) -> list[str]:
             if password:
                 raise LoadError(path, "wrong PDF password", "check the value given with --pdf-password")
             raise LoadError(path, "PDF is password-protected", "supply the password with --pdf-password")
+    check_page_tree(path, reader)
     return [page.extract_text() or "" for page in reader.pages]
 
 
-def _pdfium_texts(data: bytes, password: str | None) -> list[str]:
+def _pdfium_texts(path: Path, data: bytes, password: str | None) -> list[str]:
     import pypdfium2 as pdfium
 
     pdf = pdfium.PdfDocument(data, password=password)
     try:
+        if len(pdf) > MAX_PAGES:
+            raise _too_many(path, f"{len(pdf):,}")
         return [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
     finally:
         pdf.close()
@@ -53,7 +108,9 @@ def text_layer(path: Path, data: bytes, password: str | None = None) -> list[str
         raise LoadError(path, "PDF is password-protected", "supply the password with --pdf-password") from exc
     except (PdfReadError, ValueError, KeyError, OSError, RecursionError) as first:
         try:
-            return _pdfium_texts(data, password)
+            return _pdfium_texts(path, data, password)
+        except LoadError:
+            raise
         except Exception:
             raise LoadError(path, f"corrupt or truncated PDF: {first}") from first
 
