@@ -2,7 +2,9 @@
 
 Signs in with an API key, asks a question from the sample QA set, watches the answer
 grow token by token, checks the cited source, uploads a document in the admin tab and
-finds it listed; a read-only user sees no admin tab. Screenshots go to the test's tmp
+finds it listed; a read-only user sees no admin tab. Conversations survive a reload and
+are listed; "New chat" starts another and the list reopens the old one; the source viewer
+shows a Markdown passage marked in its text and a PDF passage boxed on its page. Screenshots go to the test's tmp
 dir (set KBQA_SCREENSHOT_TO_DOCS=1 to also refresh docs/screenshot-chat.png).
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ CHROMIUM = os.environ.get("KBQA_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
 KEYS = {"admin": "admin-token-123456", "reader": "reader-token-123456"}
 QUESTION = next(q for q in load_qa() if q["source"] == "history.md")
+PDF_QUESTION = next(q for q in load_qa() if q["source"] == "stations_guide.pdf" and q.get("page") == 2)
+ZH_QUESTION = next(q for q in load_qa() if q["source"] == "safety_rules.txt" and "风速" in q["query"])
 WAIT_MS = 300_000  # generous: the CPU is shared; no assertion depends on time
 
 pytestmark = pytest.mark.skipif(
@@ -117,6 +121,7 @@ def test_chat_streams_a_cited_answer(browser, server, tmp_path):
         shutil.copy(shot, ROOT / "docs" / "screenshot-chat.png")
     page.click("#clear")
     page.wait_for_function("q => !document.querySelector('#chatbot').innerText.includes(q)", arg=QUESTION["query"])
+    assert page.input_value("#past input") == ""  # cleared: gone from the list of conversations too
     page.close()
 
 
@@ -148,4 +153,85 @@ def test_read_only_user_sees_no_admin_tab(browser, server):
     assert page.get_by_role("tab", name="Chat").is_visible()
     assert page.get_by_role("tab", name="Admin").count() == 0 or not page.get_by_role("tab", name="Admin").is_visible()
     assert not page.locator("#kb-select").is_visible()  # one readable knowledge base: no selector
+    page.close()
+
+
+SHOWS = "([sel, text]) => { const el = document.querySelector(sel); return !!el && el.innerText.includes(text); }"
+LACKS = "([sel, text]) => { const el = document.querySelector(sel); return !!el && !el.innerText.includes(text); }"
+
+
+def ask(page, question):
+    page.fill("#question textarea", question)
+    page.click("#send")
+    page.wait_for_function(SHOWS, arg=["#chatbot", question])
+    page.wait_for_function(SHOWS, arg=["#chatbot", "Sources:"])
+
+
+def choose(page, dropdown, text):
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
+def test_conversations_survive_a_reload_and_sources_open_in_the_viewer(browser, server, tmp_path):
+    page = sign_in(browser, server, "reader")  # a fresh browser context: nothing stored yet
+    assert page.input_value("#past input") == ""
+    ask(page, QUESTION["query"])
+    page.wait_for_function("([sel, v]) => document.querySelector(sel).value === v", arg=["#past input", QUESTION["query"]])
+
+    page.evaluate(OBSERVE)  # Retry: the answer is made again, and replaces the first one in the conversation
+    page.click("#retry")
+    page.wait_for_function("() => window.__snaps.some(t => !t.includes('Sources:'))")
+    page.wait_for_function(SHOWS, arg=["#chatbot", "Sources:"])
+    assert page.inner_text("#chatbot").count(QUESTION["query"]) == 1
+    page.wait_for_function("([sel, v]) => document.querySelector(sel).value === v", arg=["#past input", QUESTION["query"]])  # one question, not two
+
+    # the source viewer: a Markdown source, its passage marked within its document's text
+    choose(page, "#source-pick", QUESTION["source"])
+    page.wait_for_function(SHOWS, arg=["#source-note", "the passage is highlighted"])
+    page.locator("#source-html mark").first.wait_for()
+    marked = " ".join(page.locator("#source-html mark").all_inner_texts())
+    assert QUESTION["key"] in marked  # the cited passage holds the answer ...
+    assert len(page.inner_text("#source-html #source-text")) > len(marked)  # ... shown within its neighbouring text
+
+    page.reload()  # the conversation is still there, and listed
+    page.wait_for_selector("#question textarea")
+    page.wait_for_function(SHOWS, arg=["#chatbot", QUESTION["query"]])
+    page.wait_for_function(SHOWS, arg=["#chatbot", "Sources:"])
+    assert "quoted from the sources" in page.inner_text("#chatbot")  # the verdict line, restored
+    page.wait_for_function("([sel, v]) => document.querySelector(sel).value === v", arg=["#past input", QUESTION["query"]])
+
+    page.click("#new-chat")
+    page.wait_for_function(LACKS, arg=["#chatbot", QUESTION["query"]])
+    ask(page, PDF_QUESTION["query"])
+    assert QUESTION["query"] not in page.inner_text("#chatbot")  # a conversation of its own
+
+    # a PDF source: its page rendered, the passage's lines boxed
+    choose(page, "#source-pick", f"{PDF_QUESTION['source']}, p. {PDF_QUESTION['page']}")
+    page.wait_for_function(SHOWS, arg=["#source-note", f"page {PDF_QUESTION['page']} of 4: the passage is highlighted"])
+    page.wait_for_function("() => { const i = document.querySelector('#source-image img'); return !!i && i.complete && i.naturalWidth > 500; }")
+    page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+
+    choose(page, "#past", QUESTION["query"])  # reopen the first conversation: display, history and sources
+    page.wait_for_function(SHOWS, arg=["#chatbot", QUESTION["query"]])
+    page.wait_for_function(LACKS, arg=["#chatbot", PDF_QUESTION["query"]])
+    page.locator("#past input").click()
+    listed = page.get_by_role("option").all_inner_texts()
+    assert [t.replace("✓", "").strip() for t in listed][:2] == [PDF_QUESTION["query"], QUESTION["query"]]  # newest first
+    page.keyboard.press("Escape")
+    choose(page, "#source-pick", QUESTION["source"])
+    page.wait_for_function(SHOWS, arg=["#source-html", QUESTION["key"]])
+
+    page.reload()  # the reopened conversation is the one a reload shows
+    page.wait_for_function(SHOWS, arg=["#chatbot", QUESTION["query"]])
+    assert PDF_QUESTION["query"] not in page.inner_text("#chatbot")
+    page.close()
+
+
+def test_chinese_passage_is_marked_in_the_viewer(browser, server, tmp_path):
+    page = sign_in(browser, server, "reader")
+    ask(page, ZH_QUESTION["query"])
+    choose(page, "#source-pick", ZH_QUESTION["source"])
+    page.locator("#source-html mark").first.wait_for()
+    assert ZH_QUESTION["key"] in " ".join(page.locator("#source-html mark").all_inner_texts())
+    page.screenshot(path=str(tmp_path / "viewer-zh.png"), full_page=True)
     page.close()
