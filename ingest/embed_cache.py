@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.kbdir import EMBED_CACHE_FILE
+from retrieval.sqlite_db import connect_wal, select_in
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,8 @@ class EmbedCache:
     # ---- connection -----------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            conn = connect_wal(self.path, synchronous="NORMAL")  # a power cut may lose the last batch, never corrupt
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut may lose the last batch, never corrupt
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                 if tables and version != SCHEMA_VERSION:
@@ -134,14 +132,11 @@ class EmbedCache:
         def op(conn: sqlite3.Connection) -> dict[bytes, np.ndarray]:
             found: dict[bytes, np.ndarray] = {}
             bad = 0
-            for start in range(0, len(wanted), _BATCH):
-                part = wanted[start : start + _BATCH]
-                marks = ",".join("?" * len(part))
-                for key, row_dim, blob in conn.execute(f"SELECT key, dim, vector FROM vectors WHERE key IN ({marks})", part):
-                    if row_dim != dim or len(blob) != 4 * dim:
-                        bad += 1
-                        continue
-                    found[bytes(key)] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            for key, row_dim, blob in select_in(conn, "SELECT key, dim, vector FROM vectors WHERE key IN", wanted, _BATCH):
+                if row_dim != dim or len(blob) != 4 * dim:
+                    bad += 1
+                    continue
+                found[bytes(key)] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
             if bad:
                 log.warning("embedding cache %s: %d cached vector(s) did not have dimension %d; embedding them again", self.path, bad, dim)
             return found

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrieval.sqlite_db import connect_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     key TEXT PRIMARY KEY,          -- absolute path of the file
@@ -43,9 +45,7 @@ class Manifest:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = connect_wal(self.path, synchronous=None)  # synchronous stays at SQLite's default (FULL)
             self._conn.executescript(SCHEMA)
         return self._conn
 

@@ -8,108 +8,34 @@ deleted; the BM25 index follows in memory and is saved now and then and at the e
 The embedding cache (ingest/embed_cache.py) records the vectors of chunks that landed
 and is pruned to the live chunks at the end of a run; it is only an optimisation, so
 losing any of it costs embedding time, never correctness.
-A run starts by reconciling the three: chunks the manifest does not know are
+A run starts by reconciling the three (ingest/reconcile.py): chunks the manifest does not know are
 deleted from the store and BM25, chunks it knows but BM25 lacks are added back from
 the store's text, and a document whose chunks are missing from the store is dropped
 from the manifest so that it is ingested again. So a run killed at any point
 (SIGKILL included) is finished by the next one, every chunk present exactly once.
+The crash tests kill the process at the `crash_point`s below (test-only, ingest/crash_hooks.py).
 """
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from tqdm import tqdm
 
 from ingest.chunking import chunk_pages, content_hash
+from ingest.crash_hooks import CRASH_ENV, crash_before_keyword_save, crash_point  # noqa: F401  (CRASH_ENV: its old home)
 from ingest.discover import discover
 from ingest.embed_cache import EmbedCache, embedder_identity, text_key
 from ingest.errors import LoadError
 from ingest.lock import KBLock
 from ingest.manifest import DocumentRecord, Manifest
+from ingest.reconcile import KeywordIndex, Reconciliation, reconcile  # noqa: F401  (imported from here: app/doctor.py)
 from ingest.summary import FileResult, IngestSummary, page_notes
 from ingest.workers import ParsePool, ParseTask, read_stable
 from retrieval.protocols import Embedder, VectorStore
 from retrieval.types import Chunk
-
-CRASH_ENV = "KBQATEST_CRASH_AT"  # test-only: "POINT[:N]" kills the process (SIGKILL) the N-th time POINT is reached
-_crash_counts: dict[str, int] = {}
-
-
-def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
-    """Test hook for the crash tests; does nothing unless $KBQATEST_CRASH_AT names this point."""
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(nth or 1):
-        if before is not None:
-            before()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class KeywordIndex(Protocol):
-    def add(self, chunks: Sequence[Chunk]) -> None: ...
-    def remove(self, ids: Sequence[str]) -> None: ...
-    def save(self) -> None: ...
-    def ids(self) -> set[str]: ...
-
-
-@dataclass
-class Reconciliation:
-    store_orphans_removed: int = 0
-    keyword_stray_removed: int = 0
-    keyword_missing_added: int = 0
-    records_dropped: list[str] = field(default_factory=list)  # sources whose chunks were missing from the store
-    temp_files_removed: int = 0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.store_orphans_removed or self.keyword_stray_removed or self.keyword_missing_added or self.records_dropped or self.temp_files_removed)
-
-
-def reconcile(manifest: Manifest, store: VectorStore, keyword_index: KeywordIndex | None = None) -> Reconciliation:
-    """Bring vector store and keyword index into agreement with the manifest. Call under the lock."""
-    out = Reconciliation()
-    store_ids = set(store.all_ids())
-    known: set[str] = set()
-    for record in manifest.all():
-        ids = set(record.chunk_ids)
-        if not ids <= store_ids:  # cannot be rebuilt without re-parsing: forget it, so it is ingested again
-            manifest.delete(record.key)
-            out.records_dropped.append(record.source)
-            continue
-        known |= ids
-    orphans = [i for i in store_ids if i not in known]
-    if orphans:
-        store.delete(orphans)
-        out.store_orphans_removed = len(orphans)
-    if keyword_index is not None:
-        have = keyword_index.ids()
-        stray = [i for i in have if i not in known]
-        if stray:
-            keyword_index.remove(stray)
-            out.keyword_stray_removed = len(stray)
-        missing = sorted(known - have)
-        if missing:
-            keyword_index.add(store.get(missing))
-            out.keyword_missing_added = len(missing)
-        directory = getattr(keyword_index, "directory", None)
-        if directory is not None and Path(directory).is_dir():
-            for tmp in Path(directory).glob(".*.json.*"):  # a write interrupted before its rename
-                tmp.unlink(missing_ok=True)
-                out.temp_files_removed += 1
-        if stray or missing:
-            keyword_index.save()
-    return out
 
 
 @dataclass
@@ -445,13 +371,6 @@ class Ingestor:
     def _save_keyword_index(self) -> None:
         if self.keyword_index is None:
             return
-        crash_point("keyword_save", before=self._torn_keyword_write)
+        crash_before_keyword_save(self.keyword_index)
         self.keyword_index.save()
         self._last_keyword_save = time.monotonic()
-
-    def _torn_keyword_write(self) -> None:
-        """For the crash test: leave what a write killed before its rename leaves (a partial temp file)."""
-        directory = getattr(self.keyword_index, "directory", None)
-        if directory is not None:
-            Path(directory).mkdir(parents=True, exist_ok=True)
-            (Path(directory) / ".tokens.json.torn").write_text('{"partial": [', encoding="utf-8")

@@ -19,10 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ingest.crash_hooks import HANG_ENV, hang_if_asked  # noqa: F401  (HANG_ENV: its old home)
 from ingest.errors import LoadError
-
-
-HANG_ENV = "KBQATEST_PARSE_HANG"  # test-only: a file of this name makes its parser hang (per-file time limit test)
 
 
 @dataclass(frozen=True)
@@ -73,10 +71,7 @@ def parse_file(task: ParseTask) -> Parsed:
     started = time.perf_counter()
     path = Path(task.path)
     out = Parsed(task)
-    hang = os.environ.get(HANG_ENV)
-    if hang and path.name == hang:  # test-only: a parser that never returns
-        while True:
-            time.sleep(3600)
+    hang_if_asked(path)  # test-only (ingest/crash_hooks.py)
     try:
         data = read_stable(path, task.max_bytes)
         out.size = len(data)
