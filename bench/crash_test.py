@@ -4,7 +4,7 @@ run again, then `kbqa doctor --json`; writes bench/results/crash_invariants.{jso
     python bench/crash_test.py
 
 Every step is a separate process, as in real use. The kill comes from the test-only hook
-``KBQATEST_CRASH_AT=POINT:N`` (ingest/pipeline.py). Invariants checked after the second
+``KBQATEST_CRASH_AT=POINT:N`` (ingest/crash_hooks.py). Invariants checked after the second
 run: manifest ids == vector-store ids == BM25 ids == the ids of a clean ingest of the same
 files, no id twice, and the doctor reports no problem.
 """

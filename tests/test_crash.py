@@ -3,7 +3,7 @@
 After the next run every chunk is present exactly once (the store holds exactly the
 ids a clean ingest of the same files produces) and manifest, vector store and BM25
 index (read back from disk) agree; `kbqa doctor` finds nothing to repair.
-The kill comes from a test-only hook (``KBQATEST_CRASH_AT=POINT:N`` in ingest/pipeline.py).
+The kill comes from a test-only hook (``KBQATEST_CRASH_AT=POINT:N`` in ingest/crash_hooks.py).
 """
 from __future__ import annotations
 
