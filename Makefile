@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install browser demo test test-slow bench clean
+.PHONY: install browser demo test lint test-slow bench clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: install
 
 test: install browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+
+# Lint errors (ruff: syntax, undefined and unused names; config in pyproject.toml). .ci/run runs it.
+lint: install
+	$(VENV)/bin/ruff check .
 
 # The browser test (tests/test_ui.py) drives Debian's chromium; install it when missing and we may.
 browser:

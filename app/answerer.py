@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from retrieval.answering import CheckedStream, Grounded, checked_answer, choose_mode, extractive_answer, model_languages, not_found
-from retrieval.prompts import build_messages
-from retrieval.protocols import LLM, Sampling
-from retrieval.types import Answer, Hit
+from kbqa.retrieval.answering import CheckedStream, Grounded, checked_answer, choose_mode, extractive_answer, model_languages, not_found
+from kbqa.retrieval.prompts import build_messages
+from kbqa.retrieval.protocols import LLM, Sampling
+from kbqa.retrieval.types import Answer, Hit
 
 
 class Answerer:

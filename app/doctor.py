@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.settings import Settings
-from ingest.lock import KBLock, KBLockedError
-from ingest.manifest import Manifest
-from ingest.pipeline import reconcile
-from retrieval.bm25 import BM25Index
-from retrieval.kbdir import KB_FILE, KBLayout, read_record
-from retrieval.stores import make_store
+from kbqa.app.settings import Settings
+from kbqa.ingest.lock import KBLock, KBLockedError
+from kbqa.ingest.manifest import Manifest
+from kbqa.ingest.pipeline import reconcile
+from kbqa.retrieval.bm25 import BM25Index
+from kbqa.retrieval.kbdir import KB_FILE, KBLayout, read_record
+from kbqa.retrieval.stores import make_store
 
 _SHOW = 5  # ids shown per problem
 

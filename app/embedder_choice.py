@@ -21,10 +21,10 @@ ENGLISH = ("sentence-transformers", "all-MiniLM-L6-v2")
 
 def chinese_share(paths: Sequence[str | Path]) -> float:
     """The share of Chinese characters among the letters of a sample of the documents under `paths`."""
-    from ingest.discover import discover
-    from ingest.errors import LoadError
-    from ingest.loaders import IMAGE_EXTENSIONS, load_document
-    from retrieval.lang import is_cjk
+    from kbqa.ingest.discover import discover
+    from kbqa.ingest.errors import LoadError
+    from kbqa.ingest.loaders import IMAGE_EXTENSIONS, load_document
+    from kbqa.retrieval.lang import is_cjk
 
     files = discover(list(paths)).files
     step = max(1, len(files) // SAMPLE_FILES)

@@ -16,11 +16,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from app.kb import KnowledgeBase
-from app.settings import Settings
-from eval.datasets import MCQItem, QAItem, SquadParagraph
-from eval.mcq import extract_choice, mcq_messages
-from eval.perplexity import perplexity_of_texts
+from kbqa.app.kb import KnowledgeBase
+from kbqa.app.settings import Settings
+from kbqa.eval.datasets import MCQItem, QAItem, SquadParagraph
+from kbqa.eval.mcq import extract_choice, mcq_messages
+from kbqa.eval.perplexity import perplexity_of_texts
 
 
 def _source_dicts(hits) -> list[dict[str, Any]]:
@@ -51,7 +51,7 @@ def rag_prompts(kb: KnowledgeBase, items: Sequence[QAItem], *, progress: bool = 
     """Retrieval and prompt of each question, exactly as `KnowledgeBase.ask_batch` builds them, without
     generating: ``{"id", "question", "messages", "found", "sources", "retrieve_ms", "not_found_answer"}``.
     For generating elsewhere (e.g. on a GPU machine) and scoring with ``--predictions``."""
-    from retrieval.prompts import NOT_FOUND, build_messages
+    from kbqa.retrieval.prompts import NOT_FOUND, build_messages
 
     out = []
     for it in tqdm(items, desc="retrieving", unit="q", disable=None if progress else True):

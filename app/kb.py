@@ -3,7 +3,7 @@
 Constructing one is cheap; the embedder, stores and model load on first use, once
 per process.
 
-    from app import KnowledgeBase
+    from kbqa.app import KnowledgeBase
     kb = KnowledgeBase("kb-demo")
     kb.ingest(["data/sample"])
     answer = kb.ask("When did the railway open?")
@@ -18,25 +18,25 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
-from app.answer_cache import AnswerCache, cache_key, manifest_state
-from app.answerer import Answerer, to_answer
-from app.settings import Settings
-from ingest.embed_cache import EmbedCache
-from ingest.lock import KBLock
-from ingest.manifest import Manifest
-from ingest.pipeline import Ingestor
-from ingest.summary import IngestSummary
-from retrieval.bm25 import BM25Index
-from app.embedder_choice import ENGLISH, choose_embedder
-from retrieval.embedders import make_embedder, model_name
-from retrieval.kbdir import KBLayout, KBRecord, read_record, write_record
-from retrieval.lang import detect_language
-from retrieval.llm import make_llm
-from retrieval.answering import CheckedStream, Grounded
-from retrieval.protocols import LLM, Embedder, Sampling, VectorStore
-from retrieval.retriever import Retrieval, Retriever, RetrieverConfig
-from retrieval.stores import make_store
-from retrieval.types import Answer, Hit
+from kbqa.app.answer_cache import AnswerCache, cache_key, manifest_state
+from kbqa.app.answerer import Answerer, to_answer
+from kbqa.app.settings import Settings
+from kbqa.ingest.embed_cache import EmbedCache
+from kbqa.ingest.lock import KBLock
+from kbqa.ingest.manifest import Manifest
+from kbqa.ingest.pipeline import Ingestor
+from kbqa.ingest.summary import IngestSummary
+from kbqa.retrieval.bm25 import BM25Index
+from kbqa.app.embedder_choice import ENGLISH, choose_embedder
+from kbqa.retrieval.embedders import make_embedder, model_name
+from kbqa.retrieval.kbdir import KBLayout, KBRecord, read_record, write_record
+from kbqa.retrieval.lang import detect_language
+from kbqa.retrieval.llm import make_llm
+from kbqa.retrieval.answering import CheckedStream, Grounded
+from kbqa.retrieval.protocols import LLM, Embedder, Sampling, VectorStore
+from kbqa.retrieval.retriever import Retrieval, Retriever, RetrieverConfig
+from kbqa.retrieval.stores import make_store
+from kbqa.retrieval.types import Answer, Hit
 
 Message = dict[str, str]
 
@@ -189,14 +189,14 @@ class KnowledgeBase:
         if self.record is None:
             return Retrieval([], False)
         if history and self.settings.retrieval.rewrite:
-            from retrieval.rewrite import rewrite_query
+            from kbqa.retrieval.rewrite import rewrite_query
 
             question = rewrite_query(question, history)
         return self.retriever.retrieve(question, k or self.settings.retrieval.k, mode)
 
     def assemble(self, hits: Sequence[Hit]) -> list[Hit]:
         """Retrieved chunks -> the passages the model reads (merged, small-to-big, within the token budget)."""
-        from retrieval.context import assemble_context, context_budget
+        from kbqa.retrieval.context import assemble_context, context_budget
 
         def document_chunk_ids(chunk):
             records = self.manifest.find_by_hash(chunk.doc_hash) if chunk.doc_hash else []
@@ -227,7 +227,7 @@ class KnowledgeBase:
     def llm_for(self, adapter: str | None = None) -> LLM:
         """The LLM answering with LoRA adapter `adapter`: a name from ``llm.adapters``,
         ``"base"`` (no adapter) or None (the default). Shares the loaded base model."""
-        from retrieval.llm.adapters import select_adapter
+        from kbqa.retrieval.llm.adapters import select_adapter
 
         return select_adapter(self.llm, adapter)
 
@@ -240,7 +240,7 @@ class KnowledgeBase:
             return self._reader
         with self._lock:
             if self._reader is None:
-                from retrieval.readers import make_reader
+                from kbqa.retrieval.readers import make_reader
 
                 self._reader = make_reader(self.settings.answer.reader, device=self.settings.llm.device)
             return self._reader
@@ -372,7 +372,7 @@ class KnowledgeBase:
     def as_langchain_retriever(self, k: int | None = None, mode: str | None = None):
         """A LangChain `BaseRetriever` over this knowledge base (``pip install 'kbqa[langchain]'``)."""
         try:
-            from app.langchain_adapter import KnowledgeBaseRetriever
+            from kbqa.app.langchain_adapter import KnowledgeBaseRetriever
         except ImportError as exc:
             raise ImportError(f"the LangChain retriever needs langchain-core: pip install 'kbqa[langchain]' ({exc})") from exc
         return KnowledgeBaseRetriever(kb=self, k=k or self.settings.retrieval.k, mode=mode)
@@ -380,7 +380,7 @@ class KnowledgeBase:
     def as_llamaindex_retriever(self, k: int | None = None, mode: str | None = None):
         """A LlamaIndex retriever over this knowledge base (``pip install 'kbqa[llamaindex]'``)."""
         try:
-            from app.llamaindex_adapter import KnowledgeBaseLlamaRetriever
+            from kbqa.app.llamaindex_adapter import KnowledgeBaseLlamaRetriever
         except ImportError as exc:
             raise ImportError(f"the LlamaIndex retriever needs llama-index-core: pip install 'kbqa[llamaindex]' ({exc})") from exc
         return KnowledgeBaseLlamaRetriever(self, k or self.settings.retrieval.k, mode)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from app.kb import KnowledgeBase
-from app.server.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
-from app.settings import Settings
-from ingest.summary import FileResult
-from retrieval.answering import CheckedStream, Grounded
-from retrieval.kbdir import created_at
-from retrieval.protocols import LLM, Sampling
-from retrieval.types import Hit
+from kbqa.app.kb import KnowledgeBase
+from kbqa.app.server.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
+from kbqa.app.settings import Settings
+from kbqa.ingest.summary import FileResult
+from kbqa.retrieval.answering import CheckedStream, Grounded
+from kbqa.retrieval.kbdir import created_at
+from kbqa.retrieval.protocols import LLM, Sampling
+from kbqa.retrieval.types import Hit
 
 log = logging.getLogger("kbqa.service")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -160,12 +160,12 @@ class QAService:
         """Open each directory as a knowledge base named after it (``name=DIR`` names it);
         all of them share one LLM. A directory without ``kb.json`` starts empty."""
         if llm is None:
-            from retrieval.llm import make_llm
+            from kbqa.retrieval.llm import make_llm
 
             llm = make_llm(settings.llm, settings.cache_dir)
         reader = None
         try:
-            from retrieval.readers import make_reader
+            from kbqa.retrieval.readers import make_reader
 
             reader = make_reader(settings.answer.reader, device=settings.llm.device)  # shared, loaded on first use
         except FileNotFoundError as exc:

@@ -36,16 +36,15 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 
-from app.kb import KnowledgeBase  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from eval.datasets import QAItem, read_qa_jsonl, read_squad  # noqa: E402
-from eval.error_analysis import is_correct, is_not_found  # noqa: E402
-from eval.squad_metrics import squad_scores  # noqa: E402
-from finetune.reader_data import split_of  # noqa: E402
-from retrieval.answering import checked_answer, extractive_answer  # noqa: E402
-from retrieval.citations import strip_citations  # noqa: E402
-from retrieval.lang import detect_language  # noqa: E402
-from retrieval.verify import is_number, verify_answer  # noqa: E402
+from kbqa.app.kb import KnowledgeBase  # noqa: E402
+from kbqa.app.settings import Settings  # noqa: E402
+from kbqa.eval.datasets import QAItem, read_qa_jsonl, read_squad  # noqa: E402
+from kbqa.eval.error_analysis import is_correct, is_not_found  # noqa: E402
+from kbqa.eval.squad_metrics import squad_scores  # noqa: E402
+from kbqa.finetune.reader_data import split_of  # noqa: E402
+from kbqa.retrieval.answering import checked_answer, extractive_answer  # noqa: E402
+from kbqa.retrieval.citations import strip_citations  # noqa: E402
+from kbqa.retrieval.verify import is_number, verify_answer  # noqa: E402
 
 SAMPLE_UNANSWERABLE = [
     "What is the capital of Peru?",
@@ -138,7 +137,7 @@ def verified(kb: KnowledgeBase, raw: list[dict], answerable: list[QAItem], unans
             out.append(dict(rec))
             continue
         g = checked_answer(rec["answer"], result.hits, lang, lambda: extractive_answer(kb.answerer.reader, item.question, result.hits, lang, threshold=kb.answerer.threshold(lang)))
-        from retrieval.types import Answer
+        from kbqa.retrieval.types import Answer
 
         a = Answer(g.text, result.hits if g.found else [], {}, found=g.found, mode="generative", grounded=g.grounded)
         out.append(record(item, ok, a, rec["seconds"] + time.perf_counter() - started))
@@ -210,8 +209,8 @@ def main(argv=None) -> int:
                          "extractive": {"answer.mode": "extractive"}}[config]
             kb = KnowledgeBase(kb_dir, settings.with_overrides(overrides), reader=shared_reader)
             if config in ("base", "adapter"):  # one loaded model: the base model, or the shipped adapter over it
-                from retrieval.llm import make_llm
-                from retrieval.llm.adapters import select_adapter
+                from kbqa.retrieval.llm import make_llm
+                from kbqa.retrieval.llm.adapters import select_adapter
 
                 shared_llm = shared_llm or make_llm(settings.llm, settings.cache_dir)
                 kb._llm = select_adapter(shared_llm, "base" if config == "base" else None)

@@ -45,7 +45,7 @@ QUESTIONS = [
 
 
 def _settings():
-    from app.settings import Settings
+    from kbqa.app.settings import Settings
 
     return Settings.load()
 
@@ -55,7 +55,7 @@ def _ms(seconds: float) -> float:
 
 
 def bench_llm(out: dict) -> None:
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     s = _settings()
     llm = TransformersLLM(s.llm.model, device="cpu", cache_dir=s.cache_dir)
@@ -84,8 +84,8 @@ def _adapter_switch(llm, conv) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from retrieval.llm.model_cache import packaged_model_dir
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.model_cache import packaged_model_dir
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     s = _settings()
     folder = Path(tempfile.mkdtemp(prefix="kbqa-bench-adapters-"))
@@ -125,9 +125,9 @@ def _adapter_switch(llm, conv) -> dict:
 def bench_openai(out: dict) -> None:
     import httpx
 
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
     from live_server import free_port
-    from retrieval.llm.openai_compat import OpenAICompatLLM
+    from kbqa.retrieval.llm.openai_compat import OpenAICompatLLM
 
     # short prompts (2 passages) so that CPU prefill does not drown the HTTP overhead; no answer cache
     s = _settings().with_overrides({"llm.max_new_tokens": 32, "llm.answer_cache": 0, "retrieval.k": 2, "retrieval.context_neighbors": 0})
@@ -138,7 +138,7 @@ def bench_openai(out: dict) -> None:
     port = free_port()
     env = dict(os.environ, KBQA_LLM__MAX_NEW_TOKENS="32", KBQA_LLM__ANSWER_CACHE="0", KBQA_RETRIEVAL__K="2", KBQA_RETRIEVAL__CONTEXT_NEIGHBORS="0", KBQA_CACHE_DIR=str(s.cache_dir))
     log = open(kb_dir.parent / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli.kbqa_main", "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 600
@@ -204,8 +204,8 @@ def bench_store(out: dict) -> None:
     import numpy as np
 
     from chroma_server import chroma_server
-    from retrieval.stores.chroma import ChromaStore
-    from retrieval.types import Chunk
+    from kbqa.retrieval.stores.chroma import ChromaStore
+    from kbqa.retrieval.types import Chunk
 
     rng = np.random.default_rng(0)
     n, dim = 5000, 384
@@ -244,7 +244,7 @@ def bench_vllm(out: dict) -> None:
     if importlib.util.find_spec("vllm") is None:
         out["vllm"] = {"skipped": "vllm is not installed here (CPU-only machine)"}
         return
-    from retrieval.llm.vllm import VLLMLLM
+    from kbqa.retrieval.llm.vllm import VLLMLLM
 
     llm = VLLMLLM(_settings().llm.model, cache_dir=_settings().cache_dir)
     convs = [[{"role": "user", "content": f"Explain in three sentences: {q}"}] for q in QUESTIONS] * 8
@@ -264,8 +264,8 @@ def bench_gpu(out: dict, inputs: Path = ROOT / ".gpu-w9" / "smollm2") -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from retrieval.llm import transformers as backend
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm import transformers as backend
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     if not torch.cuda.is_available():
         out["gpu"] = {"skipped": "no CUDA device"}
@@ -360,7 +360,7 @@ def write(out: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from app.env import offline
+    from kbqa.app.env import offline
 
     offline()  # as every kbqa entry point: offline, and no tokenizer thread pool fighting torch's threads
     names = argv or DEFAULT

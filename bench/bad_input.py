@@ -119,8 +119,8 @@ def _hostile(folder: Path) -> list[tuple[str, Path]]:
 
 
 def main() -> int:
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     settings = Settings.load(env={}, overrides={"ingest.file_timeout_s": 120})
     rows = []

@@ -31,15 +31,15 @@ def _ingest(docs: Path, kb: Path, crash: str | None = None) -> int:
     env.pop("KBQATEST_CRASH_AT", None)
     if crash:
         env["KBQATEST_CRASH_AT"] = crash
-    cmd = [sys.executable, "-m", "app.cli.ingest_main", str(docs), "--kb", str(kb), "--json", "--no-progress"]
+    cmd = [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(docs), "--kb", str(kb), "--json", "--no-progress"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True).returncode
 
 
 def _ids(kb: Path) -> dict:
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
-    from ingest.manifest import Manifest
-    from retrieval.bm25 import BM25Index
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
+    from kbqa.ingest.manifest import Manifest
+    from kbqa.retrieval.bm25 import BM25Index
 
     manifest = Manifest(kb / "manifest.sqlite")
     m = [i for r in manifest.all() for i in r.chunk_ids]
@@ -50,7 +50,7 @@ def _ids(kb: Path) -> dict:
 
 
 def _doctor(kb: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json"], cwd=ROOT, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 

@@ -105,10 +105,10 @@ def cer(truth: str, guess: str) -> float:
 
 
 def synthetic(font: str | None) -> list[dict]:
-    from ingest.clean import clean_text
-    from ingest.loaders import load_document
+    from kbqa.ingest.clean import clean_text
+    from kbqa.ingest.loaders import load_document
 
-    from ingest.ocr import engine
+    from kbqa.ingest.ocr import engine
 
     engine()  # load the OCR models before timing (about 0.4 s, once per process)
     rows = []
@@ -129,9 +129,9 @@ def synthetic(font: str | None) -> list[dict]:
 
 
 def shared_docs() -> list[dict]:
-    from ingest.errors import LoadError
-    from ingest.loaders import load_document
-    from ingest.textlayer import plausibility
+    from kbqa.ingest.errors import LoadError
+    from kbqa.ingest.loaders import load_document
+    from kbqa.ingest.textlayer import plausibility
 
     rows = []
     for path in sorted(SHARED.glob("*.pdf")):
@@ -160,8 +160,8 @@ def shared_docs() -> list[dict]:
 
 
 def retrieval(tmp: Path) -> dict:
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     files = sorted({f for _, f, _ in QUESTIONS})
     docs = tmp / "docs"

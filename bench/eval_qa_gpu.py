@@ -32,10 +32,10 @@ EVALSCOPE = SHARED / "evalscope_general_qa" / "example.jsonl"
 
 
 def prep(names: list[str]) -> None:
-    from app.evaluation import closed_book_messages, rag_prompts, sample_evenly, squad_kb
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
-    from eval.datasets import read_qa_jsonl, read_squad
+    from kbqa.app.evaluation import closed_book_messages, rag_prompts, sample_evenly, squad_kb
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
+    from kbqa.eval.datasets import read_qa_jsonl, read_squad
 
     settings = Settings.load()
     PROMPTS.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def prep(names: list[str]) -> None:
 def gpu(out: str, batch: int) -> None:
     import torch
 
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     cfg = json.loads((PROMPTS / "llm_settings.json").read_text())
     llm = TransformersLLM(cfg["model"], device="cuda" if torch.cuda.is_available() else "cpu", cache_dir=Path("/tmp/kbqa-cache"),

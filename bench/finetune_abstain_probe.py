@@ -33,15 +33,15 @@ def main() -> None:
     p.add_argument("--gen-batch", dest="gen_batch", type=int, default=4)
     args = p.parse_args()
 
-    from app.env import offline
+    from kbqa.app.env import offline
 
     offline()
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from eval.scoring import score_answer
+    from kbqa.eval.scoring import score_answer
     from finetune_report import abstains, clean
-    from retrieval.llm.transformers import TransformersLLM
-    from retrieval.prompts import NOT_FOUND
+    from kbqa.retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.prompts import NOT_FOUND
 
     items = json.loads((Path(args.gen) / "generations.json").read_text())["items"]
     probe = [t for t in items if t.get("answers") and t["found"] and not str(t["id"]).endswith("-nf")

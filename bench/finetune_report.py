@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.scoring import score_answer  # noqa: E402
-from retrieval.lang import detect_language  # noqa: E402
-from retrieval.prompts import NOT_FOUND  # noqa: E402
+from kbqa.eval.scoring import score_answer  # noqa: E402
+from kbqa.retrieval.lang import detect_language  # noqa: E402
+from kbqa.retrieval.prompts import NOT_FOUND  # noqa: E402
 
 _CITE = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 

@@ -22,13 +22,13 @@ from bench.finetune_squad import _write_jsonl_gz  # noqa: E402
 
 
 def prep(args) -> None:
-    from app.env import offline
+    from kbqa.app.env import offline
 
     offline()
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
-    from finetune.formats import load_examples
-    from retrieval.prompts import build_messages
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
+    from kbqa.finetune.formats import load_examples
+    from kbqa.retrieval.prompts import build_messages
 
     examples = load_examples(args.data)
     train_rows = [{"messages": e.messages, "split": e.split, "meta": e.meta} for e in examples if e.split in ("train", "validation")]

@@ -44,7 +44,7 @@ def _fewer_blocks(hits: list, key: str, distractors: int) -> list:
     """The first retrieved block holding the answer and the first `distractors` blocks lacking it,
     in retrieval order (prep --train-distractors: shorter training prompts, more questions a minute).
     The question's 'not found' prompt gets as many blocks, so that the number of blocks tells nothing."""
-    from finetune.make_data import holds
+    from kbqa.finetune.make_data import holds
 
     answer = next((h for h in hits if holds(h, key)), None)
     if answer is None:  # retrieval missed: a 'not found' prompt of as many blocks
@@ -54,13 +54,13 @@ def _fewer_blocks(hits: list, key: str, distractors: int) -> list:
 
 
 def prep(args) -> None:
-    from app.env import offline
+    from kbqa.app.env import offline
 
     offline()
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
-    from finetune.make_data import QAPair, holds, lacking_blocks, not_found_example, rag_example
-    from retrieval.prompts import build_messages
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
+    from kbqa.finetune.make_data import QAPair, holds, lacking_blocks, not_found_example, rag_example
+    from kbqa.retrieval.prompts import build_messages
 
     articles = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
     work = Path(args.work)
@@ -200,10 +200,10 @@ def gpu(args) -> None:
     """Train, then generate base and adapter answers for the test prompts (and perplexities)."""
     import torch
 
-    from finetune.config import TrainConfig
-    from finetune.formats import encode
-    from finetune.train import evaluate, train
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.finetune.config import TrainConfig
+    from kbqa.finetune.formats import encode
+    from kbqa.finetune.train import evaluate, train
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     data_dir, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

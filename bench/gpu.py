@@ -74,7 +74,7 @@ def bench_embedding(inputs: Path, corpus, device: str) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     base = [(d.get("title", "") + ". " + d.get("text", "")) for d in corpus]
     model_dir = str(inputs / "minilm")
@@ -156,8 +156,8 @@ def bench_search(device: str) -> dict:
 
 
 def bench_faiss_store_gpu(device: str, n: int = 200_000, dim: int = 384) -> dict:
-    from retrieval.stores.faiss import FaissStore
-    from retrieval.types import Chunk
+    from kbqa.retrieval.stores.faiss import FaissStore
+    from kbqa.retrieval.types import Chunk
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     part("generation", lambda: bench_generation(inputs, device))
 
     def quality():
-        from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
+        from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 
         model_dir = str(inputs / "minilm")
         out = {"note": "SciFact train queries with qrels, full corpus, title + abstract truncated at 256 tokens"}

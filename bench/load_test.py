@@ -184,7 +184,7 @@ def _start_server(kb_dirs: list[str], port: int, log_path: Path, max_new_tokens:
     import httpx
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", KBQA_LLM__MAX_NEW_TOKENS=str(max_new_tokens))
-    cmd = [sys.executable, "-m", "app.cli.kbqa_main", "serve", "--port", str(port), "--no-ui"]
+    cmd = [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--port", str(port), "--no-ui"]
     for d in kb_dirs:
         cmd += ["--kb", d]
     log = open(log_path, "w", encoding="utf-8")
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             kb_dir = args.kb_dir
             if not kb_dir:
                 kb_dir = str(tmp / "sample")
-                subprocess.run([sys.executable, "-m", "app.cli.ingest_main", str(ROOT / "data" / "sample"), "--kb", kb_dir, "--no-progress"],
+                subprocess.run([sys.executable, "-m", "kbqa.app.cli.ingest_main", str(ROOT / "data" / "sample"), "--kb", kb_dir, "--no-progress"],
                                check=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL)
             port = _free_port()
             proc = _start_server([f"sample={kb_dir}", f"uploads={tmp / 'uploads'}"], port, tmp / "server.log", args.max_new_tokens)

@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "check":
         from sentence_transformers import SentenceTransformer
 
-        from retrieval.packaged import minilm_dir
+        from kbqa.retrieval.packaged import minilm_dir
 
         texts = ["The railway opened in 1911.", "大熊猫主要以竹子为食。", "word " * 400]
         st = SentenceTransformer(str(minilm_dir()), device="cpu")

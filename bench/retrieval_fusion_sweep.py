@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from app.cli.eval_retrieval_cmd import build_kb, load_beir, load_squad  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from eval.retrieval_metrics import dedupe, evaluate_rankings  # noqa: E402
-from retrieval.fusion import dense_weight, rrf_fuse, weighted_fuse  # noqa: E402
-from retrieval.lang import detect_language  # noqa: E402
+from kbqa.app.cli.eval_retrieval_cmd import build_kb, load_beir, load_squad  # noqa: E402
+from kbqa.app.settings import Settings  # noqa: E402
+from kbqa.eval.retrieval_metrics import dedupe, evaluate_rankings  # noqa: E402
+from kbqa.retrieval.fusion import dense_weight, rrf_fuse, weighted_fuse  # noqa: E402
+from kbqa.retrieval.lang import detect_language  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 DATASETS = {
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             "machine": f"{platform.machine()} {os.cpu_count()} cores", "pool": POOL}
     meta["load_average_end"] = round(os.getloadavg()[0], 2)
     (out / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results, "floors": floors}, indent=2))
-    lines = [f"# Fusion sweep\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}); candidates per retriever: {POOL}.\n"]
+    lines = ["# Fusion sweep\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}); candidates per retriever: {POOL}.\n"]
     for run, table in results.items():
         keys = list(next(iter(table.values())))
         lines += [f"\n## {run}\n", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

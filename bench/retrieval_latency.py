@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from app.cli.eval_retrieval_cmd import build_kb, load_beir  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from eval.retrieval_metrics import percentile  # noqa: E402
+from kbqa.app.cli.eval_retrieval_cmd import build_kb, load_beir  # noqa: E402
+from kbqa.app.settings import Settings  # noqa: E402
+from kbqa.eval.retrieval_metrics import percentile  # noqa: E402
 
 
 def main() -> int:

@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from app.kb import KnowledgeBase  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from retrieval.rewrite import rewrite_query  # noqa: E402
+from kbqa.app.kb import KnowledgeBase  # noqa: E402
+from kbqa.app.settings import Settings  # noqa: E402
+from kbqa.retrieval.rewrite import rewrite_query  # noqa: E402
 
 
 def hit(hits, case) -> bool:

@@ -36,9 +36,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from app.cli.eval_retrieval_cmd import Benchmark, load_beir, load_squad, run  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from eval.retrieval_metrics import dedupe, evaluate_rankings, percentile  # noqa: E402
+from kbqa.app.cli.eval_retrieval_cmd import Benchmark, load_beir, load_squad, run  # noqa: E402
+from kbqa.app.settings import Settings  # noqa: E402
+from kbqa.eval.retrieval_metrics import dedupe, evaluate_rankings, percentile  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 # quality from all queries (query vectors embedded in one batch); latency from this many, one by one
@@ -58,7 +58,7 @@ def peer(bench: Benchmark, settings: Settings, k: int, build_with=None) -> dict:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
     from tqdm import tqdm
 
-    from retrieval.packaged import minilm_dir
+    from kbqa.retrieval.packaged import minilm_dir
 
     key = hashlib.sha256(f"{bench.fingerprint}:peer:1000:200".encode()).hexdigest()[:16]
     root = Path(settings.cache_dir) / "eval-peer" / key
@@ -155,9 +155,9 @@ def gpu_prep(names: list[str], settings: Settings) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from app.cli.eval_retrieval_cmd import build_kb
-    from retrieval.embedders import make_embedder
-    from retrieval.packaged import minilm_dir
+    from kbqa.app.cli.eval_retrieval_cmd import build_kb
+    from kbqa.retrieval.embedders import make_embedder
+    from kbqa.retrieval.packaged import minilm_dir
 
     base = make_embedder("sentence-transformers", settings.embedder.model, device="cpu")
     texts: list[str] = []
@@ -182,7 +182,7 @@ def gpu_finish(names: list[str], settings: Settings, vectors_path: str) -> None:
     """Put the GPU-made vectors into our SciFact store and build the peer stores from them."""
     import numpy as np
 
-    from app.cli.eval_retrieval_cmd import _DONE, build_kb, kb_root
+    from kbqa.app.cli.eval_retrieval_cmd import _DONE, build_kb, kb_root
 
     vectors = np.load(vectors_path).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -219,7 +219,6 @@ def main(argv=None) -> int:
         return 0
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "retrieval_quality.json"
     results: dict = {}
     command = "python bench/retrieval_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in args.only.split(","):

@@ -55,8 +55,8 @@ def machine() -> dict:
 
 def serve_peak_rss(port: int = 8765) -> dict:
     """Start `kbqa serve` on the sample knowledge base, answer one question, read its peak RSS."""
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     exe = Path(sys.executable).parent / "kbqa"
     if not exe.exists():

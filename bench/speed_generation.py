@@ -16,8 +16,8 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def _prompt_messages(n_context: int = 5):
-    from retrieval.prompts import build_messages
-    from retrieval.types import Chunk, Hit
+    from kbqa.retrieval.prompts import build_messages
+    from kbqa.retrieval.types import Chunk, Hit
 
     lines = (SHARED / "scifact" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:n_context]
     hits = []
@@ -42,7 +42,7 @@ def run(quick: bool = False, cache_dir: Path | None = None) -> dict:
 
     import torch
 
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     cache_dir = Path(cache_dir or os.environ.get("KBQA_CACHE_DIR") or Path.home() / ".cache" / "kbqa")
     llm = TransformersLLM("smollm2", device="cpu", cache_dir=cache_dir)
@@ -101,8 +101,8 @@ def answer_cache_latency(llm) -> dict:
     import statistics
     import tempfile
 
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     sample = Path(__file__).resolve().parent.parent / "data" / "sample"
     with tempfile.TemporaryDirectory(prefix="kbqa-bench-cache-") as tmp:

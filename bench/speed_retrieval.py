@@ -57,8 +57,8 @@ class _LookupEmbedder:
 
 
 def build_bm25(folder: Path, words, word_ids, ids):
-    from retrieval.bm25 import BM25Index
-    from retrieval.tokenize import bm25_tokens
+    from kbqa.retrieval.bm25 import BM25Index
+    from kbqa.retrieval.tokenize import bm25_tokens
 
     # each invented word's token form, as the index's tokenizer makes it (once per word)
     forms = [bm25_tokens(w) or [w] for w in words]
@@ -93,8 +93,8 @@ def _timed(fn, items) -> tuple[dict, list]:
 
 
 def run_size(n: int, backends: list[str], n_queries: int = 100, k: int = 10) -> dict:
-    from retrieval.retriever import Retriever, RetrieverConfig
-    from retrieval.types import Chunk
+    from kbqa.retrieval.retriever import Retriever, RetrieverConfig
+    from kbqa.retrieval.types import Chunk
 
     started = time.perf_counter()
     vectors, words, word_ids = synthetic(n)
@@ -164,17 +164,17 @@ def _index_params(store, backend: str) -> dict:
 
 def _store(backend: str, tmp: Path, n: int):
     if backend == "faiss":
-        from retrieval.stores.faiss import FaissStore
+        from kbqa.retrieval.stores.faiss import FaissStore
 
         store = FaissStore(tmp / "faiss", DIM, device="cpu")
         return store, store._wanted_kind(n)
-    from retrieval.stores.chroma import ChromaStore
+    from kbqa.retrieval.stores.chroma import ChromaStore
 
     return ChromaStore(tmp / "chroma", DIM), "chroma hnsw (cosine)"
 
 
 def embed_query_latency(n: int = 30) -> dict:
-    from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 
     e = SentenceTransformerEmbedder(device="cpu")
     e.embed_query("warm up")

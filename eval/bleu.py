@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
-from eval.text_metrics import contains_chinese, jieba_cut
+from kbqa.eval.text_metrics import contains_chinese, jieba_cut
 
 BLEU_KEYS = ("bleu-1", "bleu-2", "bleu-3", "bleu-4")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.jsonl import iter_jsonl
+from kbqa.retrieval.jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 
-from eval.retrieval_metrics import dedupe, hit_at_k, mrr_at_k, ndcg_at_k
+from kbqa.eval.retrieval_metrics import dedupe, hit_at_k, mrr_at_k, ndcg_at_k
 
 F1_CORRECT = 0.5
 OUTCOMES = ("correct", "not found", "retrieval miss", "generation miss", "wrong (gold unknown)")
@@ -62,8 +62,8 @@ def is_correct(scores: Mapping[str, float]) -> bool:
 def is_not_found(answer: str, found: bool | None = None) -> bool:
     """The answer says the knowledge base lacks it: the service said so (`found` False), or the
     text is one of the "not found" sentences."""
-    from retrieval.citations import strip_citations
-    from retrieval.prompts import NOT_FOUND
+    from kbqa.retrieval.citations import strip_citations
+    from kbqa.retrieval.prompts import NOT_FOUND
 
     return found is False or strip_citations(answer).strip() in NOT_FOUND.values()
 

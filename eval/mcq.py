@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from eval.datasets import MCQItem
-from retrieval.lang import detect_language
+from kbqa.eval.datasets import MCQItem
+from kbqa.retrieval.lang import detect_language
 
 _INSTRUCTION = {
     "en": "Answer the multiple-choice question. Reply with the letter of the correct option only.",

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.datasets import DatasetError
+from kbqa.eval.datasets import DatasetError
 
 
 def perplexity_from_nll(total_nll: float, tokens: int) -> float:

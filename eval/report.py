@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from eval.error_analysis import OUTCOMES, worst_items
+from kbqa.eval.error_analysis import OUTCOMES, worst_items
 
 TABLE_HEADER = ("Model", "Dataset", "Metric", "Subset", "Num", "Score")
 CHART_KEYS = ("em", "f1", "contains", "bleu-1", "bleu-4", "rouge-1-f", "rouge-2-f", "rouge-l-f", "rouge-l-r", "lf-bleu-4", "lf-rouge-l")

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import DatasetError, QAItem
-from eval.error_analysis import answer_outcome_scores, gold_rank, is_not_found, outcome, outcome_counts, retrieval_scores
-from eval.report import render_report, write_chart
-from eval.scoring import ALL_KEYS, aggregate, score_answer
-from retrieval.jsonl import iter_jsonl
+from kbqa.eval.datasets import DatasetError, QAItem
+from kbqa.eval.error_analysis import answer_outcome_scores, gold_rank, is_not_found, outcome, outcome_counts, retrieval_scores
+from kbqa.eval.report import render_report, write_chart
+from kbqa.eval.scoring import ALL_KEYS, aggregate, score_answer
+from kbqa.retrieval.jsonl import iter_jsonl
 
 
 def score_records(items: Sequence[QAItem], answers: Sequence[Mapping[str, Any]], k: int = 5) -> list[dict[str, Any]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from eval.bleu import bleu4_llamafactory, bleu_per_order_evalscope
-from eval.squad_metrics import best_over_references, contains_reference, exact_match, token_f1
-from eval.text_metrics import rouge_evalscope, rouge_llamafactory
-from retrieval.citations import strip_citations
+from kbqa.eval.bleu import bleu4_llamafactory, bleu_per_order_evalscope
+from kbqa.eval.squad_metrics import best_over_references, contains_reference, exact_match, token_f1
+from kbqa.eval.text_metrics import rouge_evalscope, rouge_llamafactory
+from kbqa.retrieval.citations import strip_citations
 
 EVALSCOPE_KEYS = ("bleu-1", "bleu-2", "bleu-3", "bleu-4") + tuple(f"rouge-{n}-{s}" for n in ("1", "2", "l") for s in ("r", "p", "f"))
 LLAMAFACTORY_KEYS = ("lf-rouge-1", "lf-rouge-2", "lf-rouge-l", "lf-bleu-4")

@@ -14,7 +14,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-from retrieval.lang import is_cjk
+from kbqa.retrieval.lang import is_cjk
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import random
 
-from finetune.config import TrainConfig
-from finetune.formats import IGNORE, Example, FormatError, encode, load_examples
-from finetune.packing import pack_attention_mask
+from kbqa.finetune.config import TrainConfig
+from kbqa.finetune.formats import IGNORE, Example, FormatError, encode, load_examples
+from kbqa.finetune.packing import pack_attention_mask
 
 
 # ---- examples and batches ------------------------------------------------------------------

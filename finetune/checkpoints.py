@@ -9,8 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.config import ConfigError, TrainConfig
-from finetune.model_load import trainable_state
+from kbqa.finetune.config import ConfigError, TrainConfig
+from kbqa.finetune.model_load import trainable_state
 
 
 @dataclass

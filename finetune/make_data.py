@@ -20,10 +20,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from finetune.formats import Example
-from retrieval.lang import detect_language
-from retrieval.prompts import NOT_FOUND, build_messages
-from retrieval.types import Chunk, Hit
+from kbqa.finetune.formats import Example
+from kbqa.retrieval.lang import detect_language
+from kbqa.retrieval.prompts import NOT_FOUND, build_messages
+from kbqa.retrieval.types import Chunk, Hit
 
 Search = Callable[[str], list[Hit]]
 SPLITS = ("train", "validation", "test")

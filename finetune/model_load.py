@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.config import CONFIG_NAME, ConfigError, TrainConfig
+from kbqa.finetune.config import CONFIG_NAME, ConfigError, TrainConfig
 
 
 def resolve_model(model: str, cache_dir: str | None = None) -> str:
     """'smollm2' -> the packaged model's cached folder; otherwise a local folder."""
-    from retrieval.packaged import PACKAGED_LLM
+    from kbqa.retrieval.packaged import PACKAGED_LLM
 
     if model == PACKAGED_LLM:
-        from retrieval.llm.model_cache import packaged_model_dir
+        from kbqa.retrieval.llm.model_cache import packaged_model_dir
 
         return str(packaged_model_dir(Path(cache_dir) if cache_dir else Path.home() / ".cache" / "kbqa"))
     if not Path(model).is_dir():

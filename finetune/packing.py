@@ -15,7 +15,7 @@ A pack adds ``position_ids`` and ``segments`` (0 = the shared prefix, n = the n-
 """
 from __future__ import annotations
 
-from finetune.formats import IGNORE
+from kbqa.finetune.formats import IGNORE
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

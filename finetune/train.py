@@ -1,7 +1,7 @@
 """LoRA (or last-n-layers) fine-tuning of a causal LM on chat data, in one readable loop.
 
-    from finetune.config import TrainConfig
-    from finetune.train import train
+    from kbqa.finetune.config import TrainConfig
+    from kbqa.finetune.train import train
     metrics = train(TrainConfig(data="data.jsonl", output_dir="adapter"))
 
 Writes to ``output_dir``: the best adapter (peft files; a full model folder in freeze
@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.batches import batch_loss, collate, encode_all, evaluate, micro_batch, split_examples
-from finetune.checkpoints import State, check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
-from finetune.config import ConfigError, TrainConfig
-from finetune.formats import FormatError
-from finetune.model_load import load_base, make_trainable, merge, resolve_model, save_model, trainable_state
-from finetune.packing import pack_shared_prefix
+from kbqa.finetune.batches import batch_loss, collate, encode_all, evaluate, micro_batch, split_examples
+from kbqa.finetune.checkpoints import State, check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
+from kbqa.finetune.config import ConfigError, TrainConfig
+from kbqa.finetune.formats import FormatError
+from kbqa.finetune.model_load import load_base, make_trainable, merge, resolve_model, save_model, trainable_state
+from kbqa.finetune.packing import pack_shared_prefix
 
 __all__ = [
     "CURVE_NAME", "METRICS_NAME", "State", "batch_loss", "collate", "encode_all", "evaluate", "latest_checkpoint",
@@ -76,7 +76,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from retrieval.device import resolve_device
+    from kbqa.retrieval.device import resolve_device
 
     out = Path(cfg.output_dir)
     random.seed(cfg.seed)

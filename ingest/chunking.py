@@ -5,11 +5,11 @@ import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ingest.clean import clean_text
-from ingest.errors import LoadError
-from ingest.loaders import Page, load_document
-from ingest.split import split_text
-from retrieval.types import Chunk
+from kbqa.ingest.clean import clean_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders import Page, load_document
+from kbqa.ingest.split import split_text
+from kbqa.retrieval.types import Chunk
 
 
 def content_hash(data: bytes) -> str:

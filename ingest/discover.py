@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.loaders import supported_extensions
+from kbqa.ingest.loaders import supported_extensions
 
 
 @dataclass

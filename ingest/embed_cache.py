@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.kbdir import EMBED_CACHE_FILE
-from retrieval.sqlite_db import connect_wal, select_in
+from kbqa.retrieval.kbdir import EMBED_CACHE_FILE
+from kbqa.retrieval.sqlite_db import connect_wal, select_in
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 line by line with a legacy codec, then the codec charset-normalizer finds (`ingest.charset`)."""
 from __future__ import annotations
 
-from ingest.charset import codec_for_label, decode_as, detect
+from kbqa.ingest.charset import codec_for_label, decode_as, detect
 
 _BOMS = (
     (b"\xef\xbb\xbf", "utf-8-sig"),

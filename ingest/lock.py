@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from retrieval.kbdir import LOCK_FILE
+from kbqa.retrieval.kbdir import LOCK_FILE
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.sqlite_db import connect_wal
+from kbqa.retrieval.sqlite_db import connect_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
-from ingest.textlayer import SUSPECT_BELOW, damage, plausibility, repair
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
+from kbqa.ingest.textlayer import SUSPECT_BELOW, damage, plausibility, repair
 
 MODES = ("auto", "always", "never")
 MAX_SIDE = 2400
@@ -95,7 +95,7 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
         return [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
     import pypdfium2 as pdfium
 
-    from ingest.ocr import OcrUnavailable, ocr_image
+    from kbqa.ingest.ocr import OcrUnavailable, ocr_image
 
     pdf = pdfium.PdfDocument(data, password=password)
     try:
@@ -133,7 +133,7 @@ def read_image_pages(path: Path, frames: list, mode: str) -> list[Page]:
     """OCR each frame (RGB numpy array) of an image file: one page per frame."""
     if mode == "never":
         raise LoadError(path, "an image is read only with OCR", "set ingest.ocr to auto or always")
-    from ingest.ocr import OcrUnavailable, ocr_image
+    from kbqa.ingest.ocr import OcrUnavailable, ocr_image
 
     pages = []
     try:

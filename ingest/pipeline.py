@@ -24,18 +24,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ingest.chunking import chunk_pages, content_hash
-from ingest.crash_hooks import CRASH_ENV, crash_before_keyword_save, crash_point  # noqa: F401  (CRASH_ENV: its old home)
-from ingest.discover import discover
-from ingest.embed_cache import EmbedCache, embedder_identity, text_key
-from ingest.errors import LoadError
-from ingest.lock import KBLock
-from ingest.manifest import DocumentRecord, Manifest
-from ingest.reconcile import KeywordIndex, Reconciliation, reconcile  # noqa: F401  (imported from here: app/doctor.py)
-from ingest.summary import FileResult, IngestSummary, page_notes
-from ingest.workers import ParsePool, ParseTask, read_stable
-from retrieval.protocols import Embedder, VectorStore
-from retrieval.types import Chunk
+from kbqa.ingest.chunking import chunk_pages, content_hash
+from kbqa.ingest.crash_hooks import CRASH_ENV, crash_before_keyword_save, crash_point  # noqa: F401  (CRASH_ENV: its old home)
+from kbqa.ingest.discover import discover
+from kbqa.ingest.embed_cache import EmbedCache, embedder_identity, text_key
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.lock import KBLock
+from kbqa.ingest.manifest import DocumentRecord, Manifest
+from kbqa.ingest.reconcile import KeywordIndex, Reconciliation, reconcile  # noqa: F401  (imported from here: app/doctor.py)
+from kbqa.ingest.summary import FileResult, IngestSummary, page_notes
+from kbqa.ingest.workers import ParsePool, ParseTask, read_stable
+from kbqa.retrieval.protocols import Embedder, VectorStore
+from kbqa.retrieval.types import Chunk
 
 
 @dataclass

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ingest.manifest import Manifest
-from retrieval.protocols import VectorStore
-from retrieval.types import Chunk
+from kbqa.ingest.manifest import Manifest
+from kbqa.retrieval.protocols import VectorStore
+from kbqa.retrieval.types import Chunk
 
 
 class KeywordIndex(Protocol):

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ingest.crash_hooks import HANG_ENV, hang_if_asked  # noqa: F401  (HANG_ENV: its old home)
-from ingest.errors import LoadError
+from kbqa.ingest.crash_hooks import HANG_ENV, hang_if_asked  # noqa: F401  (HANG_ENV: its old home)
+from kbqa.ingest.errors import LoadError
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def read_stable(path: Path, max_bytes: int | None = None) -> bytes:
 
 def parse_file(task: ParseTask) -> Parsed:
     """Read, extract and clean one file. Never raises: failures come back as ``error``."""
-    from ingest.clean import clean_text
-    from ingest.loaders import load_document
+    from kbqa.ingest.clean import clean_text
+    from kbqa.ingest.loaders import load_document
 
     started = time.perf_counter()
     path = Path(task.path)
@@ -79,7 +79,7 @@ def parse_file(task: ParseTask) -> Parsed:
         pages = load_document(path, data, password=task.password, ocr=task.ocr, ocr_dpi=task.ocr_dpi)
         cleaned = [replace(p, text=clean_text(p.text)) for p in pages]
         if task.redact:
-            from ingest.redact import redact
+            from kbqa.ingest.redact import redact
 
             redacted = []
             for page in cleaned:
@@ -89,7 +89,7 @@ def parse_file(task: ParseTask) -> Parsed:
                 redacted.append(replace(page, text=text))
             cleaned = redacted
         if task.strip_injections:
-            from ingest.redact import strip_injections
+            from kbqa.ingest.redact import strip_injections
 
             stripped = []
             for page in cleaned:
@@ -163,7 +163,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest.workers", str(to_child_r), str(from_child_w)],
+                [sys.executable, "-m", "kbqa.ingest.workers", str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -308,7 +308,7 @@ if __name__ == "__main__":
     import sys
     from multiprocessing.connection import Connection
 
-    from ingest.workers import _worker_main as _run  # the importable module's classes, for pickling
+    from kbqa.ingest.workers import _worker_main as _run  # the importable module's classes, for pickling
 
     _in = Connection(int(sys.argv[1]), writable=False)
     _out = Connection(int(sys.argv[2]), readable=False)

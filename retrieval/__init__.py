@@ -2,6 +2,6 @@
 
 Nothing heavy is imported here; backends import their libraries on first use.
 """
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.types import Chunk, Hit
 
 __all__ = ["Chunk", "Hit"]

@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from retrieval.packaged import PACKAGED_LLM
-from retrieval.prompts import NOT_FOUND
-from retrieval.types import Hit
-from retrieval.verify import verify_answer
+from kbqa.retrieval.packaged import PACKAGED_LLM
+from kbqa.retrieval.prompts import NOT_FOUND
+from kbqa.retrieval.types import Hit
+from kbqa.retrieval.verify import verify_answer
 
 MODES = ("auto", "extractive", "generative")
 _SENTENCE_END = re.compile(r"[。！？\n]|[.!?](?=\s|$)")

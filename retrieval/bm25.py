@@ -21,10 +21,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from retrieval.bm25_matrix import ScoreMatrix, build_matrix
-from retrieval.kbdir import atomic_write_text
-from retrieval.tokenize import TOKENIZER_VERSION, bm25_tokens
-from retrieval.types import Chunk
+from kbqa.retrieval.bm25_matrix import ScoreMatrix, build_matrix
+from kbqa.retrieval.kbdir import atomic_write_text
+from kbqa.retrieval.tokenize import TOKENIZER_VERSION, bm25_tokens
+from kbqa.retrieval.types import Chunk
 
 
 class BM25Index:

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.types import Chunk, Hit
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 DocumentChunkIds = Callable[[Chunk], Sequence[str] | None]  # ordered chunk ids of the chunk's document

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from retrieval.lang import detect_language
-from retrieval.types import Hit
+from kbqa.retrieval.lang import detect_language
+from kbqa.retrieval.types import Hit
 
 NOT_FOUND = {
     "en": "I could not find the answer in the knowledge base.",

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.types import Chunk, Hit
 
 
 @runtime_checkable

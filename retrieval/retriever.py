@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Protocol
 
-from retrieval.fusion import dense_weight, mmr, rrf_fuse, weighted_fuse
-from retrieval.lang import detect_language
-from retrieval.protocols import Embedder, VectorStore
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.fusion import dense_weight, mmr, rrf_fuse, weighted_fuse
+from kbqa.retrieval.lang import detect_language
+from kbqa.retrieval.protocols import Embedder, VectorStore
+from kbqa.retrieval.types import Chunk, Hit
 
 __all__ = ["KeywordSearch", "Retrieval", "Retriever", "RetrieverConfig", "rrf_fuse", "embedder_languages"]
 
@@ -106,7 +106,7 @@ class Retriever:
             config = RetrieverConfig(**{**config.__dict__, **overrides})
         unset = {k for k in ("min_score", "dense_weight", "adapt") if getattr(config, k) is None}
         if unset:  # the embedder's own values (retrieval/calibration.py)
-            from retrieval.calibration import calibration
+            from kbqa.retrieval.calibration import calibration
 
             own = calibration(str(getattr(embedder, "name", "")))
             config = RetrieverConfig(**{**config.__dict__, **{k: own[k] for k in unset}})
@@ -209,7 +209,7 @@ class Retriever:
         return self._pool
 
     def _mmr(self, fused, known: dict[str, Chunk], k: int, lambda_: float):
-        from retrieval.tokenize import bm25_tokens
+        from kbqa.retrieval.tokenize import bm25_tokens
 
         missing = [i for i, _ in fused if i not in known]
         for chunk in self.store.get(missing):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from retrieval.lang import detect_language
-from retrieval.tokenize import CHINESE_STOP_WORDS, ENGLISH_STOP_WORDS, words
+from kbqa.retrieval.lang import detect_language
+from kbqa.retrieval.tokenize import CHINESE_STOP_WORDS, ENGLISH_STOP_WORDS, words
 
 Message = dict[str, str]
 

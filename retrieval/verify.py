@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from retrieval.citations import MARKER, cited_numbers
+from kbqa.retrieval.citations import MARKER, cited_numbers
 
 # a sentence ends at 。！？ or a line break, or at . ! ? before white space (not inside 3.2);
 # the citation markers right after its end belong to it

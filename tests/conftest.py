@@ -21,14 +21,14 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def settings():
-    from app.settings import Settings
+    from kbqa.app.settings import Settings
 
     return Settings()
 
 
 @pytest.fixture(scope="session")
 def embedder(settings):
-    from retrieval.embedders import make_embedder
+    from kbqa.retrieval.embedders import make_embedder
 
     e = settings.embedder
     return make_embedder(e.backend, e.model, device="cpu", batch_size=e.batch_size)
@@ -37,7 +37,7 @@ def embedder(settings):
 @pytest.fixture(scope="session")
 def sample_kb_dir(tmp_path_factory, settings):
     """The bundled sample knowledge base, ingested once per session (read-only for tests)."""
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     path = tmp_path_factory.mktemp("sample-kb") / "kb"
     summary = KnowledgeBase(path, settings).ingest([SAMPLE])
@@ -47,7 +47,7 @@ def sample_kb_dir(tmp_path_factory, settings):
 
 @pytest.fixture(scope="session")
 def sample_kb(sample_kb_dir, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     return KnowledgeBase(sample_kb_dir, settings)
 

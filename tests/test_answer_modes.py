@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.answering import CheckedStream, Grounded, checked_answer, choose_mode, evidence_sentence, extractive_answer, model_languages
-from retrieval.citations import cited_numbers, strip_citations
-from retrieval.prompts import NOT_FOUND
-from retrieval.readers.span import Span
-from retrieval.types import Chunk, Hit
-from retrieval.verify import facts, sentences, verify_answer
+from kbqa.retrieval.answering import CheckedStream, Grounded, checked_answer, choose_mode, evidence_sentence, extractive_answer, model_languages
+from kbqa.retrieval.citations import cited_numbers, strip_citations
+from kbqa.retrieval.prompts import NOT_FOUND
+from kbqa.retrieval.readers.span import Span
+from kbqa.retrieval.types import Chunk, Hit
+from kbqa.retrieval.verify import facts, sentences, verify_answer
 
 FAQ = "儿童票：未满6周岁的儿童免票，但不单独占用座位。6周岁至13周岁的儿童购买儿童票。"
 HISTORY = "The Cloudgate Tunnel is 1,146 m long. It was completed in 1909 under the engineer Hollis Wrenfield."

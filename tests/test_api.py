@@ -22,9 +22,9 @@ ZH_Q = next(q for q in QA if q["source"] == "faq_zh.md")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, settings, sample_kb_dir):
-    from app.server import ServerConfig, build_app
-    from app.server.auth import KeyRing, parse_keys_env
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.server.auth import KeyRing, parse_keys_env
+    from kbqa.app.service import QAService
 
     scratch = tmp_path_factory.mktemp("scratch-kb") / "kb"
     s = settings.with_overrides({"llm.max_new_tokens": 24})
@@ -78,7 +78,7 @@ def test_chat_stream_gives_the_same_answer_token_by_token(server, plain_answer):
 
 
 def test_chat_says_not_found_without_sources(server):
-    from retrieval.prompts import NOT_FOUND
+    from kbqa.retrieval.prompts import NOT_FOUND
 
     reply = client(server).chat.completions.create(
         model="sample", messages=[{"role": "user", "content": "What is the boiling point of liquid nitrogen in Kelvin?"}], max_tokens=24
@@ -267,13 +267,13 @@ def test_upload_without_files_is_422(server):
     ],
 )
 def test_safe_name_strips_paths_and_unsafe_characters(raw, safe):
-    from app.server.uploads import safe_name
+    from kbqa.app.server.uploads import safe_name
 
     assert safe_name(raw) == safe
 
 
 def test_keys_parsing_errors_name_the_problem(tmp_path):
-    from app.server.auth import KeysError, load_keyring, parse_keys_env
+    from kbqa.app.server.auth import KeysError, load_keyring, parse_keys_env
 
     with pytest.raises(KeysError, match="rights must be 'r' or 'rw'"):
         parse_keys_env("bob:long-enough-token:admin:sample")
@@ -290,7 +290,7 @@ def test_keys_parsing_errors_name_the_problem(tmp_path):
 
 
 def test_keyring_lookup_and_rights():
-    from app.server.auth import KeyRing, parse_keys_env
+    from kbqa.app.server.auth import KeyRing, parse_keys_env
 
     ring = KeyRing(parse_keys_env("ann:token-ann-xx:rw:docs;bob:token-bob-xx:r:*"))
     ann, bob = ring.lookup("token-ann-xx"), ring.lookup("token-bob-xx")
@@ -301,8 +301,8 @@ def test_keyring_lookup_and_rights():
 
 
 def test_without_keys_the_server_stays_on_loopback():
-    from app.cli.serve_cmd import choose_host
-    from app.server.auth import is_loopback
+    from kbqa.app.cli.serve_cmd import choose_host
+    from kbqa.app.server.auth import is_loopback
 
     assert choose_host("0.0.0.0", keys_enabled=False) == "127.0.0.1"
     assert choose_host(None, keys_enabled=False) == "127.0.0.1"
@@ -311,7 +311,7 @@ def test_without_keys_the_server_stays_on_loopback():
 
 
 def test_metrics_render_prometheus_text():
-    from app.server.metrics import Metrics
+    from kbqa.app.server.metrics import Metrics
 
     m = Metrics()
     m.observe("POST", "/v1/retrieve", 200, 0.03)
@@ -325,7 +325,7 @@ def test_metrics_render_prometheus_text():
 
 
 def test_metrics_of_worker_processes_add_up(tmp_path):
-    from app.server.metrics import Metrics
+    from kbqa.app.server.metrics import Metrics
 
     one, two = Metrics(tmp_path, worker="1"), Metrics(tmp_path, worker="2")  # as two `--workers` processes
     one.observe("POST", "/v1/retrieve", 200, 0.03)
@@ -346,8 +346,8 @@ def test_each_serve_worker_takes_the_max_pending_limit(tmp_path, monkeypatch):
     import json
     from dataclasses import asdict
 
-    from app.server import ServerConfig
-    from app.server.worker_app import SPEC_ENV, create_app_from_env
+    from kbqa.app.server import ServerConfig
+    from kbqa.app.server.worker_app import SPEC_ENV, create_app_from_env
 
     spec = {"kbs": [str(tmp_path / "kb")], "settings": {}, "keys": None, "config": asdict(ServerConfig(ui=False, metrics_dir=str(tmp_path))),
             "warm_up": False, "max_pending": 3}

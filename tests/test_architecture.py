@@ -46,7 +46,7 @@ PARTS = tuple(ALLOWED)
 # top-level names that are ours: the product parts, and the two that may import anything
 OURS = frozenset(PARTS) | {"bench", "tests"}
 
-_ENTRY_POINT = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*$")  # "ingest.loaders.pdf:load_pdf"
+_ENTRY_POINT = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*$")  # "kbqa.ingest.loaders.pdf:load_pdf"
 _IMPORT_FUNCS = {"import_module", "__import__"}
 
 
@@ -123,9 +123,16 @@ def imports_in(path: Path) -> list[Import]:
                 found.append(Import(rel, node.lineno, name, f"{_call_name(node.func)}({arg.value!r})"))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             match = _ENTRY_POINT.match(node.value)
-            if match and match.group(1).split(".")[0] in OURS:
+            if match and _top(match.group(1)) in OURS:
                 found.append(Import(rel, node.lineno, match.group(1), f"dynamic import target {node.value!r}"))
     return found
+
+
+def _top(name: str) -> str:
+    """The part a module name belongs to: ``kbqa.ingest.loaders`` -> ``ingest`` (the parts are
+    installed under the ``kbqa`` namespace); a name outside it keeps its first component."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "kbqa" and len(parts) > 1 else parts[0]
 
 
 def violations_of(path: Path) -> list[str]:
@@ -136,7 +143,10 @@ def violations_of(path: Path) -> list[str]:
         if not imp.target:
             out.append(f"{imp.where}: {imp.how}: relative import climbs above the top-level package {part!r}")
             continue
-        top = imp.target.split(".")[0]
+        top = _top(imp.target)
+        if imp.target.split(".")[0] in PARTS and not imp.how.startswith("from ."):
+            out.append(f"{imp.where}: {imp.how}: import our parts as kbqa.{imp.target} (a bare {imp.target.split('.')[0]!r} would shadow or be shadowed)")
+            continue
         if top not in OURS or top == part:
             continue
         if top not in ALLOWED[part]:
@@ -167,20 +177,22 @@ def test_import_arrows():
 @pytest.mark.parametrize(
     "file, source, bad",
     [
-        ("retrieval/x.py", "import app.kb\n", True),
-        ("retrieval/x.py", "def f():\n    from ingest.manifest import Manifest\n", True),
-        ("retrieval/x.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from eval import run\n", True),
+        ("retrieval/x.py", "import kbqa.app.kb\n", True),
+        ("retrieval/x.py", "def f():\n    from kbqa.ingest.manifest import Manifest\n", True),
+        ("retrieval/x.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from kbqa.eval import run\n", True),
         ("retrieval/x.py", "import bench.run\n", True),
         ("retrieval/stores/x.py", "from ..types import Chunk\nfrom . import factory\n", False),
         ("retrieval/x.py", "from ... import something\n", True),  # climbs out of retrieval/
-        ("ingest/x.py", "from retrieval.types import Chunk\nimport numpy\n", False),
-        ("ingest/x.py", "class A:\n    def m(self):\n        import finetune.train\n", True),
-        ("ingest/x.py", "import importlib\nimportlib.import_module('app.kb')\n", True),
-        ("ingest/x.py", "TABLE = {'.pdf': 'eval.report:render_report'}\n", True),
-        ("ingest/loaders/x.py", "TABLE = {'.pdf': 'ingest.loaders.pdf:load_pdf'}\n", False),
-        ("eval/x.py", "try:\n    from finetune import config\nexcept ImportError:\n    pass\n", True),
-        ("finetune/x.py", "import eval.scoring as s\n", True),
-        ("app/x.py", "import ingest, finetune, eval, retrieval\nfrom app.kb import KnowledgeBase\n", False),
+        ("ingest/x.py", "from kbqa.retrieval.types import Chunk\nimport numpy\n", False),
+        ("ingest/x.py", "from retrieval.types import Chunk\n", True),  # bare: not under the kbqa namespace
+        ("ingest/x.py", "class A:\n    def m(self):\n        import kbqa.finetune.train\n", True),
+        ("ingest/x.py", "import importlib\nimportlib.import_module('kbqa.app.kb')\n", True),
+        ("ingest/x.py", "TABLE = {'.pdf': 'kbqa.eval.report:render_report'}\n", True),
+        ("ingest/loaders/x.py", "TABLE = {'.pdf': 'kbqa.ingest.loaders.pdf:load_pdf'}\n", False),
+        ("eval/x.py", "try:\n    from kbqa.finetune import config\nexcept ImportError:\n    pass\n", True),
+        ("finetune/x.py", "import kbqa.eval.scoring as s\n", True),
+        ("app/x.py", "import kbqa.ingest, kbqa.finetune, kbqa.eval, kbqa.retrieval\nfrom kbqa.app.kb import KnowledgeBase\n", False),
+        ("app/x.py", "import app.kb\n", True),
         ("app/server/x.py", "from ..kb import KnowledgeBase\nfrom .. import settings\n", False),
         ("app/x.py", "from tests.conftest import ROOT\n", True),
     ],
@@ -199,15 +211,15 @@ def test_the_checker_catches_what_it_should(tmp_path, monkeypatch, file, source,
 # ---- 2. cheap imports --------------------------------------------------------------------
 HEAVY = ("torch", "transformers", "chromadb", "gradio")
 CHEAP = [
-    "retrieval",
-    "ingest",
-    "finetune",
-    "eval",
-    "app",
-    "app.kb",
-    "app.service",
-    "app.server.api",
-    "retrieval.retriever",
+    "kbqa.retrieval",
+    "kbqa.ingest",
+    "kbqa.finetune",
+    "kbqa.eval",
+    "kbqa.app",
+    "kbqa.app.kb",
+    "kbqa.app.service",
+    "kbqa.app.server.api",
+    "kbqa.retrieval.retriever",
 ]
 # module -> why it is expected to load a heavy library today (pytest xfail, strict)
 KNOWN_HEAVY: dict[str, str] = {}
@@ -246,7 +258,7 @@ print(json.dumps({"loaded": loaded, "chains": {n: chains.get(n, []) for n in loa
     [pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_HEAVY[m], strict=True)) if m in KNOWN_HEAVY else m for m in CHEAP],
 )
 def test_import_loads_no_heavy_library(module):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, module, ",".join(HEAVY)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

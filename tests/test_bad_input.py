@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from app.kb import KnowledgeBase
-from ingest.pipeline import Ingestor
+from kbqa.app.kb import KnowledgeBase
+from kbqa.ingest.pipeline import Ingestor
 
 GOOD = "The Lanshan night train leaves Cloud Peak Summit at 23:15 every Saturday.\n"
 

@@ -27,7 +27,7 @@ def server_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server_kb(server_url, settings, tmp_path_factory):
     """The sample documents ingested into a knowledge base whose vectors live on the server."""
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     s = settings.with_overrides({"store.chroma_url": server_url})
     kb_dir = tmp_path_factory.mktemp("server-kbs") / "railway"
@@ -39,7 +39,7 @@ def server_kb(server_url, settings, tmp_path_factory):
 def test_knowledge_bases_keep_their_vectors_on_the_server(server_kb, server_url, tmp_path):
     import chromadb
 
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     kb_dir, s = server_kb
     assert not (kb_dir / "chroma").exists()  # the vectors went to the server, not to disk here
@@ -54,14 +54,14 @@ def test_knowledge_bases_keep_their_vectors_on_the_server(server_kb, server_url,
 
 @pytest.mark.slow
 def test_serve_workers_share_a_knowledge_base_on_a_chroma_server(server_kb, tmp_path):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     kb_dir, s = server_kb
     server_url = s.store.chroma_url
     # more workers: `kbqa serve --workers 2` in another process, on the same directory and server
     port = free_port()
     env = dict(os.environ, KBQA_STORE__CHROMA_URL=server_url, KBQA_CACHE_DIR=str(s.cache_dir), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "app.cli.kbqa_main", "serve", "--kb", f"railway={kb_dir}", "--port", str(port), "--workers", "2", "--no-ui", "--no-warm-up"]
+    cmd = [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"railway={kb_dir}", "--port", str(port), "--workers", "2", "--no-ui", "--no-warm-up"]
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -116,8 +116,8 @@ def _wait_healthy(url: str, proc, log_path, timeout_s: float = 300.0) -> None:
 
 
 def test_doctor_checks_the_knowledge_base_on_the_chroma_server(server_kb):
-    from app.doctor import check
-    from app.kb import KnowledgeBase
+    from kbqa.app.doctor import check
+    from kbqa.app.kb import KnowledgeBase
 
     kb_dir, s = server_kb
     report = check(kb_dir, s)  # the collection named after the directory, not the embedded default

@@ -24,7 +24,7 @@ TINY_DOC = (
 
 def _parsers():
     """(name, parser) for each CLI parser and, recursively, every subcommand's parser; built as the CLIs build them."""
-    from app.cli import ingest_main, kbqa_main
+    from kbqa.app.cli import ingest_main, kbqa_main
 
     todo = [("ingest", ingest_main.build_parser()), ("kbqa", kbqa_main.build_parser())]
     while todo:
@@ -72,15 +72,15 @@ def test_version_comes_from_the_package_metadata(command):
 
 
 def test_version_falls_back_to_pyproject_when_not_installed(monkeypatch):
-    import app.version
+    from kbqa.app import version as app_version
 
     def not_installed(name):
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(app.version, "version", not_installed)
+    monkeypatch.setattr(app_version, "version", not_installed)
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-    assert app.version.kbqa_version() == expected
-    assert app.version.pyproject_version(ROOT / "no-such-pyproject.toml") == "unknown"
+    assert app_version.kbqa_version() == expected
+    assert app_version.pyproject_version(ROOT / "no-such-pyproject.toml") == "unknown"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def tiny_ingest(tmp_path_factory):
     doc = root / "railway.txt"
     doc.write_text(TINY_DOC, encoding="utf-8")
     kb = root / "kb"
-    out = subprocess.run([sys.executable, "-m", "app.cli.ingest_main", str(doc), str(root / "missing.txt"), "--kb", str(kb)],
+    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.ingest_main", str(doc), str(root / "missing.txt"), "--kb", str(kb)],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     return kb, out
 
@@ -109,7 +109,7 @@ def test_ingest_reports_failures_on_stderr_and_draws_no_bars_on_a_pipe(tiny_inge
                                                  ("What is the capital of Peru?", False)])
 def test_ask_json_says_whether_found_and_the_answer_mode(tiny_ingest, question, found):
     kb, _ = tiny_ingest
-    out = subprocess.run([sys.executable, "-m", "app.cli.kbqa_main", "ask", question, "--kb", str(kb), "--json"],
+    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", question, "--kb", str(kb), "--json"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

@@ -17,11 +17,11 @@ import threading
 
 import pytest
 
-from app.doctor import check
-from app.kb import KnowledgeBase
-from ingest.lock import KBLock, KBLockedError
-from ingest.manifest import Manifest
-from retrieval.bm25 import BM25Index
+from kbqa.app.doctor import check
+from kbqa.app.kb import KnowledgeBase
+from kbqa.ingest.lock import KBLock, KBLockedError
+from kbqa.ingest.manifest import Manifest
+from kbqa.retrieval.bm25 import BM25Index
 from tests.conftest import ROOT, SAMPLE
 
 DOCS = ["history.md", "faq_zh.md", "timetable_and_fares.html", "safety_rules.txt", "stations_guide.pdf"]
@@ -53,7 +53,7 @@ def _ingest_cli(docs, kb, crash_at=None, extra_env=None, remove=False):
     if crash_at:
         env["KBQATEST_CRASH_AT"] = crash_at
     env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "app.cli.ingest_main", str(docs), "--kb", str(kb), "--json", "--no-progress"]
+    cmd = [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(docs), "--kb", str(kb), "--json", "--no-progress"]
     if remove:
         cmd.insert(3, "--remove")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
@@ -117,7 +117,7 @@ def test_killed_replacement_and_doctor_repair(crash_docs, reference_ids, tmp_pat
     before = check(kb, settings)
     assert any("not in the manifest" in p for p in before.problems), before.problems
     doctor = subprocess.run(
-        [sys.executable, "-m", "app.cli.kbqa_main", "doctor", "--kb", str(kb), "--repair", "--json"],
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--repair", "--json"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert doctor.returncode == 0, doctor.stderr
@@ -159,7 +159,7 @@ def test_second_writer_waits_for_the_lock_then_runs(tmp_path, settings):
 
     handler = logging.Handler()
     handler.emit = lambda record: waiting.set() if "locked by another process" in record.getMessage() else None
-    logging.getLogger("ingest.lock").addHandler(handler)
+    logging.getLogger("kbqa.ingest.lock").addHandler(handler)
     try:
         def release():
             waiting.wait(300)
@@ -170,7 +170,7 @@ def test_second_writer_waits_for_the_lock_then_runs(tmp_path, settings):
         summary = KnowledgeBase(kb_path, settings).ingest([docs])
         t.join()
     finally:
-        logging.getLogger("ingest.lock").removeHandler(handler)
+        logging.getLogger("kbqa.ingest.lock").removeHandler(handler)
     assert waiting.is_set()
     assert summary.ok and summary.count("added") == 1
 

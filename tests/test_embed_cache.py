@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from app.kb import KnowledgeBase
-from app.settings import Settings
-from ingest.embed_cache import CACHE_FILE, EmbedCache, embedder_identity, text_key
+from kbqa.app.kb import KnowledgeBase
+from kbqa.app.settings import Settings
+from kbqa.ingest.embed_cache import CACHE_FILE, EmbedCache, embedder_identity, text_key
 from tests.conftest import ROOT, SAMPLE
 
 OLD = "Wrenfield walked the mountain for eleven months"
@@ -117,7 +117,7 @@ def test_another_embedder_identity_never_reuses(tmp_path, docs, embedder):
 
 
 def test_identity_names_what_changes_vectors():
-    from retrieval.embedders import make_embedder
+    from kbqa.retrieval.embedders import make_embedder
 
     fp32 = make_embedder("sentence-transformers", "all-MiniLM-L6-v2", device="cpu", precision="fp32")
     int8 = make_embedder("sentence-transformers", "all-MiniLM-L6-v2", device="cpu", precision="int8")
@@ -136,7 +136,7 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, docs, embedder, caplo
     _edit(docs / "history.md")
     rec = Recording(embedder)
     kb.embedder = rec
-    with caplog.at_level(logging.WARNING, logger="ingest.embed_cache"):
+    with caplog.at_level(logging.WARNING, logger="kbqa.ingest.embed_cache"):
         summary = kb.ingest([docs])
     assert summary.ok and summary.count("replaced") == 1
     assert summary.chunks_reused == 0 and summary.chunks_embedded == len(rec.seen) == summary.chunks_added
@@ -185,7 +185,7 @@ def test_run_killed_between_store_and_cache_is_finished_by_the_next(tmp_path, do
         handle.write("\nRule 99: passengers may not feed the summit goats.\n")
     env = dict(os.environ, KBQA_INGEST__BATCH_CHUNKS="1", KBQA_INGEST__WORKERS="0", KBQATEST_CRASH_AT="after_upsert:2")
     killed = subprocess.run(
-        [sys.executable, "-m", "app.cli.ingest_main", str(docs), "--kb", str(kb_path), "--json", "--no-progress"],
+        [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(docs), "--kb", str(kb_path), "--json", "--no-progress"],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -216,7 +216,7 @@ def test_cache_round_trip_dimension_check_and_prune(tmp_path, caplog):
     cache.put([("c1", keys[0], _vec(1)), ("c2", keys[1], _vec(2)), ("c3", keys[1], _vec(2))])
     found = cache.lookup(keys, 8)
     assert set(found) == set(keys[:2]) and np.array_equal(found[keys[0]], _vec(1))
-    with caplog.at_level(logging.WARNING, logger="ingest.embed_cache"):
+    with caplog.at_level(logging.WARNING, logger="kbqa.ingest.embed_cache"):
         assert cache.lookup(keys, 16) == {}  # stored with dimension 8: never handed out as 16
     assert "did not have dimension 16" in caplog.text
     assert cache.prune({"c1", "c3"}) == 1 and cache.counts() == (2, 2)  # beta still referred to by c3
@@ -240,7 +240,7 @@ def test_cache_of_another_schema_version_is_rebuilt(tmp_path):
 def test_unopenable_cache_is_turned_off_for_the_run(tmp_path, caplog):
     (tmp_path / CACHE_FILE).mkdir()  # a directory where the file should be: cannot be opened, must not be deleted
     cache = EmbedCache(tmp_path / CACHE_FILE)
-    with caplog.at_level(logging.WARNING, logger="ingest.embed_cache"):
+    with caplog.at_level(logging.WARNING, logger="kbqa.ingest.embed_cache"):
         assert cache.lookup([text_key("fake/1", "a")], 8) == {}
     cache.put([("c1", text_key("fake/1", "a"), _vec(1))])  # quietly skipped: already off
     assert cache.disabled and "turned off" in caplog.text and (tmp_path / CACHE_FILE).is_dir()

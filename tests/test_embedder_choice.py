@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.embedder_choice import chinese_share
+from kbqa.app.embedder_choice import chinese_share
 
 
 def _write(folder, files: dict[str, str]):
@@ -27,8 +27,8 @@ def test_chinese_share_of_a_sample(tmp_path):
 
 
 def test_auto_picks_e5_for_a_mixed_corpus_and_keeps_it(tmp_path):
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     docs = _write(tmp_path / "docs", {**ENGLISH, **CHINESE})
     auto = Settings.load(env={}, overrides={"embedder.backend": "auto"})
@@ -47,8 +47,8 @@ def test_auto_picks_e5_for_a_mixed_corpus_and_keeps_it(tmp_path):
 
 
 def test_auto_keeps_minilm_for_english(tmp_path):
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     kb = KnowledgeBase(tmp_path / "kb", Settings.load(env={}, overrides={"embedder.backend": "auto"}))
     summary = kb.ingest([_write(tmp_path / "docs", ENGLISH)])

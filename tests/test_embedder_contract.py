@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.embedders import make_embedder
-from retrieval.protocols import Embedder
+from kbqa.retrieval.embedders import make_embedder
+from kbqa.retrieval.protocols import Embedder
 
 BACKENDS = [
     ("sentence-transformers", "all-MiniLM-L6-v2", False),
@@ -61,8 +61,8 @@ def test_e5_token_count_matches_its_engine_and_fills_the_model():
     text = "退款在十个工作日内到账。Refunds take ten working days. " * 3
     assert emb.count_tokens([text])[0] + emb.overhead == emb.model.token_count(text, False)
     assert emb.max_tokens + emb.overhead == 512
-    from retrieval.readers.e5_file import read_e5_file
-    from retrieval.readers.e5_tokenizer import E5Tokenizer
+    from kbqa.retrieval.readers.e5_file import read_e5_file
+    from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
 
     tok = E5Tokenizer(read_e5_file().vocab)  # the reader's Python port of the same tokenizer agrees
     assert tok.count(text) - 2 == emb.count_tokens([text])[0]  # count() adds <s> and </s>

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.charset import codec_for_label
-from ingest.encoding import decode_text
-from ingest.errors import LoadError
-from ingest.loaders import load_document
+from kbqa.ingest.charset import codec_for_label
+from kbqa.ingest.encoding import decode_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders import load_document
 
 TEXTS = {
     "shift_jis": [

@@ -61,7 +61,7 @@ def test_stream_yields_text(sample_kb):
 def test_cli_ask_json_cites_the_document(sample_kb_dir):
     item = next(q for q in QA if q["key"] == "800 mm")
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli.kbqa_main", "ask", item["query"], "--kb", str(sample_kb_dir), "--json", "--max-new-tokens", "48"],
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", item["query"], "--kb", str(sample_kb_dir), "--json", "--max-new-tokens", "48"],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr
@@ -75,7 +75,7 @@ def test_cli_ask_json_cites_the_document(sample_kb_dir):
 
 def test_cli_retrieve_json_is_a_list(sample_kb_dir):
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli.kbqa_main", "retrieve", "儿童身高不足多少需要陪同", "--kb", str(sample_kb_dir), "--json", "-k", "3"],
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "retrieve", "儿童身高不足多少需要陪同", "--kb", str(sample_kb_dir), "--json", "-k", "3"],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr
@@ -114,7 +114,7 @@ def test_llamaindex_retriever(sample_kb):
 
 def test_cli_refuses_a_directory_that_is_not_a_kb(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli.kbqa_main", "ask", "anything", "--kb", str(tmp_path / "nope")],
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", "anything", "--kb", str(tmp_path / "nope")],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 2 and "not a knowledge base" in out.stderr
@@ -123,7 +123,7 @@ def test_cli_refuses_a_directory_that_is_not_a_kb(tmp_path):
 def test_cli_chat_repl_answers_with_sources_and_follow_ups(sample_kb_dir):
     """`kbqa chat` (what `make demo` ends in): streamed answers, numbered sources, multi-turn."""
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli.kbqa_main", "chat", "--kb", str(sample_kb_dir), "--max-new-tokens", "24"],
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "chat", "--kb", str(sample_kb_dir), "--max-new-tokens", "24"],
         input="How long is the Cloudgate Tunnel?\nAnd when did the railway open?\n\n",
         capture_output=True, text=True, timeout=900,
     )

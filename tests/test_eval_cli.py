@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from app.cli.kbqa_main import main
-from eval.datasets import DatasetError, read_mcq_csv, read_qa_jsonl, read_squad
-from eval.mcq import extract_choice
+from kbqa.app.cli.kbqa_main import main
+from kbqa.eval.datasets import DatasetError, read_mcq_csv, read_qa_jsonl, read_squad
+from kbqa.eval.mcq import extract_choice
 
 from tests.conftest import FIXTURES, ROOT
 
@@ -149,7 +149,7 @@ def test_eval_qa_full_rag_path_on_sample_kb(sample_kb_dir, tmp_path, capsys):
 def test_perplexity_math_and_text_reader(tmp_path):
     import math
 
-    from eval.perplexity import perplexity_from_nll, read_texts
+    from kbqa.eval.perplexity import perplexity_from_nll, read_texts
 
     assert perplexity_from_nll(0.0, 10) == 1.0
     assert perplexity_from_nll(10 * math.log(4), 10) == pytest.approx(4.0)
@@ -203,7 +203,7 @@ def test_eval_squad_predictions_by_id(tmp_path, capsys):
 def test_eval_squad_strips_citations_and_counts_not_found_and_wrong(tmp_path, capsys):
     """Every answer carries citation markers: EM/F1 are computed without them; "not found" on an
     answerable question and wrong answers are rates of their own, in the table and the JSON."""
-    from retrieval.prompts import NOT_FOUND
+    from kbqa.retrieval.prompts import NOT_FOUND
 
     preds = tmp_path / "p.jsonl"
     rows = [

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from eval.bleu import bleu4_llamafactory, bleu_per_order_evalscope, english_word_tokens, evalscope_bleu_tokens, sentence_bleu
-from eval.scoring import ALL_KEYS, aggregate, score_answer
-from eval.squad_metrics import contains_reference, exact_match, normalize_answer, squad_scores, token_f1
-from eval.text_metrics import evalscope_rouge_text, jieba_cut, lcs_length, rouge_evalscope, rouge_from_tokens, rouge_llamafactory
+from kbqa.eval.bleu import bleu4_llamafactory, bleu_per_order_evalscope, english_word_tokens, evalscope_bleu_tokens, sentence_bleu
+from kbqa.eval.scoring import ALL_KEYS, aggregate, score_answer
+from kbqa.eval.squad_metrics import contains_reference, exact_match, normalize_answer, squad_scores, token_f1
+from kbqa.eval.text_metrics import evalscope_rouge_text, jieba_cut, lcs_length, rouge_evalscope, rouge_from_tokens, rouge_llamafactory
 
 PAIRS = [
     ("It opened to the public on 14 June 1911.", "The railway opened to the public on 14 June 1911, after years of work."),

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from finetune.config import ConfigError, TrainConfig
-from finetune.formats import IGNORE, FormatError, encode, load_examples, parse_record
-from finetune.make_data import QAPair, build_examples, not_found_example, rag_example, split_groups, template_pairs
-from retrieval.prompts import NOT_FOUND
-from retrieval.types import Chunk, Hit
+from kbqa.finetune.config import ConfigError, TrainConfig
+from kbqa.finetune.formats import IGNORE, FormatError, encode, load_examples, parse_record
+from kbqa.finetune.make_data import QAPair, build_examples, not_found_example, rag_example, split_groups, template_pairs
+from kbqa.retrieval.prompts import NOT_FOUND
+from kbqa.retrieval.types import Chunk, Hit
 
 
 def _write(path, rows):
@@ -166,7 +166,7 @@ FACTS = [("Lanshan Railway opened", "14 June 1911"), ("track gauge", "800 mm"), 
 def tokenizer(settings):
     from transformers import AutoTokenizer
 
-    from finetune.train import resolve_model
+    from kbqa.finetune.train import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("smollm2", str(settings.cache_dir)))
 
@@ -175,7 +175,7 @@ def tokenizer(settings):
 def trained(tmp_path_factory, settings):
     import torch
 
-    from finetune.train import train
+    from kbqa.finetune.train import train
 
     torch.set_num_threads(1)  # on a busy shared CPU, more threads spin and stall
     root = tmp_path_factory.mktemp("ft")
@@ -204,7 +204,7 @@ def test_training_lowers_loss_and_writes_the_adapter_files(trained):
 
 @pytest.mark.slow  # a few real training steps on the CPU: minutes on a busy 2-core machine
 def test_adapter_reloads_and_changes_the_answer(trained, settings):
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     cfg, _ = trained
     question = [{"role": "user", "content": "What is the track gauge?"}]
@@ -220,7 +220,7 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     from dataclasses import replace
     from pathlib import Path
 
-    from finetune.train import train
+    from kbqa.finetune.train import train
 
     cfg, first = trained
     copy = tmp_path / "adapter"
@@ -243,7 +243,7 @@ def test_merge_reproduces_the_adapter_logits(trained, tmp_path, settings):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finetune.train import merge, resolve_model
+    from kbqa.finetune.train import merge, resolve_model
 
     cfg, _ = trained
     merged_dir = merge(cfg.output_dir, tmp_path / "merged", cache_dir=str(settings.cache_dir))
@@ -263,7 +263,7 @@ def test_freeze_mode_trains_only_the_last_layers(tmp_path, settings):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from finetune.train import resolve_model, train
+    from kbqa.finetune.train import resolve_model, train
 
     torch.set_num_threads(1)
     rows = [{"query": f"What is the {k}?", "response": f"The {k} is {v}."} for k, v in FACTS] * 2
@@ -283,7 +283,7 @@ def test_freeze_mode_trains_only_the_last_layers(tmp_path, settings):
 # ---- the CLI -----------------------------------------------------------------------------------
 
 def test_cli_train_reports_the_bad_line(tmp_path, capsys):
-    from app.cli.kbqa_main import main
+    from kbqa.app.cli.kbqa_main import main
 
     data = _write(tmp_path / "bad.jsonl", [{"query": "q", "response": "a"}, {"instruction": "only"}])
     with pytest.raises(SystemExit) as exc:
@@ -294,7 +294,7 @@ def test_cli_train_reports_the_bad_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_make_data_on_the_sample_kb(sample_kb_dir, tmp_path, capsys):
-    from app.cli.kbqa_main import main
+    from kbqa.app.cli.kbqa_main import main
 
     out = tmp_path / "data.jsonl"
     assert main(["finetune", "make-data", "--kb", str(sample_kb_dir), "--out", str(out)]) == 0
@@ -311,8 +311,8 @@ def test_cli_make_data_on_the_sample_kb(sample_kb_dir, tmp_path, capsys):
 def test_batch_loss_projects_only_labelled_positions_and_matches_the_full_loss(settings, tokenizer):
     import torch
 
-    from finetune.formats import encode
-    from finetune.train import batch_loss, collate, load_base, resolve_model
+    from kbqa.finetune.formats import encode
+    from kbqa.finetune.train import batch_loss, collate, load_base, resolve_model
 
     model, _ = load_base(resolve_model("smollm2", str(settings.cache_dir)), "cpu")
     items = [encode(tokenizer, [{"role": "user", "content": f"What is the {k}?"}, {"role": "assistant", "content": f"The {k} is {v}."}], 64)
@@ -328,7 +328,7 @@ def test_cli_train_packs_shared_prompts_and_adapts_only_the_last_layers(tmp_path
     import torch
     from safetensors.torch import load_file
 
-    from app.cli.kbqa_main import main
+    from kbqa.app.cli.kbqa_main import main
 
     torch.set_num_threads(1)
     context = "Context:\n[1] (line.md)\n<<<\n" + " ".join(f"The {k} is {v}." for k, v in FACTS) + "\n>>>\n\n"

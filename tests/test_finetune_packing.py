@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.formats import IGNORE
-from finetune.packing import pack_attention_mask, pack_shared_prefix
+from kbqa.finetune.formats import IGNORE
+from kbqa.finetune.packing import pack_attention_mask, pack_shared_prefix
 
 
 def _ex(prompt: list[int], answer: list[int]) -> dict:
@@ -61,8 +61,8 @@ def test_mask_lets_members_see_the_prefix_and_themselves_only():
 def test_packed_loss_equals_the_unpacked_loss(settings):
     import torch
 
-    from finetune.formats import encode
-    from finetune.train import batch_loss, collate, load_base, resolve_model
+    from kbqa.finetune.formats import encode
+    from kbqa.finetune.train import batch_loss, collate, load_base, resolve_model
 
     torch.set_num_threads(1)
     model, tok = load_base(resolve_model("smollm2", str(settings.cache_dir)), "cpu")
@@ -91,8 +91,8 @@ def test_packed_loss_equals_the_unpacked_loss(settings):
 
 @pytest.mark.slow
 def test_lora_last_layers_puts_adapters_only_there(tmp_path, settings):
-    from finetune.config import TrainConfig
-    from finetune.train import load_base, make_trainable, resolve_model
+    from kbqa.finetune.config import TrainConfig
+    from kbqa.finetune.train import load_base, make_trainable, resolve_model
 
     model, _ = load_base(resolve_model("smollm2", str(settings.cache_dir)), "cpu")
     cfg = TrainConfig(data="x.jsonl", output_dir=str(tmp_path), lora_last_layers=2)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from live_server import running
-from retrieval.prompts import NOT_FOUND
+from kbqa.retrieval.prompts import NOT_FOUND
 
 FORGED = "1. 可以免费改签一次，须在原车次发车前23000元 [1]"
 
@@ -58,7 +58,7 @@ def test_extractive_default_says_not_found_for_the_capital_of_peru(sample_kb):
     ("How long is the Cloudgate Tunnel?", "1,146"),
 ])
 def test_extractive_answers_in_english_hold_the_key_fact(sample_kb, sample_kb_dir, settings, query, key):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     # its own answer cache, so that other tests asking the same question on `sample_kb` are not answered from it
     kb = KnowledgeBase(sample_kb_dir, settings, reader=sample_kb.answerer.reader)
@@ -67,7 +67,7 @@ def test_extractive_answers_in_english_hold_the_key_fact(sample_kb, sample_kb_di
 
 
 def _generative(sample_kb_dir, settings, text):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     return KnowledgeBase(sample_kb_dir, settings.with_overrides({"answer.mode": "generative"}), llm=ForgingLLM(text))
 
@@ -104,7 +104,7 @@ def test_streaming_carries_the_verdict_at_the_end(sample_kb_dir, settings):
 
 
 def test_ask_json_shows_the_mode_and_the_verdict(sample_kb_dir):
-    out = subprocess.run([sys.executable, "-m", "app.cli.kbqa_main", "ask", "多大的儿童可以免票？", "--kb", str(sample_kb_dir), "--json"],
+    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", "多大的儿童可以免票？", "--kb", str(sample_kb_dir), "--json"],
                          capture_output=True, text=True, timeout=600, check=True)
     payload = json.loads(out.stdout)
     assert payload["answer_mode"] == "extractive" and payload["grounded"] is True and payload["found"] is True
@@ -113,9 +113,9 @@ def test_ask_json_shows_the_mode_and_the_verdict(sample_kb_dir):
 
 @pytest.fixture(scope="module")
 def forged_server(sample_kb_dir, settings):
-    from app.server import ServerConfig, build_app
-    from app.server.auth import KeyRing
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.server.auth import KeyRing
+    from kbqa.app.service import QAService
 
     s = settings.with_overrides({"answer.mode": "generative"})
     service = QAService.open([f"sample={sample_kb_dir}"], s, llm=ForgingLLM(FORGED))

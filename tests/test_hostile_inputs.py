@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.kb import KnowledgeBase
+from kbqa.app.kb import KnowledgeBase
 from tests import hostile_inputs as H
 from tests.conftest import ROOT
 
@@ -92,7 +92,7 @@ def test_a_1_gib_text_file_is_refused_unread(hostile_run):
 
 _MEASURE = """
 import json, resource, sys, time
-from ingest.workers import ParseTask, parse_file
+from kbqa.ingest.workers import ParseTask, parse_file
 
 def peak_mb():  # VmHWM is this process's own peak; ru_maxrss carries the parent's across fork+exec
     try:
@@ -118,7 +118,7 @@ def test_peak_memory_of_a_parser_reading_every_hostile_file(tmp_path):
     docs.mkdir()
     needles = _write_cases(docs)
     paths = [str(docs / n) for n in needles]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *paths], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -134,9 +134,9 @@ def test_multi_frame_image_checks_every_frame(tmp_path):
     """A TIFF whose first frame is small and second declares a huge size fails on the second."""
     from PIL import Image
 
-    from ingest.errors import LoadError
-    from ingest.loaders import load_document
-    from ingest.loaders import image as image_loader
+    from kbqa.ingest.errors import LoadError
+    from kbqa.ingest.loaders import load_document
+    from kbqa.ingest.loaders import image as image_loader
 
     path = tmp_path / "frames.tif"
     small, big = Image.new("L", (10, 10)), Image.new("L", (400, 400))
@@ -151,8 +151,8 @@ def test_multi_frame_image_checks_every_frame(tmp_path):
 
 
 def test_zip_ratio_and_member_count_limits(tmp_path):
-    from ingest.errors import LoadError
-    from ingest.loaders import zipguard
+    from kbqa.ingest.errors import LoadError
+    from kbqa.ingest.loaders import zipguard
 
     ratio_bomb = H.docx_zip_bomb(64 * 2**20)  # under the size limits, but 1000:1
     with pytest.raises(LoadError, match="MAX_RATIO"):

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from app.kb import KnowledgeBase
-from app.settings import Settings
-from retrieval.kbdir import EmbedderMismatchError
+from kbqa.app.kb import KnowledgeBase
+from kbqa.app.settings import Settings
+from kbqa.retrieval.kbdir import EmbedderMismatchError
 from tests.conftest import SAMPLE
 
 
@@ -88,7 +88,7 @@ def test_interrupted_run_leaves_no_duplicates(tmp_path, docs_dir, settings):
 
 def test_cli_json_twice_and_exit_codes(tmp_path):
     kb = tmp_path / "kb"
-    cmd = [sys.executable, "-m", "app.cli.ingest_main", str(SAMPLE / "history.md"), str(SAMPLE / "faq_zh.md"), "--kb", str(kb), "--json"]
+    cmd = [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(SAMPLE / "history.md"), str(SAMPLE / "faq_zh.md"), "--kb", str(kb), "--json"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["chunks_added"] > 0

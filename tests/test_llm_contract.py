@@ -35,8 +35,8 @@ def _no_vllm_reason() -> str | None:
 @pytest.fixture(scope="module")
 def kbqa_server(settings, sample_kb_dir):
     """Our own `kbqa serve` application (REST API only) on a free port."""
-    from app.server import ServerConfig, build_app
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.service import QAService
 
     # short prompts (CPU prefill); generative answers: the LLM is what this serves
     s = settings.with_overrides({"retrieval.k": 2, "retrieval.context_neighbors": 0, "answer.mode": "generative", "answer.verify": False})
@@ -48,7 +48,7 @@ def kbqa_server(settings, sample_kb_dir):
 
 @pytest.fixture(scope="module", params=["transformers", "openai", "vllm"])
 def backend(request, settings):
-    from retrieval.llm import make_llm
+    from kbqa.retrieval.llm import make_llm
 
     name = request.param
     if name == "vllm" and (reason := _no_vllm_reason()):
@@ -64,7 +64,7 @@ def backend(request, settings):
 @pytest.fixture(scope="module")
 def tokenizer(settings):
     """The packaged model's tokenizer: the model behind every backend here."""
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     return TransformersLLM(cache_dir=settings.cache_dir).tokenizer
 
@@ -81,7 +81,7 @@ def answers(backend):
 
 class TestLLMContract:
     def test_is_an_llm(self, backend):
-        from retrieval.protocols import LLM
+        from kbqa.retrieval.protocols import LLM
 
         assert isinstance(backend, LLM) and backend.name
 
@@ -104,7 +104,7 @@ class TestLLMContract:
         assert answers[0].startswith(short) and len(answers[0]) > len(short)
 
     def test_sampling_stop_sequence_ends_the_text_before_it(self, backend, answers):
-        from retrieval.protocols import Sampling
+        from kbqa.retrieval.protocols import Sampling
 
         words = answers[0].split()
         stop = " " + words[len(words) // 2]
@@ -113,7 +113,7 @@ class TestLLMContract:
         assert "".join(backend.stream(CONVERSATIONS[0], max_tokens=16, sampling=Sampling(stop=(stop,)))).strip() == expected
 
     def test_sampling_seed_repeats_a_sampled_answer(self, backend):
-        from retrieval.protocols import Sampling
+        from kbqa.retrieval.protocols import Sampling
 
         seeded = Sampling(top_p=0.95, seed=5)
         first, again = (backend.generate(CONVERSATIONS[1], max_tokens=12, temperature=1.5, sampling=seeded) for _ in range(2))
@@ -128,7 +128,7 @@ class TestLLMContract:
 
 # ---- backend specifics ----------------------------------------------------------------
 def test_openai_backend_names_an_unreachable_server():
-    from retrieval.llm.openai_compat import LLMServerError, OpenAICompatLLM
+    from kbqa.retrieval.llm.openai_compat import LLMServerError, OpenAICompatLLM
 
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     llm = OpenAICompatLLM("any", base_url=url, timeout_s=5, max_retries=0)
@@ -139,7 +139,7 @@ def test_openai_backend_names_an_unreachable_server():
 
 
 def test_openai_backend_reports_http_errors(kbqa_server):
-    from retrieval.llm.openai_compat import LLMServerError, OpenAICompatLLM
+    from kbqa.retrieval.llm.openai_compat import LLMServerError, OpenAICompatLLM
 
     llm = OpenAICompatLLM("no-such-kb", base_url=f"{kbqa_server}/v1", max_retries=0)
     with pytest.raises(LLMServerError, match=r"HTTP 404 for model 'no-such-kb'.*no knowledge base named"):
@@ -148,7 +148,7 @@ def test_openai_backend_reports_http_errors(kbqa_server):
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_backend_names_the_install_command(settings):
-    from retrieval.llm import make_llm
+    from kbqa.retrieval.llm import make_llm
 
     llm = make_llm(settings.llm.model_copy(update={"backend": "vllm"}), settings.cache_dir)  # cheap: nothing imported yet
     with pytest.raises(ImportError, match="pip install vllm"):
@@ -156,7 +156,7 @@ def test_vllm_backend_names_the_install_command(settings):
 
 
 def test_prompt_is_trimmed_to_the_context_window(settings):
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     llm = TransformersLLM(cache_dir=settings.cache_dir, max_context_tokens=300)
     context = " ".join(f"Block {i}: the railway has {i} stations and {i * 3} bridges." for i in range(400))
@@ -180,8 +180,8 @@ def test_model_without_chat_template_uses_the_fallback(settings, tmp_path):
     import json
     import shutil
 
-    from retrieval.llm.model_cache import packaged_model_dir
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.model_cache import packaged_model_dir
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     source = packaged_model_dir(settings.cache_dir)
     folder = tmp_path / "no-template"
@@ -217,7 +217,7 @@ def _words(msgs) -> int:
 
 
 def test_fit_messages_drops_old_turns_then_shortens_the_longest():
-    from retrieval.llm.context import ELLIPSIS, fit_messages
+    from kbqa.retrieval.llm.context import ELLIPSIS, fit_messages
 
     msgs = [
         {"role": "system", "content": "sys prompt"},
@@ -235,7 +235,7 @@ def test_fit_messages_drops_old_turns_then_shortens_the_longest():
 
 
 def test_stop_sequences_in_text_and_streams():
-    from retrieval.llm.context import cut_at_stop, prompt_budget, stream_until_stop
+    from kbqa.retrieval.llm.context import cut_at_stop, prompt_budget, stream_until_stop
 
     assert cut_at_stop("answer\nUser: more", ["\nUser:", "zz"]) == "answer"
     assert cut_at_stop("answer", ["\nUser:"]) == "answer"
@@ -249,15 +249,15 @@ def test_stop_sequences_in_text_and_streams():
 
 
 def test_openai_backend_trims_with_an_estimate_and_sends_stops():
-    from retrieval.llm.context import approx_tokens
-    from retrieval.llm.openai_compat import OpenAICompatLLM
+    from kbqa.retrieval.llm.context import approx_tokens
+    from kbqa.retrieval.llm.openai_compat import OpenAICompatLLM
 
     llm = OpenAICompatLLM("m", base_url="http://127.0.0.1:9/v1", max_context_tokens=300, stop=["\nUser:"])
     long = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "word " * 2000 + "Question?"}]
     request = llm._request(long, max_tokens=50, temperature=0.0, stream=False)
     assert approx_tokens(request["messages"]) <= 250 and request["messages"][1]["content"].endswith("Question?")
     assert request["stop"] == ["\nUser:"] and request["max_tokens"] == 50 and request["model"] == "m"
-    from retrieval.protocols import Sampling
+    from kbqa.retrieval.protocols import Sampling
 
     sampled = llm._request(long[:1], 5, 0.7, False, Sampling(top_p=0.5, seed=3, stop=("END",)))
     assert sampled["stop"] == ["END", "\nUser:"] and sampled["top_p"] == 0.5 and sampled["seed"] == 3

@@ -11,8 +11,8 @@ MESSAGES = [{"role": "user", "content": "When did the Lanshan Mountain Railway o
 
 @pytest.fixture(scope="module")
 def int8_llm():
-    from app.settings import Settings
-    from retrieval.llm import make_llm
+    from kbqa.app.settings import Settings
+    from kbqa.retrieval.llm import make_llm
 
     s = Settings.load(env={**os.environ, "KBQA_LLM__PRECISION": "int8"})  # as a user sets it
     assert s.llm.precision == "int8"
@@ -22,8 +22,8 @@ def int8_llm():
 def test_int8_setting_loads_a_quantized_model_that_answers(int8_llm, settings):
     import torch
 
-    from retrieval.llm.quantize import count_int8_linears
-    from retrieval.packaged import SHIPPED_ADAPTER
+    from kbqa.retrieval.llm.quantize import count_int8_linears
+    from kbqa.retrieval.packaged import SHIPPED_ADAPTER
 
     assert int8_llm.precision == "int8" and int8_llm.adapter == SHIPPED_ADAPTER.name  # the default adapter, as with fp32
     text = int8_llm.generate(MESSAGES, max_tokens=8)
@@ -38,7 +38,7 @@ def test_int8_setting_loads_a_quantized_model_that_answers(int8_llm, settings):
 
 
 def test_default_precision_is_fp32_on_cpu(settings):
-    from retrieval.llm.transformers import effective_precision
+    from kbqa.retrieval.llm.transformers import effective_precision
 
     assert settings.llm.precision == "auto"
     assert effective_precision("auto", "cpu") == "fp32"
@@ -54,7 +54,7 @@ def test_int8_adapter_matches_quantizing_after_peft(int8_llm):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from retrieval.llm.quantize import quantize_linears
+    from kbqa.retrieval.llm.quantize import quantize_linears
 
     ref = AutoModelForCausalLM.from_pretrained(int8_llm._path(), dtype=torch.float32, local_files_only=True)
     ref = PeftModel.from_pretrained(ref, int8_llm.adapter_spec.path).eval()
@@ -72,8 +72,8 @@ def test_int8_adapter_matches_quantizing_after_peft(int8_llm):
 
 
 def test_unknown_precision_is_refused(settings):
-    from app.settings import Settings, SettingsError
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.app.settings import Settings, SettingsError
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     with pytest.raises(ValueError, match="llm.precision: unknown precision 'fp8'"):
         TransformersLLM(cache_dir=settings.cache_dir, precision="fp8")

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.clean import clean_text
-from ingest.encoding import decode_text
-from ingest.errors import LoadError
-from ingest.loaders import load_document
+from kbqa.ingest.clean import clean_text
+from kbqa.ingest.encoding import decode_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders import load_document
 from tests.conftest import SAMPLE
 
 

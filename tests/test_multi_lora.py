@@ -28,7 +28,7 @@ def _make_adapters(model_dir, targets: dict) -> None:
 
 @pytest.fixture(scope="module")
 def lora_setup(tmp_path_factory, settings):
-    from retrieval.llm.model_cache import packaged_model_dir
+    from kbqa.retrieval.llm.model_cache import packaged_model_dir
 
     model_dir = packaged_model_dir(settings.cache_dir)
     root = tmp_path_factory.mktemp("adapters")
@@ -56,8 +56,8 @@ def _reference(model_dir, adapter_dir) -> str:
 def test_requests_pick_their_adapter_without_reloading_the_base(lora_setup, settings, monkeypatch):
     import transformers
 
-    from retrieval.llm import transformers as backend
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm import transformers as backend
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     model_dir, adapters = lora_setup
     llm = TransformersLLM("smollm2", device="cpu", cache_dir=settings.cache_dir, adapters=adapters)
@@ -89,7 +89,7 @@ def test_requests_pick_their_adapter_without_reloading_the_base(lora_setup, sett
 
 
 def test_default_adapter_and_unknown_names(lora_setup, settings):
-    from retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.llm.transformers import TransformersLLM
 
     _, adapters = lora_setup
     llm = TransformersLLM("smollm2", device="cpu", cache_dir=settings.cache_dir, adapters=adapters, adapter="beta")
@@ -102,8 +102,8 @@ def test_default_adapter_and_unknown_names(lora_setup, settings):
 
 
 def test_settings_route_adapters_to_the_backend(lora_setup, tmp_path):
-    from app.settings import Settings
-    from retrieval.llm import make_llm
+    from kbqa.app.settings import Settings
+    from kbqa.retrieval.llm import make_llm
 
     _, adapters = lora_setup
     config = tmp_path / "kbqa.toml"
@@ -120,8 +120,8 @@ def test_api_model_field_picks_knowledge_base_and_adapter(lora_setup, settings, 
     import httpx
     import openai
 
-    from app.server import ServerConfig, build_app
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.service import QAService
     from live_server import running
 
     _, adapters = lora_setup

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from ingest.ocr import Box, lines_from_boxes
-from ingest.page_ocr import agreement, choose, ocr_reason
-from ingest.textlayer import DAMAGED_BELOW, SUSPECT_BELOW, damage, plausibility, repair
+from kbqa.ingest.ocr import Box, lines_from_boxes
+from kbqa.ingest.page_ocr import agreement, choose, ocr_reason
+from kbqa.ingest.textlayer import DAMAGED_BELOW, SUSPECT_BELOW, damage, plausibility, repair
 
 ENGLISH = [
     "Refunds are paid to the original card within ten working days.",
@@ -136,7 +136,7 @@ def _words(text: str) -> set[str]:
 
 
 def test_image_only_pdf_is_read_with_ocr_and_keeps_page_numbers(tmp_path, scan_pdf):
-    from ingest.loaders import load_document
+    from kbqa.ingest.loaders import load_document
 
     path = tmp_path / "scan.pdf"
     pages = load_document(path, scan_pdf, ocr="auto")
@@ -145,7 +145,7 @@ def test_image_only_pdf_is_read_with_ocr_and_keeps_page_numbers(tmp_path, scan_p
         expected = _words(" ".join(lines))
         assert len(expected & _words(page.text)) >= 0.85 * len(expected), page.text
     with pytest.raises(Exception, match="no text layer|no extractable text|OCR"):
-        from ingest.chunking import chunk_pages
+        from kbqa.ingest.chunking import chunk_pages
 
         never = load_document(path, scan_pdf, ocr="never")
         chunk_pages(path, never, key="k", source=str(path), doc_hash="h", count_tokens=lambda ts: [len(t.split()) for t in ts],
@@ -153,7 +153,7 @@ def test_image_only_pdf_is_read_with_ocr_and_keeps_page_numbers(tmp_path, scan_p
 
 
 def test_garbage_layer_is_replaced_by_ocr_or_the_page_fails(tmp_path):
-    from ingest.loaders import load_document
+    from kbqa.ingest.loaders import load_document
 
     data = _scan_under_garbage_layer(ENGLISH)
     path = tmp_path / "letter.pdf"
@@ -164,7 +164,7 @@ def test_garbage_layer_is_replaced_by_ocr_or_the_page_fails(tmp_path):
 
 
 def test_ingest_reports_ocr_pages_and_retrieves_scanned_text(tmp_path, settings, scan_pdf):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -184,8 +184,8 @@ def test_ingest_reports_ocr_pages_and_retrieves_scanned_text(tmp_path, settings,
 
 
 def test_images_need_ocr_on(tmp_path):
-    from ingest.errors import LoadError
-    from ingest.loaders import load_document
+    from kbqa.ingest.errors import LoadError
+    from kbqa.ingest.loaders import load_document
 
     buf = io.BytesIO()
     _text_image(ENGLISH[:1]).save(buf, "PNG")
@@ -196,7 +196,7 @@ def test_images_need_ocr_on(tmp_path):
 
 
 def test_images_can_be_uploaded_and_are_checked_by_signature():
-    from app.server.uploads import UploadRejected, check_upload
+    from kbqa.app.server.uploads import UploadRejected, check_upload
 
     buf = io.BytesIO()
     _text_image(ENGLISH[:1]).save(buf, "PNG")
@@ -210,7 +210,7 @@ def test_images_can_be_uploaded_and_are_checked_by_signature():
 def test_a_short_layer_in_a_script_ocr_cannot_read_is_kept(tmp_path):
     from fpdf import FPDF
 
-    from ingest.loaders import load_document
+    from kbqa.ingest.loaders import load_document
 
     pdf = FPDF()
     pdf.add_page()

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from ingest.clean import clean_text
-from ingest.errors import LoadError
-from ingest.loaders import load_document, supported_extensions
-from ingest.redact import redact
-from ingest.split import split_text
-from retrieval.tokenize import bm25_tokens
+from kbqa.ingest.clean import clean_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders import load_document, supported_extensions
+from kbqa.ingest.redact import redact
+from kbqa.ingest.split import split_text
+from kbqa.retrieval.tokenize import bm25_tokens
 
 BOUNDED = hsettings(max_examples=40, deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 

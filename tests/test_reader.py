@@ -19,7 +19,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def e5():
-    from retrieval.readers.e5_file import read_e5_file
+    from kbqa.retrieval.readers.e5_file import read_e5_file
 
     return read_e5_file()
 
@@ -32,7 +32,7 @@ def engine():
 
 
 def test_tokenizer_counts_what_the_engine_counts(e5, engine):
-    from retrieval.readers.e5_tokenizer import E5Tokenizer
+    from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
 
     tok = E5Tokenizer(e5.vocab)
     for text in TEXTS:
@@ -40,7 +40,7 @@ def test_tokenizer_counts_what_the_engine_counts(e5, engine):
 
 
 def test_token_offsets_cover_the_original_text(e5):
-    from retrieval.readers.e5_tokenizer import E5Tokenizer
+    from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
 
     tok = E5Tokenizer(e5.vocab)
     text = "兰山铁路于1911年通车。It is 48.6 km long."
@@ -53,8 +53,8 @@ def test_torch_encoder_matches_the_wheels_engine(e5, engine):
     """The dequantised weights in torch give the engine's embeddings (mean-pooled, normalised)."""
     import torch
 
-    from retrieval.readers.e5_encoder import E5Encoder
-    from retrieval.readers.e5_tokenizer import E5Tokenizer
+    from kbqa.retrieval.readers.e5_encoder import E5Encoder
+    from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
 
     tok, enc = E5Tokenizer(e5.vocab), E5Encoder.from_file(e5).eval()
     for text in TEXTS[:4]:
@@ -67,8 +67,8 @@ def test_torch_encoder_matches_the_wheels_engine(e5, engine):
 
 
 def test_windows_label_the_answer_tokens(e5):
-    from retrieval.readers.e5_tokenizer import E5Tokenizer
-    from retrieval.readers.features import windows
+    from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
+    from kbqa.retrieval.readers.features import windows
 
     tok = E5Tokenizer(e5.vocab)
     passage = "未满6周岁的儿童免票。The Cloudgate Tunnel is 1,146 m long. " * 30
@@ -84,7 +84,7 @@ def test_windows_label_the_answer_tokens(e5):
 
 @pytest.fixture(scope="module")
 def reader():
-    from retrieval.readers import make_reader
+    from kbqa.retrieval.readers import make_reader
 
     r = make_reader("auto", device="cpu")
     r.warm_up()
@@ -120,8 +120,8 @@ def test_shipped_reader_card_and_config(reader):
 
 def test_train_and_calibrate_a_reader_end_to_end(tmp_path):
     """`kbqa finetune reader-data` + `reader` on a tiny SQuAD-format file: a folder that loads and reads."""
-    from app.cli.kbqa_main import main
-    from retrieval.readers.span import SpanReader
+    from kbqa.app.cli.kbqa_main import main
+    from kbqa.retrieval.readers.span import SpanReader
 
     data = tmp_path / "en.jsonl"
     assert main(["finetune", "reader-data", str(FIXTURES / "eval_squad_mini.json"), "--lang", "en", "--out", str(data), "--negatives", "1"]) == 0
@@ -141,7 +141,7 @@ def test_train_and_calibrate_a_reader_end_to_end(tmp_path):
 
 
 def test_reader_config_errors_name_the_field(tmp_path):
-    from finetune.reader_train import ReaderConfig
+    from kbqa.finetune.reader_train import ReaderConfig
 
     with pytest.raises(ValueError, match="no such file"):
         ReaderConfig(train=[str(tmp_path / "missing.jsonl")], output_dir=str(tmp_path))
@@ -151,14 +151,14 @@ def test_reader_config_errors_name_the_field(tmp_path):
         ReaderConfig(train=[str(data)], output_dir=str(tmp_path), max_tokens=4096)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n', encoding="utf-8")
-    from finetune.reader_data import read_jsonl
+    from kbqa.finetune.reader_data import read_jsonl
 
     with pytest.raises(ValueError, match=r"bad.jsonl:1: not a span example"):
         read_jsonl(bad)
 
 
 def test_threshold_is_the_lowest_that_rejects_the_floor_of_unanswerable_items():
-    from finetune.reader_calibrate import choose_threshold
+    from kbqa.finetune.reader_calibrate import choose_threshold
 
     # (score, answerable, correct): unanswerable items score 1..10, answerable ones 5..14
     scored = [(float(s), False, False) for s in range(1, 11)] + [(float(s), True, s % 3 != 0) for s in range(5, 15)]
@@ -171,7 +171,7 @@ def test_threshold_is_the_lowest_that_rejects_the_floor_of_unanswerable_items():
 
 
 def test_training_can_go_on_from_a_reader_folder(tmp_path):
-    from finetune.reader_train import ReaderConfig
+    from kbqa.finetune.reader_train import ReaderConfig
     from tests.conftest import ROOT
 
     data = tmp_path / "x.jsonl"

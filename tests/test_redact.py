@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.kb import KnowledgeBase
-from ingest.redact import redact
+from kbqa.app.kb import KnowledgeBase
+from kbqa.ingest.redact import redact
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ SQUAD_KEYS = {"hit@1", "hit@5", "hit@10", "mrr@10", "p50_ms", "p95_ms", "queries
 
 
 def _run(capsys, *args) -> dict:
-    from app.cli.kbqa_main import main
+    from kbqa.app.cli.kbqa_main import main
 
     assert main(["eval", "retrieval", *args, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -47,7 +47,7 @@ def test_squad_json_keys(cache, capsys):
 
 
 def test_bad_beir_folder_names_the_missing_file(tmp_path, cache, capsys):
-    from app.cli.kbqa_main import main
+    from kbqa.app.cli.kbqa_main import main
 
     broken = tmp_path / "broken"
     shutil.copytree(BEIR, broken)

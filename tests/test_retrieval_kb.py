@@ -39,7 +39,7 @@ def _ids(kb):
 
 
 def test_bm25_follows_adds_replacements_and_removals(tmp_path, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -73,7 +73,7 @@ def test_bm25_follows_adds_replacements_and_removals(tmp_path, settings):
 
 
 def test_index_from_an_older_tokenizer_is_retokenized(tmp_path, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -106,8 +106,8 @@ def test_off_topic_questions_are_not_found(sample_kb, question):
 @pytest.fixture(scope="module")
 def e5_sample_kb(tmp_path_factory):
     """The sample knowledge base embedded with multilingual e5 (its own relevance floor, retrieval/calibration.py)."""
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
     from tests.conftest import SAMPLE
 
     kb = KnowledgeBase(tmp_path_factory.mktemp("e5kb"), Settings.load(env={}, overrides={"embedder.backend": "e5"}))
@@ -125,8 +125,8 @@ def test_e5_finds_every_sample_question_and_abstains_on_off_topic_ones(e5_sample
 
 
 def test_not_found_answers_without_the_model(sample_kb_dir, settings):
-    from app.kb import KnowledgeBase
-    from retrieval.prompts import NOT_FOUND
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.retrieval.prompts import NOT_FOUND
 
     kb = KnowledgeBase(sample_kb_dir, settings, llm=_NoLLM())
     answer = kb.ask("What is the capital of Peru?")
@@ -173,7 +173,7 @@ def test_rewriting_helps_follow_up_questions(sample_kb):
 
 
 def test_assembled_context_cites_files_and_fits_the_budget(sample_kb):
-    from retrieval.context import context_budget
+    from kbqa.retrieval.context import context_budget
 
     hits = sample_kb.search("How long is the Cloudgate Tunnel?", 5).hits
     passages = sample_kb.assemble(hits)
@@ -194,8 +194,8 @@ def test_assembled_context_cites_files_and_fits_the_budget(sample_kb):
 def test_use_embedder_follows_the_protocol_and_understands_chinese():
     import numpy as np
 
-    from retrieval.embedders import make_embedder
-    from retrieval.protocols import Embedder
+    from kbqa.retrieval.embedders import make_embedder
+    from kbqa.retrieval.protocols import Embedder
 
     e = make_embedder("use", "use-multilingual-v3")
     assert isinstance(e, Embedder) and e.dim == 512 and e.max_tokens >= 256
@@ -210,8 +210,8 @@ def test_use_embedder_follows_the_protocol_and_understands_chinese():
 def test_use_knowledge_base_records_its_own_model_and_reopens(tmp_path):
     import json
 
-    from app.kb import KnowledgeBase
-    from app.settings import Settings
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.settings import Settings
 
     doc = tmp_path / "doc.txt"
     doc.write_text("大熊猫主要以竹子为食。\n\nThe train leaves at 07:40.", encoding="utf-8")

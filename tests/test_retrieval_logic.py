@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from eval.retrieval_metrics import dedupe, evaluate_rankings, hit_at_k, mrr_at_k, ndcg_at_k, percentile, recall_at_k
-from retrieval.context import assemble_context, join_overlapping
-from retrieval.fusion import dense_weight, mmr, peakedness, rrf_fuse, weighted_fuse
-from retrieval.jsonl import iter_jsonl
-from retrieval.rewrite import is_follow_up, rewrite_query
-from retrieval.types import Chunk, Hit
+from kbqa.eval.retrieval_metrics import dedupe, evaluate_rankings, hit_at_k, mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from kbqa.retrieval.context import assemble_context, join_overlapping
+from kbqa.retrieval.fusion import dense_weight, mmr, peakedness, rrf_fuse, weighted_fuse
+from kbqa.retrieval.jsonl import iter_jsonl
+from kbqa.retrieval.rewrite import is_follow_up, rewrite_query
+from kbqa.retrieval.types import Chunk, Hit
 
 # ---- fusion -------------------------------------------------------------------------
 

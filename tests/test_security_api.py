@@ -36,7 +36,7 @@ def serve(tmp_path_factory, sample_kb_dir):
     log = open(tmp / "server.log", "w+", encoding="utf-8")
     env = dict(os.environ, HF_HUB_OFFLINE="1", KBQA_LLM__MAX_NEW_TOKENS="8")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli.kbqa_main", "serve", "--kb", f"sample={sample_kb_dir}", "--kb", f"other={tmp / 'other-kb'}",
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"sample={sample_kb_dir}", "--kb", f"other={tmp / 'other-kb'}",
          "--port", str(port), "--keys", str(keys), "--no-ui", "--no-warm-up", "--max-upload-mb", "0.05"],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
     )

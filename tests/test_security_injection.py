@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.kb import KnowledgeBase
-from ingest.redact import INJECTION_PLACEHOLDER, strip_injections
+from kbqa.app.kb import KnowledgeBase
+from kbqa.ingest.redact import INJECTION_PLACEHOLDER, strip_injections
 
 DOCS = {
     "office.md": "# Ticket office\n\nThe Lanshan ticket office at Lanshan Foot opens at 08:00 and closes at 18:30 every day.\n\n"
@@ -72,7 +72,7 @@ def test_the_filter_keeps_injected_text_out_of_the_store_and_keeps_the_facts(gua
 
 
 def test_context_is_fenced_as_data(guarded_kb):
-    from retrieval.prompts import build_messages
+    from kbqa.retrieval.prompts import build_messages
 
     hits = guarded_kb.retrieve("When does the ticket office open?", 3)
     system, user = build_messages("When does the ticket office open?", hits)

@@ -11,8 +11,8 @@ from tests.live_server import running
 
 
 def test_short_load_run_has_no_errors(tmp_path, settings, sample_kb_dir):
-    from app.server import ServerConfig, build_app
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.service import QAService
 
     s = settings.with_overrides({"llm.max_new_tokens": 4})
     service = QAService.open([f"sample={sample_kb_dir}", f"uploads={tmp_path / 'uploads'}"], s)

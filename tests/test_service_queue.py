@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.service import Busy, QAService
-from app.settings import Settings
-from retrieval.retriever import Retrieval
+from kbqa.app.service import Busy, QAService
+from kbqa.app.settings import Settings
+from kbqa.retrieval.retriever import Retrieval
 
 
 class _FakeKB:

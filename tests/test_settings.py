@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Settings, SettingsError
+from kbqa.app.settings import Settings, SettingsError
 
 
 def test_layers(tmp_path):
@@ -39,7 +39,7 @@ def test_other_kbqa_variables_are_not_settings():
 
 
 def test_auto_adapter_is_the_shipped_one_only_for_the_packaged_model():
-    from retrieval.packaged import SHIPPED_ADAPTER, resolve_adapter
+    from kbqa.retrieval.packaged import SHIPPED_ADAPTER, resolve_adapter
 
     assert Settings().llm.adapter == "auto"
     assert resolve_adapter("auto", "smollm2", "transformers") == str(SHIPPED_ADAPTER)
@@ -59,8 +59,8 @@ def test_lists_and_tables_from_the_environment():
 def test_retrieval_k_from_the_environment_reaches_the_retrieve_route(sample_kb_dir):
     import httpx
 
-    from app.server import ServerConfig, build_app
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.service import QAService
     from live_server import running
 
     settings = Settings.load(env={"KBQA_RETRIEVAL__K": "2"})

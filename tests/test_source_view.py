@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app.server import conversations as convs
-from app.server.chat_format import render_turns
-from app.server.source_view import document_html, find_spans, highlight_html, mark_pdf_passage, source_label
+from kbqa.app.server import conversations as convs
+from kbqa.app.server.chat_format import render_turns
+from kbqa.app.server.source_view import document_html, find_spans, highlight_html, mark_pdf_passage, source_label
 
 CJK_FONTS = [
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
@@ -160,10 +160,10 @@ def test_conversations_are_capped_and_bad_stores_are_replaced():
 
 @pytest.fixture(scope="module")
 def chat(sample_kb_dir, settings, tmp_path_factory):
-    from app.kb import KnowledgeBase
-    from app.server.auth import ApiKey, KeyRing
-    from app.server.chat_ui import ChatCallbacks
-    from app.service import QAService
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.app.server.auth import ApiKey, KeyRing
+    from kbqa.app.server.chat_ui import ChatCallbacks
+    from kbqa.app.service import QAService
 
     other = tmp_path_factory.mktemp("other-kb") / "kb"
     service = QAService({"sample": KnowledgeBase(sample_kb_dir, settings), "other": KnowledgeBase(other, settings)}, settings)
@@ -178,7 +178,7 @@ def _as(name: str):
 
 
 def test_source_document_opens_only_documents_of_the_knowledge_base(chat):
-    from app.service import UnknownDocument
+    from kbqa.app.service import UnknownDocument
 
     history = next(d["source"] for d in chat.service.documents("sample") if d["name"] == "history.md")
     doc = chat.service.source_document("sample", history, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.answer_cache import AnswerCache, cache_key
+from kbqa.app.answer_cache import AnswerCache, cache_key
 
 
 class CountingLLM:
@@ -52,7 +52,7 @@ def test_key_depends_on_every_part():
 
 @pytest.fixture()
 def small_kb(tmp_path, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from retrieval.bm25 import BM25Index
-from retrieval.bm25_matrix import build_matrix, max_contributions, top_k
+from kbqa.retrieval.bm25 import BM25Index
+from kbqa.retrieval.bm25_matrix import build_matrix, max_contributions, top_k
 
 
 def _zipf_corpus(n_docs: int, vocab: int = 2000, length: int = 40, seed: int = 0) -> list[list[str]]:

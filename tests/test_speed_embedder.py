@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder, length_batches
+from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder, length_batches
 
 TEXTS = [
     "The Lanshan Mountain Railway opened in 1931.",

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from retrieval.stores.faiss import FaissStore  # noqa: E402
-from retrieval.types import Chunk  # noqa: E402
+from kbqa.retrieval.stores.faiss import FaissStore  # noqa: E402
+from kbqa.retrieval.types import Chunk  # noqa: E402
 
 DIM = 16
 
@@ -133,7 +133,7 @@ def test_unknown_index_kind_and_bad_numbers_are_refused(tmp_path):
 
 
 def test_store_settings_reach_the_faiss_store(tmp_path, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     s = settings.with_overrides(
         {"store.backend": "faiss", "store.faiss_index": "ivf", "store.faiss_nprobe": 3, "store.faiss_flat_max": 10, "retrieval.parallel": True}
@@ -144,8 +144,8 @@ def test_store_settings_reach_the_faiss_store(tmp_path, settings):
 
 
 def test_hybrid_with_bm25_in_a_thread_equals_serial(tmp_path):
-    from retrieval.bm25 import BM25Index
-    from retrieval.retriever import Retriever, RetrieverConfig
+    from kbqa.retrieval.bm25 import BM25Index
+    from kbqa.retrieval.retriever import Retriever, RetrieverConfig
 
     words = [f"word{i}" for i in range(300)]
     rng = np.random.default_rng(4)
@@ -172,7 +172,7 @@ def test_hybrid_with_bm25_in_a_thread_equals_serial(tmp_path):
 
 
 def test_knowledge_base_on_faiss(tmp_path, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     docs = tmp_path / "docs"
     docs.mkdir()

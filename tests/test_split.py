@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from ingest.clean import clean_text
-from ingest.split import _CLAUSE, _pieces, split_text
+from kbqa.ingest.clean import clean_text
+from kbqa.ingest.split import _CLAUSE, _pieces, split_text
 
 
 def count_chars(texts):

@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.protocols import VectorStore
-from retrieval.types import Chunk
+from kbqa.retrieval.protocols import VectorStore
+from kbqa.retrieval.types import Chunk
 
 DIM = 8
 
 
 @pytest.fixture()
 def chroma_factory():
-    from retrieval.stores.chroma import ChromaStore
+    from kbqa.retrieval.stores.chroma import ChromaStore
 
     return lambda path, dim: ChromaStore(path / "chroma", dim=dim)
 
@@ -25,7 +25,7 @@ def chroma_factory():
 @pytest.fixture()
 def faiss_factory():
     pytest.importorskip("faiss")
-    from retrieval.stores.faiss import FaissStore
+    from kbqa.retrieval.stores.faiss import FaissStore
 
     return lambda path, dim: FaissStore(path / "faiss", dim=dim, device="cpu")
 
@@ -33,7 +33,7 @@ def faiss_factory():
 @pytest.fixture()
 def faiss_hnsw_factory():
     pytest.importorskip("faiss")
-    from retrieval.stores.faiss import FaissStore
+    from kbqa.retrieval.stores.faiss import FaissStore
 
     return lambda path, dim: FaissStore(path / "faiss-hnsw", dim=dim, index="hnsw", device="cpu")
 
@@ -41,7 +41,7 @@ def faiss_hnsw_factory():
 @pytest.fixture()
 def faiss_ivf_factory():
     pytest.importorskip("faiss")
-    from retrieval.stores.faiss import FaissStore
+    from kbqa.retrieval.stores.faiss import FaissStore
 
     return lambda path, dim: FaissStore(path / "faiss-ivf", dim=dim, index="ivf", device="cpu")
 
@@ -59,7 +59,7 @@ def chroma_server_url(tmp_path_factory):
 def chroma_server_factory(chroma_server_url):
     import hashlib
 
-    from retrieval.stores.chroma import ChromaStore
+    from kbqa.retrieval.stores.chroma import ChromaStore
 
     def make(path, dim):  # one collection per test directory, reopened by the same path
         collection = "t" + hashlib.sha1(str(path).encode()).hexdigest()[:16]

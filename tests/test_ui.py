@@ -41,9 +41,9 @@ OBSERVE = """() => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, settings, sample_kb_dir):
-    from app.server import ServerConfig, build_app
-    from app.server.auth import load_keyring
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.server.auth import load_keyring
+    from kbqa.app.service import QAService
 
     scratch = tmp_path_factory.mktemp("ui-scratch") / "kb"
     s = settings.with_overrides({"llm.max_new_tokens": 24})

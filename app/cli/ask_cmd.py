@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.common import add_settings_flags, fail, print_json, settings_from_args
+from kbqa.app.cli.common import add_settings_flags, fail, print_json, settings_from_args
 
 KB_HELP = "knowledge base directory (built by `ingest`)"
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     if not (Path(args.kb) / "kb.json").is_file():
         fail(f"{args.kb}: not a knowledge base (no kb.json); build it with: ingest PATH --kb {args.kb}")

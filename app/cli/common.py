@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from app.settings import Settings, SettingsError
+from kbqa.app.settings import Settings, SettingsError
 
 # flag dest -> dotted settings key
 SETTING_FLAGS = {
@@ -57,7 +57,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = Tru
 
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:
-    from app.version import kbqa_version
+    from kbqa.app.version import kbqa_version
 
     parser.add_argument("--version", action="version", version=f"kbqa {kbqa_version()}", help="print the version and exit")
 

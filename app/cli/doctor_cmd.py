@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.common import fail, print_json, settings_from_args
+from kbqa.app.cli.common import fail, print_json, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from app.doctor import NotAKnowledgeBase, run
-    from ingest.lock import KBLockedError
+    from kbqa.app.doctor import NotAKnowledgeBase, run
+    from kbqa.ingest.lock import KBLockedError
 
     settings = settings_from_args(args)
     try:

@@ -5,8 +5,8 @@ import argparse
 import importlib
 
 EVAL_MODULES: list[str] = [
-    "app.cli.eval_retrieval_cmd",  # (issue 3)  kbqa eval retrieval
-    "app.cli.eval_qa_cmd",  # (issue 4)  kbqa eval qa | squad | mcq | perplexity | compare
+    "kbqa.app.cli.eval_retrieval_cmd",  # (issue 3)  kbqa eval retrieval
+    "kbqa.app.cli.eval_qa_cmd",  # (issue 4)  kbqa eval qa | squad | mcq | perplexity | compare
 ]
 
 

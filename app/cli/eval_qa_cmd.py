@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from app.cli.common import add_settings_flags, fail, print_json, settings_from_args
+from kbqa.app.cli.common import add_settings_flags, fail, print_json, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,8 +93,8 @@ def _default_out(kind: str, subset: str) -> Path:
 
 
 def _finish(args, meta: dict, records: list, metrics: dict, primary: str) -> int:
-    from eval.report import render_table, table_rows
-    from eval.run import write_run
+    from kbqa.eval.report import render_table, table_rows
+    from kbqa.eval.run import write_run
 
     out = Path(args.out) if args.out else _default_out(meta["dataset"], meta["subset"])
     write_run(out, meta, metrics, records, primary)
@@ -113,7 +113,7 @@ def _finish(args, meta: dict, records: list, metrics: dict, primary: str) -> int
 
 
 def _open_kb(path: str, settings):
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     if not (Path(path) / "kb.json").is_file():
         fail(f"{path}: not a knowledge base (no kb.json); build it with: ingest PATH --kb {path}")
@@ -121,8 +121,8 @@ def _open_kb(path: str, settings):
 
 
 def cmd_qa(args) -> int:
-    from eval.datasets import DatasetError, read_qa_jsonl
-    from eval.run import read_predictions, score_records, summarize
+    from kbqa.eval.datasets import DatasetError, read_qa_jsonl
+    from kbqa.eval.run import read_predictions, score_records, summarize
 
     settings = settings_from_args(args)
     try:
@@ -140,13 +140,13 @@ def cmd_qa(args) -> int:
             fail(str(exc))
         model, mode = f"predictions:{Path(args.predictions).name}", "predictions"
     elif args.closed_book:
-        from app.evaluation import answer_closed_book
-        from retrieval.llm import make_llm
+        from kbqa.app.evaluation import answer_closed_book
+        from kbqa.retrieval.llm import make_llm
 
         answers = answer_closed_book(make_llm(settings.llm, settings.cache_dir), items, settings, batch_size=args.batch_size, progress=progress)
         model, mode = _model_name(settings), "closed book (model alone)"
     else:
-        from app.evaluation import answer_with_kb
+        from kbqa.app.evaluation import answer_with_kb
 
         kb = _open_kb(args.kb, settings)
         answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
@@ -159,9 +159,9 @@ def cmd_qa(args) -> int:
 
 
 def cmd_squad(args) -> int:
-    from app.evaluation import answer_with_kb, sample_evenly, squad_kb
-    from eval.datasets import DatasetError, read_squad
-    from eval.run import score_records, summarize
+    from kbqa.app.evaluation import answer_with_kb, sample_evenly, squad_kb
+    from kbqa.eval.datasets import DatasetError, read_squad
+    from kbqa.eval.run import score_records, summarize
 
     settings = settings_from_args(args)
     try:
@@ -171,7 +171,7 @@ def cmd_squad(args) -> int:
     items = sample_evenly(items, args.limit)
     progress = not args.quiet
     if args.predictions:
-        from eval.run import read_predictions
+        from kbqa.eval.run import read_predictions
 
         try:
             answers = read_predictions(args.predictions, items, by_id=True)
@@ -197,11 +197,11 @@ def cmd_squad(args) -> int:
 def cmd_mcq(args) -> int:
     import json
 
-    from app.evaluation import run_mcq
-    from eval.datasets import DatasetError, read_mcq_csv
-    from eval.mcq import accuracy
-    from eval.report import render_table, table_rows
-    from retrieval.llm import make_llm
+    from kbqa.app.evaluation import run_mcq
+    from kbqa.eval.datasets import DatasetError, read_mcq_csv
+    from kbqa.eval.mcq import accuracy
+    from kbqa.eval.report import render_table, table_rows
+    from kbqa.retrieval.llm import make_llm
 
     settings = settings_from_args(args)
     try:
@@ -231,10 +231,10 @@ def cmd_mcq(args) -> int:
 
 
 def cmd_perplexity(args) -> int:
-    from app.evaluation import run_perplexity
-    from eval.datasets import DatasetError
-    from eval.perplexity import read_texts
-    from retrieval.llm import make_llm
+    from kbqa.app.evaluation import run_perplexity
+    from kbqa.eval.datasets import DatasetError
+    from kbqa.eval.perplexity import read_texts
+    from kbqa.retrieval.llm import make_llm
 
     settings = settings_from_args(args)
     try:
@@ -257,9 +257,9 @@ def cmd_perplexity(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from eval.datasets import DatasetError
-    from eval.report import render_table
-    from eval.run import compare_runs
+    from kbqa.eval.datasets import DatasetError
+    from kbqa.eval.report import render_table
+    from kbqa.eval.run import compare_runs
 
     try:
         result = compare_runs(args.run_a, args.run_b, top=args.top)

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.cli.common import add_settings_flags, fail, print_json, settings_from_args
-from app.settings import Settings
-from retrieval.jsonl import iter_jsonl
+from kbqa.app.cli.common import add_settings_flags, fail, print_json, settings_from_args
+from kbqa.app.settings import Settings
+from kbqa.retrieval.jsonl import iter_jsonl
 
 BEIR_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 SQUAD_KEYS = ("hit@1", "hit@5", "hit@10", "mrr@10")
@@ -123,7 +123,7 @@ def build_kb(bench: Benchmark, settings: Settings, *, rebuild: bool = False, pro
     another machine); `finish=False` leaves the cache unmarked, so the next call re-checks it."""
     import shutil
 
-    from app.kb import KnowledgeBase
+    from kbqa.app.kb import KnowledgeBase
 
     root = kb_root(bench, settings)
     if rebuild and root.exists():
@@ -150,7 +150,7 @@ def build_kb(bench: Benchmark, settings: Settings, *, rebuild: bool = False, pro
 
 def doc_ranking(hits, stems: dict[str, str]) -> list[str]:
     """Chunks -> their documents, best rank kept."""
-    from eval.retrieval_metrics import dedupe
+    from kbqa.eval.retrieval_metrics import dedupe
 
     return dedupe(stems.get(Path(h.chunk.source).stem, h.chunk.source) for h in hits)
 
@@ -177,7 +177,7 @@ def run(bench: Benchmark, settings: Settings, *, mode: str | None = None, limit:
     vectors embedded in one batch, the latency from N queries timed through the full path."""
     from tqdm import tqdm
 
-    from eval.retrieval_metrics import evaluate_rankings, percentile
+    from kbqa.eval.retrieval_metrics import evaluate_rankings, percentile
 
     kb, stems = build_kb(bench, settings, rebuild=rebuild, progress=progress)
     mode = mode or settings.retrieval.mode

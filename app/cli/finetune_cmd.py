@@ -5,13 +5,13 @@ import argparse
 import json
 from pathlib import Path
 
-from app.cli.common import fail, settings_from_args
+from kbqa.app.cli.common import fail, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="build training data from a KB, train a LoRA adapter, merge it")
     fsub = p.add_subparsers(dest="finetune_command", required=True)
-    from app.cli.reader_cmd import register_reader
+    from kbqa.app.cli.reader_cmd import register_reader
 
     register_reader(fsub)
 
@@ -81,9 +81,9 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 
 def cmd_make_data(args) -> int:
-    from app.kb import KnowledgeBase
-    from finetune.formats import write_examples
-    from finetune.make_data import build_examples, summarize, template_pairs
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.finetune.formats import write_examples
+    from kbqa.finetune.make_data import build_examples, summarize, template_pairs
 
     if not (Path(args.kb) / "kb.json").is_file():
         fail(f"--kb {args.kb}: not a knowledge base (no kb.json); build it with: ingest PATH --kb {args.kb}")
@@ -119,9 +119,9 @@ def _cache_dir(args) -> str:
 
 
 def cmd_train(args) -> int:
-    from finetune.config import ConfigError, TrainConfig
-    from finetune.formats import FormatError
-    from finetune.train import train
+    from kbqa.finetune.config import ConfigError, TrainConfig
+    from kbqa.finetune.formats import FormatError
+    from kbqa.finetune.train import train
 
     fields = ("val_data", "model", "mode", "freeze_last_layers", "lora_rank", "lora_alpha", "target_modules", "lora_last_layers", "pack_shared_prefix",
               "learning_rate", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "max_length",
@@ -141,8 +141,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from finetune.config import ConfigError
-    from finetune.train import merge
+    from kbqa.finetune.config import ConfigError
+    from kbqa.finetune.train import merge
 
     try:
         out = merge(args.adapter, args.out, base=args.base, cache_dir=_cache_dir(args))

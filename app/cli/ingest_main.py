@@ -9,11 +9,11 @@ import argparse
 import logging
 import sys
 
-from app.env import offline, terminal_only_progress
+from kbqa.app.env import offline, terminal_only_progress
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli.common import add_settings_flags, add_version_flag
+    from kbqa.app.cli.common import add_settings_flags, add_version_flag
 
     parser = argparse.ArgumentParser(prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT; scans and images through OCR) to a knowledge base.")
     add_version_flag(parser)
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     offline()
     terminal_only_progress()
     args = build_parser().parse_intermixed_args(argv)
-    from app.cli.common import fail, print_json, settings_from_args
-    from app.kb import KnowledgeBase
-    from retrieval.kbdir import EmbedderMismatchError
+    from kbqa.app.cli.common import fail, print_json, settings_from_args
+    from kbqa.app.kb import KnowledgeBase
+    from kbqa.retrieval.kbdir import EmbedderMismatchError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     settings = settings_from_args(args)

@@ -8,20 +8,20 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from app.env import offline, terminal_only_progress
+from kbqa.app.env import offline, terminal_only_progress
 
 # each module has register(subparsers) which sets `func` on its parser
 COMMAND_MODULES = [
-    "app.cli.ask_cmd",
-    "app.cli.eval_cmd",
-    "app.cli.serve_cmd",
-    "app.cli.finetune_cmd",
-    "app.cli.doctor_cmd",
+    "kbqa.app.cli.ask_cmd",
+    "kbqa.app.cli.eval_cmd",
+    "kbqa.app.cli.serve_cmd",
+    "kbqa.app.cli.finetune_cmd",
+    "kbqa.app.cli.doctor_cmd",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli.common import add_version_flag
+    from kbqa.app.cli.common import add_version_flag
 
     parser = argparse.ArgumentParser(prog="kbqa", description="Question answering over your documents, offline.")
     add_version_flag(parser)

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.cli.common import fail, print_json
+from kbqa.app.cli.common import fail, print_json
 
 # `finetune reader` flags that fill ReaderConfig fields of the same meaning (finetune/reader_train.py)
 TRAIN_FLAGS = (
@@ -59,7 +59,7 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reader_data(args) -> int:
-    from finetune.reader_data import paragraphs, span_examples, write_jsonl
+    from kbqa.finetune.reader_data import paragraphs, span_examples, write_jsonl
 
     try:
         paras = paragraphs(args.file, articles=args.articles, split=args.split)
@@ -71,7 +71,7 @@ def cmd_reader_data(args) -> int:
 
 
 def _calibration_items(specs: list[str]):
-    from finetune.reader_data import calibration_items, paragraphs
+    from kbqa.finetune.reader_data import calibration_items, paragraphs
 
     items = []
     for spec in specs:
@@ -88,8 +88,8 @@ def _calibration_items(specs: list[str]):
 
 
 def cmd_reader(args) -> int:
-    from finetune.reader_calibrate import calibrate
-    from finetune.reader_train import ReaderConfig, train_reader
+    from kbqa.finetune.reader_calibrate import calibrate
+    from kbqa.finetune.reader_train import ReaderConfig, train_reader
 
     flags = {"learning_rate": args.lr, "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
              "lora_rank": args.rank, "max_tokens": args.max_tokens, "seed": args.seed,
@@ -114,7 +114,7 @@ def cmd_reader(args) -> int:
 
 
 def cmd_reader_calibrate(args) -> int:
-    from finetune.reader_calibrate import SCORES, calibrate, choose_thresholds
+    from kbqa.finetune.reader_calibrate import SCORES, calibrate, choose_thresholds
 
     if not (Path(args.folder) / "reader_config.json").is_file():
         fail(f"{args.folder}: not a reader folder (no reader_config.json)")

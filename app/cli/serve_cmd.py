@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from app.cli.common import add_settings_flags, fail, settings_from_args
+from kbqa.app.cli.common import add_settings_flags, fail, settings_from_args
 
 log = logging.getLogger("kbqa.serve")
 
@@ -38,9 +38,9 @@ def choose_host(requested: str | None, keys_enabled: bool) -> str:
 
 def cmd_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from app.server import ServerConfig, build_app
-    from app.server.auth import KeysError, load_keyring
-    from app.service import QAService
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.server.auth import KeysError, load_keyring
+    from kbqa.app.service import QAService
 
     settings = settings_from_args(args)
     try:
@@ -58,7 +58,7 @@ def cmd_serve(args) -> int:
     if args.workers < 1:
         fail(f"--workers {args.workers}: need at least 1")
     if args.workers > 1:
-        from app.server.worker_app import serve_workers
+        from kbqa.app.server.worker_app import serve_workers
 
         config = ServerConfig(host=host, port=args.port, max_upload_bytes=max_bytes, ui=args.ui)
         return serve_workers(args, settings, config, args.workers)

@@ -8,21 +8,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.server.api import ServerConfig
-    from app.server.auth import KeyRing
-    from app.service import QAService
+    from kbqa.app.server.api import ServerConfig
+    from kbqa.app.server.auth import KeyRing
+    from kbqa.app.service import QAService
 
 
 def build_app(service: "QAService", keyring: "KeyRing | None" = None, config: "ServerConfig | None" = None):
     """The API, plus the chat UI mounted at ``config.ui_path`` unless ``config.ui`` is False."""
-    from app.server.api import ServerConfig, create_app
-    from app.server.auth import KeyRing
+    from kbqa.app.server.api import ServerConfig, create_app
+    from kbqa.app.server.auth import KeyRing
 
     keyring = keyring or KeyRing([])
     config = config or ServerConfig(max_upload_bytes=service.max_upload_bytes)
     app = create_app(service, keyring, config)
     if config.ui:
-        from app.server.ui import mount_ui
+        from kbqa.app.server.ui import mount_ui
 
         app = mount_ui(app, service, keyring, path=config.ui_path, max_upload_bytes=config.max_upload_bytes)
     return app
@@ -30,7 +30,7 @@ def build_app(service: "QAService", keyring: "KeyRing | None" = None, config: "S
 
 def __getattr__(name: str):
     if name in ("ServerConfig", "create_app"):
-        from app.server import api
+        from kbqa.app.server import api
 
         return getattr(api, name)
     raise AttributeError(name)

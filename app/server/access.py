@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.server.auth import LOCAL, KeyRing, Principal, bearer_token, is_loopback
+from kbqa.app.server.auth import LOCAL, KeyRing, Principal, bearer_token, is_loopback
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from the keys file; none in local-only mode")
 

@@ -16,15 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.server.access import Caller, need
-from app.server.auth import KeyRing
-from app.server.documents_api import MAX_FILES_PER_REQUEST  # noqa: F401  (its old home)
-from app.server.documents_api import router as documents_router
-from app.server.errors import error_response, validation_message
-from app.server.metrics import Metrics, MetricsMiddleware
-from app.server.openai_api import router as openai_router
-from app.server.uploads import DEFAULT_MAX_BYTES
-from app.service import QAService, UnknownDocument, UnknownKB, sources_payload
+from kbqa.app.server.access import Caller, need
+from kbqa.app.server.auth import KeyRing
+from kbqa.app.server.documents_api import MAX_FILES_PER_REQUEST  # noqa: F401  (its old home)
+from kbqa.app.server.documents_api import router as documents_router
+from kbqa.app.server.errors import error_response, validation_message
+from kbqa.app.server.metrics import Metrics, MetricsMiddleware
+from kbqa.app.server.openai_api import router as openai_router
+from kbqa.app.server.uploads import DEFAULT_MAX_BYTES
+from kbqa.app.service import QAService, UnknownDocument, UnknownKB, sources_payload
 
 log = logging.getLogger("kbqa.server")
 

@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.types import Chunk, Hit
 
 PASSAGE_CHARS = 2000
 

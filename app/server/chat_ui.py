@@ -14,11 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.server import conversations as convs
-from app.server.auth import LOCAL, KeyRing, Principal
-from app.server.chat_format import make_turn, render_turns, turn_messages
-from app.server.source_view import document_html, mark_pdf_passage, source_label
-from app.service import QAService, UnknownDocument, UnknownKB
+from kbqa.app.server import conversations as convs
+from kbqa.app.server.auth import LOCAL, KeyRing, Principal
+from kbqa.app.server.chat_format import make_turn, render_turns, turn_messages
+from kbqa.app.server.source_view import document_html, mark_pdf_passage, source_label
+from kbqa.app.service import QAService, UnknownDocument, UnknownKB
 
 STORE_KEY = "kbqa-conversations"
 # gr.BrowserState encrypts in the browser with a secret it is sent: it hides nothing from the

@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from app.server.access import Caller, need
-from app.server.errors import error_response
-from app.service import QAService
+from kbqa.app.server.access import Caller, need
+from kbqa.app.server.errors import error_response
+from kbqa.app.service import QAService
 
 MAX_FILES_PER_REQUEST = 20
 router = APIRouter(prefix="/v1", tags=["kbqa"])

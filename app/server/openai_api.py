@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from app.server import openai_format as fmt
-from app.server.access import Caller, need
-from app.service import Busy, QAService, UnknownKB, sources_payload
-from retrieval.llm.adapters import parse_model_field
+from kbqa.app.server import openai_format as fmt
+from kbqa.app.server.access import Caller, need
+from kbqa.app.service import Busy, QAService, UnknownKB, sources_payload
+from kbqa.retrieval.llm.adapters import parse_model_field
 
 log = logging.getLogger("kbqa.server")
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -93,7 +93,9 @@ def chat_completions(body: fmt.ChatRequest, request: Request, who: Caller):
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
     request.app.state.metrics.answered(kb, answer.found)
     count = fmt.token_counter(service.kb(kb).llm_for(adapter))
-    text = fmt.Limited(answer.tokens, count, body.stop or (), body.limit)
+    # a quote is cut here; a generated answer (cached or not) was limited by the LLM and is sent whole
+    quote = answer.result is not None and answer.result.mode == "extractive"
+    text = fmt.Limited(answer.tokens, count, body.stop or (), body.limit, cut=quote)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from retrieval.llm.context import approx_tokens, stream_until_stop
-from retrieval.protocols import Sampling
+from kbqa.retrieval.llm.context import approx_tokens, stream_until_stop
+from kbqa.retrieval.protocols import Sampling
 
 Counter = Callable[[str], int]
 MAX_STOPS = 4
@@ -168,19 +168,24 @@ def cut_to_tokens(text: str, limit: int, count: Counter) -> str:
 @dataclass
 class Limited:
     """The answer's pieces ended before the first `stop` sequence and within `limit` tokens.
-    Iterate it; then `text` is what was sent and `finish_reason` is ``stop`` or ``length``."""
+    Iterate it; then `text` is what was sent and `finish_reason` is ``stop`` or ``length``.
+
+    With `cut` False (a generated answer: the LLM was already given `limit` and the stops) the
+    text is passed through whole, since decoding and counting again may differ by a token, and
+    `limit` only decides the finish reason."""
 
     pieces: Iterable[str]
     count: Counter
     stop: Sequence[str] = ()
     limit: int | None = None
+    cut: bool = True
     text: str = ""
     finish_reason: str = "stop"
     _parts: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[str]:
         for piece in stream_until_stop(self.pieces, self.stop):
-            if self.limit is not None:
+            if self.cut and self.limit is not None:
                 whole = "".join(self._parts) + piece
                 if self.count(whole) >= self.limit:
                     kept = cut_to_tokens(whole, self.limit, self.count)[len(self.text):]
@@ -191,6 +196,8 @@ class Limited:
                     return
             self._emit(piece)
             yield piece
+        if not self.cut and self.limit is not None and self.count(self.text) >= self.limit:
+            self.finish_reason = "length"
 
     def _emit(self, piece: str) -> None:
         self._parts.append(piece)

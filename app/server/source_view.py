@@ -118,7 +118,7 @@ def highlight_html(text: str, passage: str, context_chars: int = 1500) -> str:
 def document_html(texts: Sequence[str], passage: str, fallback: str = "", context_chars: int = 1500) -> tuple[str, bool]:
     """Neighbouring chunk texts of a document joined (their overlaps dropped), as HTML with
     `passage` marked, else `fallback` (the cited chunk as stored now); and whether either was found."""
-    from retrieval.context import join_overlapping
+    from kbqa.retrieval.context import join_overlapping
 
     text = join_overlapping(list(texts))
     for wanted in (passage, fallback):

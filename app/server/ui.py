@@ -18,12 +18,12 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from app.server.auth import KeyRing, Principal
-from app.server.chat_format import PASSAGE_CHARS, sources_markdown, verdict_markdown  # noqa: F401 (their old home)
-from app.server.chat_ui import STORE_KEY, STORE_SECRET, ChatCallbacks, principal_of
-from app.server.conversations import empty
-from app.service import QAService, UnknownDocument
-from ingest.loaders import supported_extensions
+from kbqa.app.server.auth import KeyRing, Principal
+from kbqa.app.server.chat_format import PASSAGE_CHARS, sources_markdown, verdict_markdown  # noqa: F401 (their old home)
+from kbqa.app.server.chat_ui import STORE_KEY, STORE_SECRET, ChatCallbacks, principal_of
+from kbqa.app.server.conversations import empty
+from kbqa.app.service import QAService, UnknownDocument
+from kbqa.ingest.loaders import supported_extensions
 
 DOC_HEADERS = ["document", "chunks", "pages", "size (KB)", "ingested (UTC)", "source"]
 UPLOAD_HEADERS = ["file", "status", "chunks", "reason"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ingest.loaders import supported_extensions
+from kbqa.ingest.loaders import supported_extensions
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MAX_NAME_CHARS = 120

@@ -46,7 +46,7 @@ def serve_workers(args, settings, config, workers: int) -> int:
     log.info("serving with %d workers (each takes up to %d answers at once): API docs %s/docs  OpenAI base_url %s/v1",
              workers, args.max_pending, where, where)
     try:
-        uvicorn.run("app.server.worker_app:create_app_from_env", factory=True, host=config.host, port=config.port, workers=workers, log_level="info")
+        uvicorn.run("kbqa.app.server.worker_app:create_app_from_env", factory=True, host=config.host, port=config.port, workers=workers, log_level="info")
     finally:
         shutil.rmtree(shared, ignore_errors=True)
     return 0
@@ -54,10 +54,10 @@ def serve_workers(args, settings, config, workers: int) -> int:
 
 def create_app_from_env():
     """uvicorn's factory in each worker process."""
-    from app.server import ServerConfig, build_app
-    from app.server.auth import load_keyring
-    from app.service import QAService
-    from app.settings import Settings
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.server.auth import load_keyring
+    from kbqa.app.service import QAService
+    from kbqa.app.settings import Settings
 
     raw = os.environ.get(SPEC_ENV)
     if not raw:

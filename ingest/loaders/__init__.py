@@ -2,6 +2,6 @@
 
 Each format lives in its own module; `load_document` picks one by extension.
 """
-from ingest.loaders.base import IMAGE_EXTENSIONS, Page, load_document, supported_extensions
+from kbqa.ingest.loaders.base import IMAGE_EXTENSIONS, Page, load_document, supported_extensions
 
 __all__ = ["IMAGE_EXTENSIONS", "Page", "load_document", "supported_extensions"]

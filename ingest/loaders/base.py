@@ -5,7 +5,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.errors import LoadError
+from kbqa.ingest.errors import LoadError
 
 
 @dataclass(frozen=True)
@@ -20,15 +20,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")  
 
 # extension -> "module:function"; modules are imported on first use
 _LOADERS = {
-    ".pdf": "ingest.loaders.pdf:load_pdf",
-    ".docx": "ingest.loaders.docx:load_docx",
-    ".html": "ingest.loaders.html:load_html",
-    ".htm": "ingest.loaders.html:load_html",
-    ".md": "ingest.loaders.markdown:load_markdown",
-    ".markdown": "ingest.loaders.markdown:load_markdown",
-    ".txt": "ingest.loaders.text:load_text",
-    **{ext: "ingest.loaders.image:load_image" for ext in IMAGE_EXTENSIONS},
-    ".text": "ingest.loaders.text:load_text",
+    ".pdf": "kbqa.ingest.loaders.pdf:load_pdf",
+    ".docx": "kbqa.ingest.loaders.docx:load_docx",
+    ".html": "kbqa.ingest.loaders.html:load_html",
+    ".htm": "kbqa.ingest.loaders.html:load_html",
+    ".md": "kbqa.ingest.loaders.markdown:load_markdown",
+    ".markdown": "kbqa.ingest.loaders.markdown:load_markdown",
+    ".txt": "kbqa.ingest.loaders.text:load_text",
+    **{ext: "kbqa.ingest.loaders.image:load_image" for ext in IMAGE_EXTENSIONS},
+    ".text": "kbqa.ingest.loaders.text:load_text",
 }
 
 

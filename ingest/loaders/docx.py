@@ -8,9 +8,9 @@ import io
 import zipfile
 from pathlib import Path
 
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
-from ingest.loaders.zipguard import check_archive
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
+from kbqa.ingest.loaders.zipguard import check_archive
 
 
 def load_docx(path: Path, data: bytes) -> list[Page]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ingest.encoding import NotTextError, decode_text
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
+from kbqa.ingest.encoding import NotTextError, decode_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
 
 _DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "iframe")
 # <meta charset="x"> and <meta http-equiv="Content-Type" content="text/html; charset=x">

@@ -10,8 +10,8 @@ import io
 import warnings
 from pathlib import Path
 
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
 
 MAX_PIXELS = 60_000_000  # larger images (decompression bombs included) fail before they are decoded
 MAX_FRAMES = 500
@@ -30,7 +30,7 @@ def load_image(path: Path, data: bytes, ocr: str = "auto") -> list[Page]:
     import numpy as np
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
-    from ingest.page_ocr import MAX_SIDE, read_image_pages
+    from kbqa.ingest.page_ocr import MAX_SIDE, read_image_pages
 
     try:
         with warnings.catch_warnings():  # Pillow warns past 89 M pixels; MAX_PIXELS below decides

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.encoding import NotTextError, decode_text
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
-from ingest.loaders.html import html_to_text
+from kbqa.ingest.encoding import NotTextError, decode_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
+from kbqa.ingest.loaders.html import html_to_text
 
 
 def load_markdown(path: Path, data: bytes) -> list[Page]:

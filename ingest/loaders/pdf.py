@@ -10,8 +10,8 @@ import io
 import logging
 from pathlib import Path
 
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
 
 MAX_PAGES = 5_000  # more pages fail at once (the text and OCR of each would take hours)
 _MAX_TREE_NODES = 4 * MAX_PAGES  # intermediate /Pages nodes included
@@ -116,7 +116,7 @@ def text_layer(path: Path, data: bytes, password: str | None = None) -> list[str
 
 
 def load_pdf(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", dpi: int = 200) -> list[Page]:
-    from ingest.page_ocr import read_pdf_pages
+    from kbqa.ingest.page_ocr import read_pdf_pages
 
     texts = text_layer(path, data, password)
     if not texts:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.encoding import NotTextError, decode_text
-from ingest.errors import LoadError
-from ingest.loaders.base import Page
+from kbqa.ingest.encoding import NotTextError, decode_text
+from kbqa.ingest.errors import LoadError
+from kbqa.ingest.loaders.base import Page
 
 
 def load_text(path: Path, data: bytes) -> list[Page]:

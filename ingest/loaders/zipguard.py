@@ -20,7 +20,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from ingest.errors import LoadError
+from kbqa.ingest.errors import LoadError
 
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 256 * 2**20

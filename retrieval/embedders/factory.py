@@ -4,18 +4,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from retrieval.protocols import Embedder
+    from kbqa.retrieval.protocols import Embedder
 
 
 def model_name(backend: str, model: str) -> str:
     """The model a backend really loads: what a knowledge base records in kb.json. The "use"
     and "e5" backends have one model each, whatever `embedder.model` says."""
     if backend == "use":
-        from retrieval.embedders.use import NAME
+        from kbqa.retrieval.embedders.use import NAME
 
         return NAME
     if backend == "e5":
-        from retrieval.embedders.e5 import NAME
+        from kbqa.retrieval.embedders.e5 import NAME
 
         return NAME
     return model
@@ -23,15 +23,15 @@ def model_name(backend: str, model: str) -> str:
 
 def make_embedder(backend: str, model: str, device: str = "auto", batch_size: int = 64, precision: str = "auto") -> "Embedder":
     if backend == "sentence-transformers":
-        from retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
+        from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size, precision=precision)
     if backend == "use":
-        from retrieval.embedders.use import UniversalSentenceEncoder
+        from kbqa.retrieval.embedders.use import UniversalSentenceEncoder
 
         return UniversalSentenceEncoder(batch_size=batch_size)
     if backend == "e5":
-        from retrieval.embedders.e5 import E5Embedder
+        from kbqa.retrieval.embedders.e5 import E5Embedder
 
         return E5Embedder(batch_size=min(batch_size, 32))
     raise ValueError(f"embedder.backend: unknown backend {backend!r} (choose sentence-transformers, use or e5)")

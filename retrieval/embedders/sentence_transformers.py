@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.device import resolve_device
-from retrieval.packaged import PACKAGED_EMBEDDER, minilm_dir
+from kbqa.retrieval.device import resolve_device
+from kbqa.retrieval.packaged import PACKAGED_EMBEDDER, minilm_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 ENCODER_VERSION = 1  # part of `identity`: bump when a change in this file changes the vectors

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from retrieval.protocols import LLM
+    from kbqa.retrieval.protocols import LLM
 
 BASE = "base"  # the model with every adapter disabled
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

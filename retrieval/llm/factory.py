@@ -5,12 +5,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from retrieval.protocols import LLM
+    from kbqa.retrieval.protocols import LLM
 
 
 def make_llm(settings: Any, cache_dir: Path) -> "LLM":
     """`settings` is an `LLMSettings` (duck-typed so that retrieval/ does not import app/)."""
-    from retrieval.packaged import resolve_adapter
+    from kbqa.retrieval.packaged import resolve_adapter
 
     backend = settings.backend
     adapter = resolve_adapter(settings.adapter, settings.model, backend)
@@ -20,7 +20,7 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
         max_context_tokens=getattr(settings, "max_context_tokens", None),
     )
     if backend == "transformers":
-        from retrieval.llm.transformers import TransformersLLM
+        from kbqa.retrieval.llm.transformers import TransformersLLM
 
         return TransformersLLM(
             settings.model, device=settings.device, adapter=adapter, cache_dir=cache_dir,
@@ -28,7 +28,7 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
             precision=getattr(settings, "precision", "auto"), **common,
         )
     if backend == "openai":
-        from retrieval.llm.openai_compat import OpenAICompatLLM
+        from kbqa.retrieval.llm.openai_compat import OpenAICompatLLM
 
         return OpenAICompatLLM(
             settings.model, base_url=settings.base_url, api_key=settings.api_key, timeout_s=settings.timeout_s,
@@ -36,7 +36,7 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
             max_context_tokens=common["max_context_tokens"], adapter=adapter,
         )
     if backend == "vllm":
-        from retrieval.llm.vllm import VLLMLLM
+        from kbqa.retrieval.llm.vllm import VLLMLLM
 
         return VLLMLLM(
             settings.model, adapter=adapter, cache_dir=cache_dir,

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from retrieval.packaged import PACKAGED_LLM, smollm2_gguf
+from kbqa.retrieval.packaged import PACKAGED_LLM, smollm2_gguf
 
 log = logging.getLogger(__name__)
 CACHED_NAME = "smollm2-135m-instruct"

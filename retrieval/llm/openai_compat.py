@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from retrieval.llm.context import approx_tokens, fit_messages, prompt_budget
-from retrieval.protocols import DEFAULT_SAMPLING, Sampling
+from kbqa.retrieval.llm.context import approx_tokens, fit_messages, prompt_budget
+from kbqa.retrieval.protocols import DEFAULT_SAMPLING, Sampling
 
 Message = dict[str, str]
 _MAX_PARALLEL = 8

@@ -26,11 +26,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from retrieval.device import resolve_device
-from retrieval.llm.adapters import AdapterRegistry, AdapterSpec, adapter_view
-from retrieval.llm.context import cut_at_stop, fit_messages, prompt_budget, stream_until_stop
-from retrieval.packaged import PACKAGED_LLM
-from retrieval.protocols import DEFAULT_SAMPLING, Sampling
+from kbqa.retrieval.device import resolve_device
+from kbqa.retrieval.llm.adapters import AdapterRegistry, AdapterSpec, adapter_view
+from kbqa.retrieval.llm.context import cut_at_stop, fit_messages, prompt_budget, stream_until_stop
+from kbqa.retrieval.packaged import PACKAGED_LLM
+from kbqa.retrieval.protocols import DEFAULT_SAMPLING, Sampling
 
 log = logging.getLogger(__name__)
 Message = dict[str, str]
@@ -75,7 +75,7 @@ class _Engine:
             return PeftModel.from_pretrained(model, spec.path, adapter_name=spec.module_name)
 
         if self.precision == "int8":
-            from retrieval.llm.quantize import add_through_stand_ins
+            from kbqa.retrieval.llm.quantize import add_through_stand_ins
 
             self.model = add_through_stand_ins(self.model, add)  # peft wraps fp32 stand-ins; the int8 layers go back
         else:
@@ -128,7 +128,7 @@ def _load(path: str, device: str, trust_remote_code: bool = False, precision: st
             BASE_LOADS[path] += 1
             model.eval()
             if precision == "int8":
-                from retrieval.llm.quantize import quantize_linears
+                from kbqa.retrieval.llm.quantize import quantize_linears
 
                 quantize_linears(model)
             if tokenizer.pad_token is None:
@@ -166,7 +166,7 @@ class TransformersLLM:
         self._engine: _Engine | None = None
 
     def _path(self) -> str:
-        from retrieval.llm.model_cache import local_model_path
+        from kbqa.retrieval.llm.model_cache import local_model_path
 
         return local_model_path(self.name, self._cache_dir)
 

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from retrieval.llm.adapters import AdapterRegistry, adapter_view
-from retrieval.llm.context import fit_messages, prompt_budget
-from retrieval.packaged import PACKAGED_LLM
-from retrieval.protocols import DEFAULT_SAMPLING, Sampling
+from kbqa.retrieval.llm.adapters import AdapterRegistry, adapter_view
+from kbqa.retrieval.llm.context import fit_messages, prompt_budget
+from kbqa.retrieval.packaged import PACKAGED_LLM
+from kbqa.retrieval.protocols import DEFAULT_SAMPLING, Sampling
 
 Message = dict[str, str]
 _ENGINES: dict[tuple, object] = {}
@@ -58,7 +58,7 @@ class VLLMLLM:
         self._cache_dir = Path(cache_dir or Path.home() / ".cache" / "kbqa")
 
     def _path(self) -> str:
-        from retrieval.llm.model_cache import local_model_path
+        from kbqa.retrieval.llm.model_cache import local_model_path
 
         return local_model_path(self.name, self._cache_dir)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def make_reader(spec: str = "auto", *, device: str = "auto"):
-    from retrieval.device import resolve_device
-    from retrieval.readers.span import SHIPPED_READER, SpanReader
+    from kbqa.retrieval.device import resolve_device
+    from kbqa.retrieval.readers.span import SHIPPED_READER, SpanReader
 
     folder = SHIPPED_READER if spec in ("auto", "", None) else Path(spec)
     if not (folder / "reader_config.json").is_file():

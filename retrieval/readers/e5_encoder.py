@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from retrieval.readers.e5_file import E5Config, E5File
+from kbqa.retrieval.readers.e5_file import E5Config, E5File
 
 LORA_TARGETS = ("q", "k", "v", "ao", "fi", "fo")
 

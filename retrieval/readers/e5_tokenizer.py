@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from retrieval.readers.e5_file import E5Vocab
+from kbqa.retrieval.readers.e5_file import E5Vocab
 
 META = "\u2581"
 

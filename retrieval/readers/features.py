@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrieval.readers.e5_tokenizer import E5Tokenizer
+from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
 
 MAX_QUESTION_TOKENS = 64
 

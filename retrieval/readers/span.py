@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from retrieval.readers.e5_encoder import E5Encoder
-from retrieval.readers.e5_file import read_e5_file
-from retrieval.readers.e5_tokenizer import E5Tokenizer
-from retrieval.readers.features import Window, windows
+from kbqa.retrieval.readers.e5_encoder import E5Encoder
+from kbqa.retrieval.readers.e5_file import read_e5_file
+from kbqa.retrieval.readers.e5_tokenizer import E5Tokenizer
+from kbqa.retrieval.readers.features import Window, windows
 
 WEIGHTS = "reader.safetensors"
 CONFIG = "reader_config.json"

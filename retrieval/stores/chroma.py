@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.types import Chunk, Hit
 
 _BATCH = 4000  # below Chroma's maximum batch size
 EF_SEARCH = 400

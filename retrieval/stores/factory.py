@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from retrieval.protocols import VectorStore
+    from kbqa.retrieval.protocols import VectorStore
 
 
 def make_store(
@@ -22,12 +22,12 @@ def make_store(
     """`faiss_options`: FaissStore's index arguments (index, flat_max, nlist, nprobe, ...);
     `chroma_ef_search`: Chroma's HNSW search breadth (None: the store's default)."""
     if backend == "chroma":
-        from retrieval.stores.chroma import ChromaStore
+        from kbqa.retrieval.stores.chroma import ChromaStore
 
         extra = {} if chroma_ef_search is None else {"ef_search": chroma_ef_search}
         return ChromaStore(directory / "chroma", dim=dim, url=url, collection=collection, **extra)
     if backend == "faiss":
-        from retrieval.stores.faiss import FaissStore
+        from kbqa.retrieval.stores.faiss import FaissStore
 
         return FaissStore(directory / "faiss", dim=dim, **dict(faiss_options or {}))
     raise ValueError(f"store.backend: unknown backend {backend!r} (choose chroma or faiss)")

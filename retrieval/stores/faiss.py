@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.stores.faiss_gpu import cuda_wanted, gpu_searcher
-from retrieval.stores.faiss_index import (  # noqa: F401  (the names this module has always had)
+from kbqa.retrieval.stores.faiss_gpu import cuda_wanted, gpu_searcher
+from kbqa.retrieval.stores.faiss_index import (  # noqa: F401  (the names this module has always had)
     FLAT_MAX,
     IVF_CODES,
     KINDS,
@@ -53,8 +53,8 @@ from retrieval.stores.faiss_index import (  # noqa: F401  (the names this module
     IndexSettings,
     SearchIndex,
 )
-from retrieval.stores.faiss_rows import SCHEMA, RowStore  # noqa: F401
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.stores.faiss_rows import SCHEMA, RowStore  # noqa: F401
+from kbqa.retrieval.types import Chunk, Hit
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

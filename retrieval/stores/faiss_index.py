@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from retrieval.stores.faiss_rows import RowStore
+from kbqa.retrieval.stores.faiss_rows import RowStore
 
 FLAT_MAX = 50_000
 PROBE_VECTORS = 30_000

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.sqlite_db import connect_wal, execute_in, select_in
-from retrieval.types import Chunk, Hit
+from kbqa.retrieval.sqlite_db import connect_wal, execute_in, select_in
+from kbqa.retrieval.types import Chunk, Hit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
