@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kbqa.app.kb_damage import discard_embed_cache, quarantine_store, rebuild_manifest, sqlite_damage
 from kbqa.app.settings import Settings
 from kbqa.ingest.lock import KBLock, KBLockedError
 from kbqa.ingest.manifest import Manifest
@@ -56,15 +57,49 @@ class NotAKnowledgeBase(ValueError):
     pass
 
 
-def _parts(kb_path: Path, settings: Settings):
+def _open_store(kb_path: Path, settings: Settings):
     record = read_record(kb_path)
     if record is None:
         raise NotAKnowledgeBase(f"{kb_path}: not a knowledge base (no {KB_FILE})")
     s = settings.store
     layout = KBLayout(kb_path)
-    store = make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection=layout.collection(s.chroma_url),
-                       faiss_options=s.faiss_options(), chroma_ef_search=s.chroma_ef_search)
-    return Manifest(layout.manifest), store, BM25Index(layout.bm25)
+    return make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection=layout.collection(s.chroma_url),
+                      faiss_options=s.faiss_options(), chroma_ef_search=s.chroma_ef_search)
+
+
+def _parts(kb_path: Path, settings: Settings):
+    layout = KBLayout(kb_path)
+    return Manifest(layout.manifest), _open_store(kb_path, settings), BM25Index(layout.bm25)
+
+
+def damaged_parts(kb_path: Path, settings: Settings) -> dict[str, str]:
+    """The parts that cannot be read at all, with why: "manifest", "embed_cache", "store"."""
+    layout = KBLayout(kb_path)
+    found = {}
+    for part, path, table in (("manifest", layout.manifest, "documents"), ("embed_cache", layout.embed_cache, "vectors")):
+        reason = sqlite_damage(path, table)
+        if reason:
+            found[part] = f"{path.name} is damaged ({reason})"
+    try:
+        store = _open_store(kb_path, settings)
+        store.count(), store.all_ids()
+    except NotAKnowledgeBase:
+        raise
+    except Exception as exc:  # whatever the backend's library raises on a damaged file
+        backend = read_record(kb_path).store_backend
+        found["store"] = f"the vector store ({backend}/) is unreadable ({type(exc).__name__}: {exc})"
+    return found
+
+
+_WHAT_REPAIR_DOES = {
+    "manifest": "--repair rebuilds it from the vector store",
+    "embed_cache": "--repair deletes it (a disposable cache)",
+    "store": "--repair moves it aside; its documents must then be ingested again",
+}
+
+
+def _damage_report(damage: dict[str, str]) -> DoctorReport:
+    return DoctorReport(problems=[f"{why}; {_WHAT_REPAIR_DOES[part]}" for part, why in damage.items()])
 
 
 def _few(ids) -> str:
@@ -75,8 +110,12 @@ def _few(ids) -> str:
 def check(kb_path: str | Path, settings: Settings | None = None) -> DoctorReport:
     """Read-only: count documents and chunks and list every broken invariant."""
     kb_path = Path(kb_path)
-    manifest, store, bm25 = _parts(kb_path, settings or Settings())
-    report = DoctorReport()
+    settings = settings or Settings()
+    damage = damaged_parts(kb_path, settings)
+    if "manifest" in damage or "store" in damage:  # nothing to compare against
+        return _damage_report(damage)
+    manifest, store, bm25 = _parts(kb_path, settings)
+    report = _damage_report(damage)
     try:
         records = manifest.all()
         store_ids = store.all_ids()
@@ -124,9 +163,10 @@ def repair(kb_path: str | Path, settings: Settings | None = None) -> DoctorRepor
     """Reconcile under the lock, then check again; the report lists what was repaired."""
     kb_path = Path(kb_path)
     settings = settings or Settings()
-    manifest, store, bm25 = _parts(kb_path, settings)
     done: list[str] = []
     with KBLock(kb_path, timeout_s=settings.ingest.lock_timeout_s):
+        done += _repair_damage(kb_path, settings)
+        manifest, store, bm25 = _parts(kb_path, settings)
         try:
             bm25.ids()
         except (OSError, ValueError):
@@ -155,6 +195,24 @@ def repair(kb_path: str | Path, settings: Settings | None = None) -> DoctorRepor
     report = check(kb_path, settings)
     report.repaired = done
     return report
+
+
+def _repair_damage(kb_path: Path, settings: Settings) -> list[str]:
+    """Put right the parts that cannot be read (app/kb_damage.py says from what)."""
+    damage = damaged_parts(kb_path, settings)
+    layout = KBLayout(kb_path)
+    done = []
+    if "embed_cache" in damage:
+        done.append(discard_embed_cache(layout))
+    if "store" in damage:
+        done.append(quarantine_store(layout, read_record(kb_path).store_backend))
+        if "manifest" in damage:  # nothing left to rebuild it from: start it empty
+            layout.manifest.rename(layout.manifest.with_name(layout.manifest.name + ".damaged"))
+            done.append(f"{layout.manifest.name} was damaged too and is kept as {layout.manifest.name}.damaged; "
+                        "ingest every document again")
+    elif "manifest" in damage:
+        done += rebuild_manifest(layout, _open_store(kb_path, settings))
+    return done
 
 
 def run(kb_path: str | Path, settings: Settings | None = None, *, fix: bool = False) -> DoctorReport:

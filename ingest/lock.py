@@ -72,8 +72,11 @@ class KBLock:
                     time.sleep(self.poll_s)
                     if self._try(fd):
                         break
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            try:  # the holder's pid is only shown to others: a full disk must not stop the writer here
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            except OSError as exc:
+                log.warning("%s: cannot record the lock holder's pid (%s)", self.path, exc.strerror or exc)
         except BaseException:
             os.close(fd)
             raise

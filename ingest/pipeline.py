@@ -17,6 +17,7 @@ The crash tests kill the process at the `crash_point`s below (test-only, ingest/
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from kbqa.ingest.summary import FileResult, IngestSummary, page_notes
 from kbqa.ingest.workers import ParsePool, ParseTask, read_stable
 from kbqa.retrieval.protocols import Embedder, VectorStore
 from kbqa.retrieval.types import Chunk
+
+log = logging.getLogger("kbqa.ingest")
 
 
 @dataclass
@@ -354,9 +357,22 @@ class Ingestor:
         except Exception as exc:
             item.result.status, item.result.reason, item.result.chunks = "failed", f"storing failed: {type(exc).__name__}: {exc}", 0
             summary.files.append(item.result)
+            self._undo_upsert(item)
             return False
         summary.files.append(item.result)
         return True
+
+    def _undo_upsert(self, item: _Pending) -> None:
+        """After a failed commit (a full disk, say) take back the chunks it may have stored, unless
+        the manifest recorded them; what cannot be taken back now the next run's reconciliation deletes."""
+        try:
+            recorded = self.manifest.get(item.key)
+            keep = set(item.old_ids) | set(recorded.chunk_ids if recorded else ())
+            fresh = [c.id for c in item.chunks if c.id not in keep]
+            if fresh:
+                self.store.delete(fresh)
+        except Exception as exc:  # the disk may still be full: reconciliation finishes the job
+            log.warning("%s: could not take back the chunks of a failed commit (%s)", item.source, exc)
 
     def _remove_record(self, record: DocumentRecord, summary: IngestSummary) -> FileResult:
         # manifest first: a crash after it leaves only orphans, which the next run deletes

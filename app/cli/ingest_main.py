@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from kbqa.app.env import offline, terminal_only_progress
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = kb.ingest(args.paths, progress=not args.no_progress, password=args.pdf_password, prune=args.prune)
     except (EmbedderMismatchError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    except (OSError, sqlite3.OperationalError) as exc:  # a full disk, say: each committed document stays whole
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {args.kb}: ingestion stopped: {getattr(exc, 'strerror', None) or exc}{where}", file=sys.stderr)
+        return 1
     if args.json:
         print_json(summary.to_dict())
     else:

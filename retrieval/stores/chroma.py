@@ -53,7 +53,11 @@ class ChromaStore:
                 )
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                client = chromadb.PersistentClient(path=str(self.path), settings=chroma_settings)
+                try:
+                    client = chromadb.PersistentClient(path=str(self.path), settings=chroma_settings)
+                except Exception:
+                    _forget_failed_client(str(self.path))
+                    raise
             collection = client.get_or_create_collection(
                 self.collection_name, embedding_function=None, metadata={"hnsw:space": "cosine", "hnsw:search_ef": self.ef_search}
             )
@@ -132,3 +136,15 @@ class ChromaStore:
 
     def count(self) -> int:
         return int(self.collection.count())
+
+
+def _forget_failed_client(path: str) -> None:
+    """Chroma caches a client's system per folder before starting it. One that failed to start
+    (a damaged chroma.sqlite3) would be handed to every later open of the folder in this process,
+    even after `kbqa doctor --repair` has moved the damaged folder aside: drop it."""
+    try:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient._identifier_to_system.pop(path, None)
+    except (ImportError, AttributeError):  # another chromadb layout: nothing cached to drop
+        pass
