@@ -177,6 +177,13 @@ class KnowledgeBase:
         with self._lock:
             return self._ingestor(progress=False).remove(paths)
 
+    def reconcile(self) -> int:
+        """Finish what a killed writer left, as every ingest starts by doing (ingest/reconcile.py); returns the stray chunks deleted."""
+        if self.record is None:
+            return 0
+        with self._lock:
+            return self._ingestor(progress=False).reconcile()
+
     def documents(self) -> list[dict]:
         return [
             {"source": r.source, "chunks": len(r.chunk_ids), "pages": r.pages, "bytes": r.size, "ingested_at": r.ingested_at, "doc_hash": r.doc_hash}

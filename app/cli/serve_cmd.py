@@ -52,6 +52,9 @@ def cmd_serve(args) -> int:
         service = QAService.open(args.kb, settings, max_upload_bytes=max_bytes, max_pending=args.max_pending)
     except ValueError as exc:
         fail(str(exc))
+    for name in service.names():  # a server killed mid-upload left a half document: finish it before serving
+        if removed := service.kb(name).reconcile():
+            log.warning("%s: deleted %d chunks of a document an interrupted ingest left half-written", name, removed)
     for warning in keyring.check_kbs(service.names()):
         log.warning(warning)
     host = choose_host(args.host, keyring.enabled)
