@@ -7,11 +7,14 @@ They do nothing unless their environment variable is set; only the tests set the
   ``after_manifest_delete``, ``keyword_save``; ``ingest/pipeline.py``). Used by
   ``tests/test_crash.py``, ``tests/test_embed_cache.py`` and ``bench/crash_test.py``.
   At ``keyword_save`` it first leaves what a BM25 write killed before its rename leaves.
+- ``KBQATEST_FAIL_AT=POINT[:N]`` raises ``OSError(ENOSPC)`` there instead: a full disk at a
+  chosen point (``tests/test_faults.py``, beside the real full disk of a small tmpfs).
 - ``KBQATEST_PARSE_HANG=NAME``: parsing a file of this name never returns
   (``ingest/workers.py``; the per-file time limit test in ``tests/test_bad_input.py``).
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -19,12 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 CRASH_ENV = "KBQATEST_CRASH_AT"  # test-only: "POINT[:N]" kills the process (SIGKILL) the N-th time POINT is reached
+FAIL_ENV = "KBQATEST_FAIL_AT"  # test-only: "POINT[:N]" raises OSError(ENOSPC) the N-th time POINT is reached
 HANG_ENV = "KBQATEST_PARSE_HANG"  # test-only: a file of this name makes its parser hang (per-file time limit test)
 _crash_counts: dict[str, int] = {}
 
 
 def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
-    """Test hook for the crash tests; does nothing unless $KBQATEST_CRASH_AT names this point."""
+    """Test hook for the crash tests; does nothing unless $KBQATEST_CRASH_AT (or $KBQATEST_FAIL_AT) names this point."""
+    _fail_if_asked(name)
     spec = os.environ.get(CRASH_ENV)
     if not spec:
         return
@@ -36,6 +41,16 @@ def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
         if before is not None:
             before()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fail_if_asked(name: str) -> None:
+    point, _, nth = os.environ.get(FAIL_ENV, "").partition(":")
+    if point != name:
+        return
+    key = f"fail:{name}"
+    _crash_counts[key] = _crash_counts.get(key, 0) + 1
+    if _crash_counts[key] >= int(nth or 1):
+        raise OSError(errno.ENOSPC, f"No space left on device (test hook {FAIL_ENV}={point})")
 
 
 def crash_before_keyword_save(keyword_index) -> None:

@@ -104,6 +104,9 @@ def chat_completions(body: fmt.ChatRequest, request: Request, who: Caller):
     try:
         for _ in text:
             pass
+    except Exception as exc:  # the LLM failed (a backend timed out or dropped the stream): a clean 502, nothing cached
+        log.exception("generation failed")
+        raise HTTPException(502, f"generation failed: {type(exc).__name__}: {exc}") from None
     finally:
         _settle(answer, text)
     extra, content = _verdict(answer, text)

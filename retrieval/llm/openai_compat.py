@@ -115,17 +115,25 @@ class OpenAICompatLLM:
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]:
         import openai
 
+        import httpx
+
         events = self._call(self._request(messages, max_tokens, temperature, stream=True, sampling=sampling))
+        finished = False
         try:
             for event in events:
                 if event.choices:
+                    finished = finished or bool(event.choices[0].finish_reason)
                     piece = event.choices[0].delta.content
                     if piece:
                         yield piece
-        except openai.APIError as exc:
-            raise LLMServerError(f"llm.base_url {self.base_url}: the stream broke off ({exc})") from exc
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:  # the server went quiet mid-stream
+            raise LLMServerError(f"llm.base_url {self.base_url}: the stream stalled for more than llm.timeout_s={self.timeout_s}s ({exc})") from exc
+        except (openai.APIError, httpx.HTTPError) as exc:  # e.g. the connection dropped mid-stream
+            raise LLMServerError(f"llm.base_url {self.base_url}: the stream broke off ({type(exc).__name__}: {exc})") from exc
         finally:
             events.close()
+        if not finished:  # closed without a last chunk: the answer may be cut short, so it is no answer
+            raise LLMServerError(f"llm.base_url {self.base_url}: the stream ended without a finish_reason (connection closed early?)")
 
     def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
         if not conversations:
