@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", help="API keys file (TOML; default $KB_API_KEYS_FILE; inline keys: $KB_API_KEYS)")
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0, help="largest accepted upload, in MB (default 20)")
     p.add_argument("--max-pending", dest="max_pending", type=int, default=8, help="answers generated or queued at once; more are refused with 503 (default 8)")
+    p.add_argument("--rate-limit", dest="rate_limit", type=float, default=0.0, help="requests a minute per API key, more get 429 with Retry-After (default 0: none; a key's rate_limit in the keys file overrides it)")
     p.add_argument("--no-ui", dest="ui", action="store_false", help="serve only the REST API")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="load models on the first request instead of at start-up")
     p.add_argument("--workers", type=int, default=1, help="worker processes behind the port, each with its own models (default 1; share a Chroma server between them)")
@@ -58,17 +59,19 @@ def cmd_serve(args) -> int:
     for warning in keyring.check_kbs(service.names()):
         log.warning(warning)
     host = choose_host(args.host, keyring.enabled)
+    if args.rate_limit < 0:
+        fail(f"--rate-limit {args.rate_limit:g}: must be 0 (none) or positive")
     if args.workers < 1:
         fail(f"--workers {args.workers}: need at least 1")
     if args.workers > 1:
         from kbqa.app.server.worker_app import serve_workers
 
-        config = ServerConfig(host=host, port=args.port, max_upload_bytes=max_bytes, ui=args.ui)
+        config = ServerConfig(host=host, port=args.port, max_upload_bytes=max_bytes, ui=args.ui, rate_limit=args.rate_limit)
         return serve_workers(args, settings, config, args.workers)
     if args.warm_up:
         log.info("loading models for %s ...", ", ".join(service.names()))
         service.warm_up()
-    config = ServerConfig(host=host, port=args.port, max_upload_bytes=max_bytes, ui=args.ui)
+    config = ServerConfig(host=host, port=args.port, max_upload_bytes=max_bytes, ui=args.ui, rate_limit=args.rate_limit)
     app = build_app(service, keyring, config)
 
     import uvicorn

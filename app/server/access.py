@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kbqa.app.server.auth import LOCAL, KeyRing, Principal, bearer_token, is_loopback
+from kbqa.app.server.rate_limit import retry_after
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from the keys file; none in local-only mode")
 
@@ -18,6 +19,7 @@ def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | 
         host = request.client.host if request.client else None
         if not is_loopback(host):
             raise HTTPException(403, "this server runs in local-only mode (no API keys configured); only 127.0.0.1 may call it")
+        _within_rate(request, LOCAL)
         return LOCAL
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
@@ -25,7 +27,18 @@ def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | 
     found = keyring.lookup(token)
     if found is None:
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    _within_rate(request, found)
     return found
+
+
+def _within_rate(request: Request, who: Principal) -> None:
+    """429 with Retry-After once `who` has used up its requests (app/server/rate_limit.py)."""
+    limiter = getattr(request.app.state, "limiter", None)
+    wait = limiter.wait_s(who.name, who.rate_limit) if limiter is not None else 0.0
+    if wait:
+        rate = who.rate_limit if who.rate_limit is not None else limiter.per_minute
+        raise HTTPException(429, f"key {who.name!r}: rate limit of {rate:g} requests a minute reached; retry in {retry_after(wait)} s",
+                            headers={"Retry-After": retry_after(wait)})
 
 
 Caller = Annotated[Principal, Depends(principal)]

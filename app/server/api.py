@@ -23,6 +23,7 @@ from kbqa.app.server.documents_api import router as documents_router
 from kbqa.app.server.errors import error_response, validation_message
 from kbqa.app.server.metrics import Metrics, MetricsMiddleware
 from kbqa.app.server.openai_api import router as openai_router
+from kbqa.app.server.rate_limit import RateLimiter
 from kbqa.app.server.uploads import DEFAULT_MAX_BYTES
 from kbqa.app.service import QAService, UnknownDocument, UnknownKB, sources_payload
 
@@ -37,6 +38,7 @@ class ServerConfig:
     ui: bool = True
     ui_path: str = "/ui"
     metrics_dir: str | None = None  # shared by the worker processes of `kbqa serve --workers N`
+    rate_limit: float = 0.0  # requests a minute per key (0: none; a key's own rate_limit overrides it)
 
 
 # ---- request bodies (the OpenAI ones are in app.server.openai_format) --------------------
@@ -59,6 +61,7 @@ def create_app(service: QAService, keyring: KeyRing | None = None, config: Serve
         description="Question answering over your documents: OpenAI-compatible chat with sources, retrieval, document admin.",
     )
     app.state.service, app.state.keyring, app.state.metrics, app.state.config = service, keyring, metrics, config
+    app.state.limiter = RateLimiter(config.rate_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(HTTPException)

@@ -11,6 +11,7 @@ Keys come from a TOML file (``--keys FILE`` or ``$KB_API_KEYS_FILE``)::
     name = "reader"
     token = "another-long-random-string"
     kbs = { sample = "r" }
+    rate_limit = 120              # optional: requests a minute for this key (app/server/rate_limit.py)
 
 or inline from ``$KB_API_KEYS``: ``name:token:rights:kb1,kb2`` entries separated by ``;``
 (rights ``r`` or ``rw``; ``*`` for every knowledge base). With no key configured the
@@ -44,6 +45,7 @@ class Principal:
 
     name: str
     rights: Mapping[str, str] = field(default_factory=dict)
+    rate_limit: float | None = None  # requests a minute; None: the server's --rate-limit
 
     def can_read(self, kb: str) -> bool:
         return self._right(kb) in RIGHTS
@@ -69,6 +71,7 @@ class ApiKey:
     name: str
     token: str
     rights: Mapping[str, str]
+    rate_limit: float | None = None
 
 
 class KeyRing:
@@ -95,7 +98,7 @@ class KeyRing:
         for key in self.keys:
             if hmac.compare_digest(given, key.token.encode("utf-8")):
                 found = key
-        return Principal(found.name, dict(found.rights)) if found else None
+        return Principal(found.name, dict(found.rights), found.rate_limit) if found else None
 
     def login(self, username: str, password: str) -> bool:
         """Gradio login: user name = key name, password = its token."""
@@ -105,7 +108,7 @@ class KeyRing:
     def principal_named(self, name: str | None) -> Principal | None:
         for key in self.keys:
             if key.name == name:
-                return Principal(key.name, dict(key.rights))
+                return Principal(key.name, dict(key.rights), key.rate_limit)
         return None
 
     def check_kbs(self, known: list[str]) -> list[str]:
@@ -118,7 +121,7 @@ class KeyRing:
         ]
 
 
-def _key(name: str, token: str, rights: Mapping[str, str], where: str) -> ApiKey:
+def _key(name: str, token: str, rights: Mapping[str, str], where: str, rate_limit=None) -> ApiKey:
     if not name or not isinstance(name, str):
         raise KeysError(f"{where}: a key needs a name")
     if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS:
@@ -128,7 +131,9 @@ def _key(name: str, token: str, rights: Mapping[str, str], where: str) -> ApiKey
     for kb, right in rights.items():
         if right not in RIGHTS:
             raise KeysError(f"{where}: key {name!r}, knowledge base {kb!r}: rights must be 'r' or 'rw', not {right!r}")
-    return ApiKey(name, token, dict(rights))
+    if rate_limit is not None and (isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float)) or rate_limit < 0):
+        raise KeysError(f"{where}: key {name!r}: rate_limit must be a number of requests a minute (0 = none), not {rate_limit!r}")
+    return ApiKey(name, token, dict(rights), None if rate_limit is None else float(rate_limit))
 
 
 def parse_keys_file(path: Path) -> list[ApiKey]:
@@ -141,7 +146,8 @@ def parse_keys_file(path: Path) -> list[ApiKey]:
     entries = data.get("key")
     if not isinstance(entries, list):
         raise KeysError(f"keys file {path}: expected [[key]] tables with name, token and kbs")
-    return [_key(e.get("name"), e.get("token"), e.get("kbs"), f"keys file {path}, key #{n}") for n, e in enumerate(entries, 1)]
+    return [_key(e.get("name"), e.get("token"), e.get("kbs"), f"keys file {path}, key #{n}", e.get("rate_limit"))
+            for n, e in enumerate(entries, 1)]
 
 
 def parse_keys_env(value: str) -> list[ApiKey]:
