@@ -1,31 +1,37 @@
-"""A short, bounded form of bench/load_test.py: concurrent retrieval and chat against a real
-uvicorn server on 127.0.0.1 while an upload is ingested. It checks that every request is
-answered without error and the run ends by itself (no latency thresholds)."""
+"""A short, bounded form of bench/load_test.py: every kind of request (retrieval, chat streamed
+and not, document listing, uploads of real files) from concurrent clients with a read-only and a
+read-write key, against a real uvicorn server on 127.0.0.1. It checks that every request is
+answered (200, or 429/503 with Retry-After), that each accepted upload is listed once, and that
+the run ends by itself (no latency thresholds)."""
 from __future__ import annotations
 
 import os
 
-from bench.load_test import run_load
-from tests.conftest import SAMPLE
+from bench.load_test import run_load, verify_uploads
 from tests.live_server import running
 
 
 def test_short_load_run_has_no_errors(tmp_path, settings, sample_kb_dir):
+    from kbqa.app.doctor import check
     from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.server.auth import ApiKey, KeyRing
     from kbqa.app.service import QAService
 
     s = settings.with_overrides({"llm.max_new_tokens": 4})
     service = QAService.open([f"sample={sample_kb_dir}", f"uploads={tmp_path / 'uploads'}"], s)
-    app = build_app(service, None, ServerConfig(ui=False))
+    keys = KeyRing([ApiKey("ro", "read-only-key-0001", {"*": "r"}), ApiKey("rw", "read-write-key-0002", {"*": "rw"})])
+    app = build_app(service, keys, ServerConfig(ui=False))
     with running(app) as url:
-        result = run_load(
-            url, clients=3, duration_s=6, chat_every=4, upload=("faq.md", (SAMPLE / "faq_zh.md").read_bytes()),
-            upload_kb="uploads", server_pid=os.getpid(), max_tokens=4, request_timeout_s=300,
-        )
-    assert result["errors"] == 0, result["kinds"]
+        result = run_load(url, clients=4, duration_s=8, ro_token="read-only-key-0001", rw_token="read-write-key-0002",
+                          server_pid=os.getpid(), max_tokens=4, request_timeout_s=300)
+        uploads = verify_uploads(url, "uploads", result["uploads_accepted"], "read-write-key-0002")
+    assert result["errors"] == 0 and result["clients_hung"] == 0, result["kinds"]
     kinds = result["kinds"]
-    assert kinds["retrieve"]["requests"] >= 3 and kinds["retrieve"]["p50_ms"] is not None
-    assert kinds["upload"]["requests"] == 1 and kinds["upload"]["statuses"] == {"200": 1}
-    assert "chat" in kinds and kinds["chat"]["statuses"].keys() == {"200"}
-    assert result["memory"] and result["rss_mb_max"] >= result["rss_mb_start"] > 0
-    assert service.documents("uploads")  # the upload landed
+    assert kinds["retrieve"]["requests"] >= 1 and kinds["retrieve"]["p50_ms"] is not None
+    assert set(kinds) <= {"retrieve", "chat", "chat_stream", "list", "upload"} and len(kinds) >= 3
+    for k in kinds.values():
+        assert set(k["statuses"]) <= {"200", "429", "503"}
+    assert uploads["missing"] == [] and uploads["duplicated"] == [] and uploads["landed"] == len(service.documents("uploads"))
+    assert result["samples"] and result["rss_mb_max"] >= result["rss_mb_start"] > 0
+    if uploads["landed"]:
+        assert check(tmp_path / "uploads", s).ok
