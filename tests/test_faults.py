@@ -89,6 +89,36 @@ def test_server_killed_mid_upload_then_retry_gives_one_copy(crash_at, after_rest
     assert report["chunks"] == reference.store.count() == sum(d["chunks"] for d in listed)
 
 
+def test_server_sigkilled_from_outside_while_parsing_an_upload(tmp_path, settings):
+    """The kill comes from outside while the upload's parser is still at work (it hangs on purpose,
+    ``KBQATEST_PARSE_HANG``): the parser process dies with the server, the lock is free, and the
+    restarted server takes the retried upload once."""
+    import os
+    import time
+
+    kb = tmp_path / "kb"
+    assert KnowledgeBase(kb, settings).ingest([SAMPLE / "safety_rules.txt"]).ok
+    data = (SAMPLE / "history.md").read_bytes()
+    with kbqa_serve([f"kb={kb}"], tmp_path / "first.log", env={"KBQATEST_PARSE_HANG": "history.md"}) as served:
+        failed = []
+        upload = threading.Thread(target=lambda: failed.append(pytest.raises(httpx.TransportError, _upload, served.url, "history.md", data)))
+        upload.start()
+        while not (kb / "uploads" / "history.md").is_file():  # saved: its ingest has begun (bounded by pytest's timeout)
+            time.sleep(0.1)
+        time.sleep(1.0)  # into the parser
+        os.kill(served.proc.pid, signal.SIGKILL)
+        assert served.proc.wait(60) == -signal.SIGKILL
+        upload.join(60)
+        assert failed  # the client saw the connection drop
+    with kbqa_serve([f"kb={kb}"], tmp_path / "second.log", env={"KBQA_INGEST__LOCK_TIMEOUT_S": "20"}) as served:
+        retry = _upload(served.url, "history.md", data)
+        assert retry.status_code == 200 and retry.json()["files"][0]["status"] == "added", retry.text
+        listed = httpx.get(f"{served.url}/v1/kbs/kb/documents", timeout=60).json()["documents"]
+    assert sorted(d["name"] for d in listed) == ["history.md", "safety_rules.txt"]
+    code, report = _doctor(kb)
+    assert code == 0 and report["problems"] == [] and report["documents"] == 2
+
+
 # ---- a full disk --------------------------------------------------------------------
 def _big_doc(path, lines=700):
     import random
@@ -203,20 +233,23 @@ def test_doctor_names_and_rebuilds_a_damaged_part(part, built_kb, tmp_path, sett
     assert check(kb, settings).ok
 
 
-def test_damaged_vector_store_is_named_and_its_documents_listed_for_reingest(built_kb, tmp_path):
+@pytest.mark.parametrize("backend,damaged", [("chroma", "chroma/chroma.sqlite3"), ("faiss", "faiss/store.sqlite")])
+def test_damaged_vector_store_is_named_and_its_documents_listed_for_reingest(backend, damaged, tmp_path):
     kb = tmp_path / "kb"
-    shutil.copytree(built_kb, kb)
-    _garble(kb / "chroma" / "chroma.sqlite3")
+    docs = [SAMPLE / "history.md", SAMPLE / "faq_zh.md"]
+    assert _ingest(docs, kb, env={"KBQA_STORE__BACKEND": backend}).returncode == 0
+    _garble(kb / damaged)
     code, report = _doctor(kb)
-    assert code == 1 and any("vector store (chroma/) is unreadable" in p for p in report["problems"]), report
+    assert code == 1 and any(f"vector store ({backend}/) is unreadable" in p for p in report["problems"]), report
     code, fixed = _doctor(kb, "--repair")
     assert code == 0 and fixed["problems"] == [] and fixed["documents"] == 0, fixed
     text = " ".join(fixed["repaired"])
-    assert "moved the damaged vector store chroma/ aside" in text and (kb / "chroma.damaged").is_dir()
+    assert f"moved the damaged vector store {backend}/ aside" in text and (kb / f"{backend}.damaged").is_dir()
     assert "history.md" in text and "faq_zh.md" in text and "ingest it again" in text
-    assert _ingest([SAMPLE / "history.md", SAMPLE / "faq_zh.md"], kb).returncode == 0
+    assert _ingest(docs, kb).returncode == 0  # the backend comes from kb.json
     code, report = _doctor(kb)
     assert code == 0 and report["documents"] == 2
+    assert (kb / backend).is_dir()
 
 
 # ---- the LLM backend misbehaves -----------------------------------------------------
