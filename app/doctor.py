@@ -57,6 +57,10 @@ class NotAKnowledgeBase(ValueError):
     pass
 
 
+class StoreUnreachable(RuntimeError):
+    """The vector store is on a server that does not answer: repairing now could drop every document."""
+
+
 def _open_store(kb_path: Path, settings: Settings):
     record = read_record(kb_path)
     if record is None:
@@ -87,7 +91,10 @@ def damaged_parts(kb_path: Path, settings: Settings) -> dict[str, str]:
         raise
     except Exception as exc:  # whatever the backend's library raises on a damaged file
         backend = read_record(kb_path).store_backend
-        found["store"] = f"the vector store ({backend}/) is unreadable ({type(exc).__name__}: {exc})"
+        if backend == "chroma" and settings.store.chroma_url:  # nothing on this disk to repair
+            found["remote_store"] = f"the Chroma server at {settings.store.chroma_url} cannot be read ({type(exc).__name__}: {exc})"
+        else:
+            found["store"] = f"the vector store ({backend}/) is unreadable ({type(exc).__name__}: {exc})"
     return found
 
 
@@ -95,6 +102,7 @@ _WHAT_REPAIR_DOES = {
     "manifest": "--repair rebuilds it from the vector store",
     "embed_cache": "--repair deletes it (a disposable cache)",
     "store": "--repair moves it aside; its documents must then be ingested again",
+    "remote_store": "check the server (store.chroma_url); --repair changes nothing until it answers",
 }
 
 
@@ -112,7 +120,7 @@ def check(kb_path: str | Path, settings: Settings | None = None) -> DoctorReport
     kb_path = Path(kb_path)
     settings = settings or Settings()
     damage = damaged_parts(kb_path, settings)
-    if "manifest" in damage or "store" in damage:  # nothing to compare against
+    if damage.keys() & {"manifest", "store", "remote_store"}:  # nothing to compare against
         return _damage_report(damage)
     manifest, store, bm25 = _parts(kb_path, settings)
     report = _damage_report(damage)
@@ -202,6 +210,8 @@ def _repair_damage(kb_path: Path, settings: Settings) -> list[str]:
     damage = damaged_parts(kb_path, settings)
     layout = KBLayout(kb_path)
     done = []
+    if "remote_store" in damage:
+        raise StoreUnreachable(f"{damage['remote_store']}; nothing was repaired")
     if "embed_cache" in damage:
         done.append(discard_embed_cache(layout))
     if "store" in damage:

@@ -252,6 +252,25 @@ def test_damaged_vector_store_is_named_and_its_documents_listed_for_reingest(bac
     assert (kb / backend).is_dir()
 
 
+def test_unreachable_chroma_server_is_named_and_repair_drops_nothing(built_kb, tmp_path):
+    """A store on a Chroma server that does not answer is not damage on this disk: `--repair`
+    refuses (exit 1) and the manifest keeps every document."""
+    import os
+
+    from tests.live_server import free_port
+
+    kb = tmp_path / "kb"
+    shutil.copytree(built_kb, kb)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", KBQA_STORE__CHROMA_URL=f"http://127.0.0.1:{free_port()}")
+    for extra in ([], ["--repair"]):
+        result = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json", *extra],
+                                capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+        assert result.returncode == 1, (result.stdout, result.stderr[-2000:])
+        assert "Chroma server at http://127.0.0.1:" in result.stdout + result.stderr
+    code, report = _doctor(kb)  # the local store again: nothing was dropped
+    assert code == 0 and report["documents"] == 2
+
+
 # ---- the LLM backend misbehaves -----------------------------------------------------
 @pytest.fixture(scope="module")
 def generative(tmp_path_factory, sample_kb_dir):

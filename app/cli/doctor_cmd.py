@@ -5,6 +5,7 @@ Exit code: 0 when no problem is left, 1 when problems remain, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from kbqa.app.cli.common import fail, print_json, settings_from_args
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from kbqa.app.doctor import NotAKnowledgeBase, run
+    from kbqa.app.doctor import NotAKnowledgeBase, StoreUnreachable, run
     from kbqa.ingest.lock import KBLockedError
 
     settings = settings_from_args(args)
@@ -27,6 +28,9 @@ def cmd_doctor(args) -> int:
         report = run(args.kb, settings, fix=args.repair)
     except (NotAKnowledgeBase, KBLockedError) as exc:
         fail(str(exc))
+    except StoreUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print_json(report.to_dict())
     else:
