@@ -35,3 +35,46 @@ def test_short_load_run_has_no_errors(tmp_path, settings, sample_kb_dir):
     assert result["samples"] and result["rss_mb_max"] >= result["rss_mb_start"] > 0
     if uploads["landed"]:
         assert check(tmp_path / "uploads", s).ok
+
+
+def test_one_client_flooding_chat_does_not_starve_retrieval(tmp_path, settings, sample_kb_dir):
+    """One client sends chat after chat (seeded, so none comes from the answer cache) on four
+    connections at once; meanwhile another client's retrievals are all answered, and every chat
+    is answered or refused with 503 and Retry-After (the answers' queue is bounded at 2)."""
+    import threading
+
+    import httpx
+
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.service import QAService
+
+    s = settings.with_overrides({"llm.max_new_tokens": 4})
+    service = QAService.open([f"sample={sample_kb_dir}"], s, max_pending=2)
+    app = build_app(service, None, ServerConfig(ui=False))
+    done = threading.Event()
+    chats: list[httpx.Response] = []
+
+    def flood(n):
+        with httpx.Client(timeout=300) as http:
+            for i in range(200):
+                if done.is_set():
+                    return
+                chats.append(http.post(f"{url}/v1/chat/completions", json={"model": "sample", "seed": n * 1000 + i,
+                                       "messages": [{"role": "user", "content": f"What does a return ticket cost? ({i})"}]}))
+
+    with running(app) as url:
+        flooders = [threading.Thread(target=flood, args=(n,)) for n in range(4)]
+        for t in flooders:
+            t.start()
+        try:
+            while len(chats) < 4:  # the flood is under way (bounded by pytest's timeout)
+                threading.Event().wait(0.1)
+            with httpx.Client(timeout=300) as http:
+                retrievals = [http.post(f"{url}/v1/retrieve", json={"kb": "sample", "query": "when did the railway open"}) for _ in range(5)]
+        finally:
+            done.set()
+            for t in flooders:
+                t.join(300)
+    assert [r.status_code for r in retrievals] == [200] * 5 and all(r.json()["results"] for r in retrievals)
+    assert {r.status_code for r in chats} <= {200, 503}
+    assert all(r.headers.get("retry-after") for r in chats if r.status_code == 503)
