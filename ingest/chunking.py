@@ -8,7 +8,7 @@ from pathlib import Path
 from kbqa.ingest.clean import clean_text
 from kbqa.ingest.errors import LoadError
 from kbqa.ingest.loaders import Page, load_document
-from kbqa.ingest.split import split_text
+from kbqa.ingest.split_tables import split_page
 from kbqa.retrieval.types import Chunk
 
 
@@ -59,7 +59,7 @@ def chunk_pages(
     seen: set[str] = set()
     for page in pages:
         text = clean_text(page.text) if clean else page.text
-        for piece in split_text(text, count_tokens, chunk_tokens, overlap_tokens):
+        for piece in split_page(text, count_tokens, chunk_tokens, overlap_tokens):
             digest = hashlib.sha256(piece.encode()).hexdigest()
             if digest in seen:  # exact duplicate chunk within the document
                 continue

@@ -45,6 +45,7 @@ def page_notes(pages) -> list[str]:
         if p.problem:
             problems.setdefault(p.problem, []).append(p.page or 0)
     notes += [f"page{'s' if len(ns) > 1 else ''} {_ranges(ns)} left out: {why}" for why, ns in problems.items()]
+    notes += [p.note for p in pages if getattr(p, "note", None)]
     return notes
 
 

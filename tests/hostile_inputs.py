@@ -1,7 +1,7 @@
 """Hostile input files, generated in memory in well under a second each (issue #22).
 
 Used by tests/test_hostile_inputs.py and bench/bad_input.py: zip bombs and XML entities in
-DOCX, cyclic and oversized PDF page trees, PNG decompression bombs. Nothing here is read
+DOCX, XLSX and PPTX, cyclic and oversized PDF page trees, PNG decompression bombs. Nothing here is read
 from disk except the good DOCX that python-docx builds.
 """
 from __future__ import annotations
@@ -68,6 +68,46 @@ def docx_zip_bomb(member_size: int = 3 * GIB + GIB // 2) -> bytes:
     members = [(name, *_deflated(data)) for name, data in _members(good_docx()).items()]
     members.append(("word/media/bomb.xml", _zeros_deflate(member_size), 0, member_size))
     return raw_zip(members)
+
+
+def good_xlsx() -> bytes:
+    """A small, valid XLSX made by openpyxl."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["Station", "Opens"])
+    workbook.active.append(["Cloud Peak Summit", "06:30"])
+    buf = io.BytesIO()
+    workbook.save(buf)
+    return buf.getvalue()
+
+
+def good_pptx() -> bytes:
+    """A one-slide PPTX made by python-pptx."""
+    import pptx
+
+    deck = pptx.Presentation()
+    deck.slides.add_slide(deck.slide_layouts[1]).shapes.title.text = "Bicycles travel free on the first upward train."
+    buf = io.BytesIO()
+    deck.save(buf)
+    return buf.getvalue()
+
+
+def xlsx_zip_bomb(member_size: int = 3 * GIB + GIB // 2) -> bytes:
+    """A valid XLSX whose first sheet's XML is replaced by `member_size` zero bytes in ~3.5 MB."""
+    members = [(name, *_deflated(data)) for name, data in _members(good_xlsx()).items() if name != "xl/worksheets/sheet1.xml"]
+    members.append(("xl/worksheets/sheet1.xml", _zeros_deflate(member_size), 0, member_size))
+    return raw_zip(members)
+
+
+def pptx_billion_laughs(levels: int = 10) -> bytes:
+    """A good PPTX whose first slide's XML declares entities lol1..lolN (10^N 'lol's)."""
+    parts = _members(good_pptx())
+    ents = ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels)]
+    slide = parts["ppt/slides/slide1.xml"].decode("utf-8")
+    head, _, body = slide.partition("?>")
+    parts["ppt/slides/slide1.xml"] = f"{head}?><!DOCTYPE p:sld [{''.join(ents)}]>{body}".replace("Bicycles", f"&lol{levels - 1};").encode()
+    return raw_zip([(name, *_deflated(data)) for name, data in parts.items()])
 
 
 def docx_with_document_xml(document_xml: str) -> bytes:

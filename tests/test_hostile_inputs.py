@@ -24,6 +24,8 @@ FAST_S = 20  # seconds per hostile file, parse included, on a loaded machine
 CASES = {
     "zip_bomb.docx": (H.docx_zip_bomb, "MAX_MEMBER_BYTES"),
     "laughs.docx": (H.docx_billion_laughs, "DOCTYPE"),
+    "zip_bomb.xlsx": (H.xlsx_zip_bomb, "MAX_MEMBER_BYTES"),
+    "laughs.pptx": (H.pptx_billion_laughs, "DOCTYPE"),
     "self_pages.pdf": (H.pdf_self_referencing, "page tree is cyclic"),
     "many_pages.pdf": (H.pdf_many_pages, "MAX_PAGES"),
     "lying_count.pdf": (lambda: H.pdf_many_pages(declared=1), "MAX_PAGES"),

@@ -76,9 +76,9 @@ def test_truncated_pdf_is_rejected(tmp_path):
 
 
 def test_unsupported_extension(tmp_path):
-    path = tmp_path / "sheet.xlsx"
-    path.write_bytes(b"PK\x03\x04 something")
-    with pytest.raises(LoadError, match=r"sheet\.xlsx: unsupported file type '\.xlsx'"):
+    path = tmp_path / "sheet.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0 something")
+    with pytest.raises(LoadError, match=r"sheet\.xls: unsupported file type '\.xls'"):
         _load(path)
 
 

@@ -16,7 +16,7 @@ MAX_NAME_CHARS = 120
 _ZIP = b"PK\x03\x04"
 _IMAGES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".tif": (b"II*\x00", b"MM\x00*"),
            ".tiff": (b"II*\x00", b"MM\x00*"), ".bmp": (b"BM",), ".webp": (b"RIFF",)}  # read through OCR
-_BINARY = {".pdf": (b"%PDF-",), ".docx": (_ZIP,), **_IMAGES}
+_BINARY = {".pdf": (b"%PDF-",), ".docx": (_ZIP,), ".pptx": (_ZIP,), ".xlsx": (_ZIP,), ".xlsm": (_ZIP,), **_IMAGES}
 # declared content types that can never be one of our documents
 _REFUSED_TYPES = ("image/", "audio/", "video/", "font/", "application/x-executable", "application/x-msdownload", "application/zip")
 _UNSAFE = re.compile(r"[^\w.\- ()\[\]]+", re.UNICODE)

@@ -14,6 +14,7 @@ class Page:
     page: int | None = None  # 1-based page number for paged formats
     ocr: bool = False  # the text was read from the page's image
     problem: str | None = None  # why this page has no text (it is left out; the file's summary says so)
+    note: str | None = None  # what was cut from a page that has text (a sheet over its row limit); the summary says so
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")  # read through OCR
@@ -27,6 +28,11 @@ _LOADERS = {
     ".md": "kbqa.ingest.loaders.markdown:load_markdown",
     ".markdown": "kbqa.ingest.loaders.markdown:load_markdown",
     ".txt": "kbqa.ingest.loaders.text:load_text",
+    ".pptx": "kbqa.ingest.loaders.pptx:load_pptx",
+    ".xlsx": "kbqa.ingest.loaders.xlsx:load_xlsx",
+    ".xlsm": "kbqa.ingest.loaders.xlsx:load_xlsx",
+    ".csv": "kbqa.ingest.loaders.csv:load_csv",
+    ".tsv": "kbqa.ingest.loaders.csv:load_csv",
     **{ext: "kbqa.ingest.loaders.image:load_image" for ext in IMAGE_EXTENSIONS},
     ".text": "kbqa.ingest.loaders.text:load_text",
 }

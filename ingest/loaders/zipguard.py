@@ -1,7 +1,8 @@
-"""Checks on a zip-based document (DOCX) before a parser opens it: zip bombs and XML entities.
+"""Checks on a zip-based document (DOCX, PPTX, XLSX) before a parser opens it: zip bombs and XML entities.
 
-A DOCX is a zip archive of XML parts. python-docx reads every part into memory and parses the
-XML ones with lxml, so a hostile archive is refused here first, with a reason naming the limit:
+These formats are zip archives of XML parts. python-docx and python-pptx read every part into
+memory and parse the XML ones with lxml, openpyxl streams a sheet's XML, so a hostile archive is
+refused here first, with a reason naming the limit:
 
 - too many members (the central directory alone would fill memory): `MAX_MEMBERS`;
 - a member, or all members together, expanding past `MAX_MEMBER_BYTES` / `MAX_TOTAL_BYTES`
@@ -10,7 +11,7 @@ XML ones with lxml, so a hostile archive is refused here first, with a reason na
 - a member compressed more than `MAX_RATIO` times (deflate bombs run at ~1000:1; real XML at
   5-30:1), for members over `RATIO_MIN_BYTES`;
 - an XML part with a DOCTYPE (internal entities for "billion laughs", external entities that
-  read local files or the network). A DOCX never needs one; python-docx's parser also has
+  read local files or the network). None of these formats needs one; python-docx's parser also has
   ``resolve_entities=False``, but nothing with a DTD gets as far as lxml.
 """
 from __future__ import annotations
