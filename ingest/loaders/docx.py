@@ -1,4 +1,5 @@
-"""DOCX through python-docx: paragraphs and tables, in document order.
+"""DOCX through python-docx: paragraphs and tables, in document order; tables as Markdown
+(`ingest.loaders.table`), a merged cell's text in its first column only.
 
 The archive is checked first (`ingest.loaders.zipguard`): zip bombs and XML parts with a
 DOCTYPE (entity expansion, external entities) are refused before python-docx opens them."""
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from kbqa.ingest.errors import LoadError
 from kbqa.ingest.loaders.base import Page
+from kbqa.ingest.loaders.table import markdown_table
 from kbqa.ingest.loaders.zipguard import check_archive
 
 
@@ -32,13 +34,15 @@ def load_docx(path: Path, data: bytes) -> list[Page]:
         if tag == "p":
             lines.append(Paragraph(block, document).text)
         elif tag == "tbl":
-            table = Table(block, document)
-            for row in table.rows:
-                cells = []
-                for cell in row.cells:
-                    text = cell.text.strip()
-                    if not cells or cells[-1] != text:  # merged cells repeat
-                        cells.append(text)
-                lines.append(" | ".join(cells))
-            lines.append("")
+            lines += ["", _table_markdown(Table(block, document)), ""]
     return [Page("\n".join(lines))]
+
+
+def _table_markdown(table) -> str:
+    """A python-docx table as Markdown. A merged cell appears once per grid column it spans in
+    ``row.cells``; its text is kept in the first and the others left empty, so columns line up."""
+    rows = []
+    for row in table.rows:
+        cells = row.cells  # kept alive, so the same <w:tc> is the same object
+        rows.append(["" if any(c._tc is cell._tc for c in cells[:i]) else cell.text for i, cell in enumerate(cells)])
+    return markdown_table(rows)

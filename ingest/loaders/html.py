@@ -1,4 +1,5 @@
-"""HTML through lxml: scripts, styles and navigation stripped; the declared charset honoured."""
+"""HTML through lxml: scripts, styles and navigation stripped; the declared charset honoured;
+tables as Markdown (`ingest.loaders.table`), their ``<caption>`` on the line above."""
 from __future__ import annotations
 
 import re
@@ -7,6 +8,7 @@ from pathlib import Path
 from kbqa.ingest.encoding import NotTextError, decode_text
 from kbqa.ingest.errors import LoadError
 from kbqa.ingest.loaders.base import Page
+from kbqa.ingest.loaders.table import markdown_table
 
 _DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "iframe")
 # <meta charset="x"> and <meta http-equiv="Content-Type" content="text/html; charset=x">
@@ -16,34 +18,125 @@ _PRESCAN_BYTES = 8192  # browsers look in the first 1024 bytes; long <head>s put
 _BLOCKS = ("p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section", "article", "pre", "blockquote", "dt", "dd")
 
 
+class _Table:
+    """A table being read: its rows so far, the open row and cell, its caption."""
+
+    def __init__(self):
+        self.rows: list[list[str]] = []
+        self.row: list[str] | None = None
+        self.cell: list[str] | None = None
+        self.caption: list[str] | None = None
+        self.caption_text = ""
+        self.pad = 0  # empty cells to add after the open cell (its colspan less one)
+
+    def end_cell(self):
+        if self.cell is not None:
+            if self.row is None:
+                self.row = []
+            self.row.append("".join(self.cell))
+            self.cell = None
+
+    def end_row(self):
+        self.end_cell()
+        if self.row is not None:
+            self.rows.append(self.row)
+            self.row = None
+
+    def flat(self) -> str:
+        """The table as one line, for a table inside another's cell: cells by spaces, rows by "; "."""
+        self.end_row()
+        return "; ".join(" ".join(" ".join(c.split()) for c in row if c.strip()) for row in self.rows if any(c.strip() for c in row))
+
+    def markdown(self) -> str:
+        self.end_row()
+        table = markdown_table(self.rows)
+        caption = " ".join(self.caption_text.split())
+        return f"{caption}\n{table}" if caption and table else table or caption
+
+
 class _TextTarget:
     """lxml parser target: collects text as the parser streams through the document, no tree
-    built, so time grows with the document's size and any nesting depth keeps its text."""
+    built, so time grows with the document's size and any nesting depth keeps its text.
+    A table's cells are gathered and the table written as Markdown at its end; a table inside
+    a cell becomes that cell's text."""
 
     def __init__(self):
         self.out: list[str] = []
         self.dropping = 0  # depth inside <script>, <style>, ...
+        self.tables: list[_Table] = []
+
+    def _sink(self) -> list[str] | None:
+        """Where text goes now: the open cell or caption, the page, or nowhere (between cells)."""
+        if not self.tables:
+            return self.out
+        table = self.tables[-1]
+        return table.caption if table.caption is not None else table.cell
 
     def start(self, tag, attrib):
         name = tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
         if self.dropping or name in _DROP:
             self.dropping += 1
+            return
+        if name == "table":
+            self.tables.append(_Table())
+        elif self.tables and name in ("tr", "td", "th", "caption"):
+            self._start_table_part(self.tables[-1], name, attrib)
         elif name in _BLOCKS:
-            self.out.append("\n")
+            sink = self._sink()
+            if sink is not None:
+                sink.append(" " if self.tables else "\n")
+
+    def _start_table_part(self, table: _Table, name: str, attrib) -> None:
+        if name == "tr":
+            table.end_row()
+            table.row = []
+        elif name == "caption":
+            table.caption = []
+        else:
+            table.end_cell()
+            table.cell = []
+            try:
+                span = min(int(attrib.get("colspan", 1)), 64)
+            except (TypeError, ValueError):
+                span = 1
+            table.pad = span - 1  # the cell's text, then empty cells so later columns line up
 
     def end(self, tag):
         name = tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
         if self.dropping:
             self.dropping -= 1
             return
-        if name in ("td", "th"):
-            self.out.append(" | ")
-        if name in _BLOCKS:
-            self.out.append("\n")
+        if self.tables and name in ("table", "tr", "td", "th", "caption"):
+            self._end_table_part(name)
+        elif name in _BLOCKS:
+            sink = self._sink()
+            if sink is not None:
+                sink.append(" " if self.tables else "\n")
+
+    def _end_table_part(self, name: str) -> None:
+        table = self.tables[-1]
+        if name == "table":
+            table = self.tables.pop()
+            sink = self._sink()
+            if sink is self.out:
+                sink.append(f"\n{table.markdown()}\n")
+            elif sink is not None:
+                sink.append(f" {table.flat()} ")
+        elif name == "tr":
+            table.end_row()
+        elif name == "caption":
+            table.caption_text, table.caption = "".join(table.caption or []), None
+        else:
+            pad, table.pad = table.pad, 0
+            table.end_cell()
+            if pad and table.row is not None:
+                table.row.extend([""] * pad)
 
     def data(self, text):
         if not self.dropping:
-            self.out.append(text)
+            sink = self._sink()
+            if sink is not None:
+                sink.append(text)
 
     def comment(self, text):
         pass
@@ -52,6 +145,11 @@ class _TextTarget:
         pass
 
     def close(self):
+        while self.tables:  # tables never closed (recover mode closes them, but be sure)
+            text = self.tables.pop().markdown()
+            sink = self._sink() if self.tables else self.out
+            if sink is not None:
+                sink.append(f"\n{text}\n")
         return "".join(self.out)
 
 

@@ -1,6 +1,6 @@
 """PDF: the text layer through pypdf (pypdfium2 when pypdf cannot read the file), one Page per
-PDF page with its number; pages without a usable text layer are read with OCR
-(`ingest.page_ocr`, setting ``ingest.ocr``).
+PDF page with its number; ruled tables as Markdown (`ingest.loaders.pdf_tables`); pages without
+a usable text layer are read with OCR (`ingest.page_ocr`, setting ``ingest.ocr``).
 
 The page tree is walked first, bounded: a cyclic tree (a /Pages node among its own /Kids) and
 a document of more than `MAX_PAGES` pages are refused before any page is read."""
@@ -116,9 +116,12 @@ def text_layer(path: Path, data: bytes, password: str | None = None) -> list[str
 
 
 def load_pdf(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", dpi: int = 200) -> list[Page]:
+    from kbqa.ingest.loaders.pdf_tables import with_tables
     from kbqa.ingest.page_ocr import read_pdf_pages
 
     texts = text_layer(path, data, password)
     if not texts:
         raise LoadError(path, "PDF has no pages")
+    if ocr != "always":
+        texts = with_tables(data, password, texts)
     return read_pdf_pages(path, data, password, texts, ocr, dpi)
