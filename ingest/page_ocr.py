@@ -97,7 +97,10 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
 
     from kbqa.ingest.ocr import OcrUnavailable, ocr_image
 
-    pdf = pdfium.PdfDocument(data, password=password)
+    try:
+        pdf = pdfium.PdfDocument(data, password=password)
+    except pdfium.PdfiumError:  # a file only salvaged (`ingest.loaders.pdf_salvage`): no page to render
+        return [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
     try:
         # the image area matters only for a short layer: other pages are not opened for it
         reasons = [ocr_reason(t, _image_share(pdf[i]) if MIN_CHARS <= _visible(t) < CHARS_PER_IMAGE_PAGE else 0.0, mode)

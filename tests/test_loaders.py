@@ -94,3 +94,24 @@ def test_clean_keeps_chinese_punctuation():
 def test_decode_prefers_utf8_then_gbk():
     assert decode_text("héllo".encode())[1] == "utf-8"
     assert decode_text("中文内容，测试编码。".encode("gbk"))[1] == "gb18030"
+
+
+def test_pdf_without_a_page_tree_is_salvaged_page_by_page(tmp_path):
+    """pypdf finds no pages and pdfium refuses the file (the /Pages object is gone, as in a
+    broken cross-reference table): the page objects found in the file are read instead."""
+    import re
+
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for text in ("First page about wirewound resistors and their power rating.",
+                 "Second page: the bushing mounts and rotary switches are described here."):
+        pdf.add_page()
+        pdf.set_font("helvetica", size=12)
+        pdf.multi_cell(0, 6, text)
+    data = bytes(pdf.output())
+    tree = re.search(rb"(?m)^1 0 obj.*?endobj", data, re.S)
+    assert b"/Type /Pages" in tree.group(0)
+    data = data[:tree.start()] + b" " * (tree.end() - tree.start()) + data[tree.end():]
+    pages = load_document(tmp_path / "no_tree.pdf", data)
+    assert [(p.page, p.text.split(":")[0][:10]) for p in pages] == [(1, "First page"), (2, "Second pag")]

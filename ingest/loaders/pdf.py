@@ -95,24 +95,45 @@ def _pdfium_texts(path: Path, data: bytes, password: str | None) -> list[str]:
 
 
 def text_layer(path: Path, data: bytes, password: str | None = None) -> list[str]:
-    """Each page's text layer; pypdfium2 reads what pypdf cannot (a broken cross-reference table)."""
+    """Each page's text layer; pypdfium2 reads what pypdf cannot (a broken cross-reference table),
+    and when neither can, the page objects found by scanning the file (`ingest.loaders.pdf_salvage`)."""
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
     if not data.lstrip()[:5].startswith(b"%PDF"):
         raise LoadError(path, "not a PDF file (no %PDF header)")
     try:
-        return _pypdf_texts(path, data, password)
+        texts = _pypdf_texts(path, data, password)
+        if texts:
+            return texts
+        first: Exception = PdfReadError("the page tree holds no pages")
     except LoadError:
         raise
     except FileNotDecryptedError as exc:
         raise LoadError(path, "PDF is password-protected", "supply the password with --pdf-password") from exc
-    except (PdfReadError, ValueError, KeyError, OSError, RecursionError) as first:
-        try:
-            return _pdfium_texts(path, data, password)
-        except LoadError:
-            raise
-        except Exception:
-            raise LoadError(path, f"corrupt or truncated PDF: {first}") from first
+    except (PdfReadError, ValueError, KeyError, OSError, RecursionError) as exc:
+        first = exc
+    return _fallback_texts(path, data, password, first)
+
+
+def _fallback_texts(path: Path, data: bytes, password: str | None, first: Exception) -> list[str]:
+    """pypdf failed with `first`: pdfium's reading, else the salvaged page objects, else LoadError."""
+    from kbqa.ingest.loaders.pdf_salvage import salvaged_texts
+
+    try:
+        texts = _pdfium_texts(path, data, password)
+        if texts:
+            return texts
+    except LoadError:
+        raise
+    except Exception:  # noqa: BLE001 - pdfium's error says less than pypdf's
+        pass
+    try:
+        texts = salvaged_texts(data, MAX_PAGES)
+    except Exception:  # noqa: BLE001 - the first error is the one worth reporting
+        texts = []
+    if not any(t.strip() for t in texts):
+        raise LoadError(path, f"corrupt or truncated PDF: {first}") from first
+    return texts
 
 
 def load_pdf(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", dpi: int = 200) -> list[Page]:
