@@ -90,9 +90,10 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
     """The pages of a PDF whose text layers are `texts`, OCR'd where `mode` says."""
     if mode not in MODES:
         raise ValueError(f"ingest.ocr: {mode!r} is not one of {', '.join(MODES)}")
-    texts = [repair(t) for t in texts]
+    layers, texts = texts, [repair(t) for t in texts]
+    repaired = {n for n, (a, b) in enumerate(zip(layers, texts), start=1) if a != b}
     if mode == "never":
-        return [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
+        return [_layer_page(t, n, n in repaired) for n, t in enumerate(texts, start=1)]
     import pypdfium2 as pdfium
 
     from kbqa.ingest.ocr import OcrUnavailable, ocr_image
@@ -100,13 +101,13 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
     try:
         pdf = pdfium.PdfDocument(data, password=password)
     except pdfium.PdfiumError:  # a file only salvaged (`ingest.loaders.pdf_salvage`): no page to render
-        return [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
+        return [_layer_page(t, n, n in repaired) for n, t in enumerate(texts, start=1)]
     try:
         # the image area matters only for a short layer: other pages are not opened for it
         reasons = [ocr_reason(t, _image_share(pdf[i]) if MIN_CHARS <= _visible(t) < CHARS_PER_IMAGE_PAGE else 0.0, mode)
                    for i, t in enumerate(texts)]
         todo = [i for i, r in enumerate(reasons) if r]
-        pages = [_layer_page(t, n) for n, t in enumerate(texts, start=1)]
+        pages = [_layer_page(t, n, n in repaired) for n, t in enumerate(texts, start=1)]
         bar = tqdm(todo, desc=f"OCR {path.name}", unit="page", leave=False, disable=None if todo else True)
         for i in bar:
             try:
@@ -121,15 +122,15 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
             elif not text.strip():
                 pages[i] = Page("", i + 1, problem=f"{reasons[i]}, and OCR read no text")
             else:
-                pages[i] = _layer_page(text, i + 1)
+                pages[i] = _layer_page(text, i + 1, i + 1 in repaired)
     finally:
         pdf.close()
     return pages
 
 
-def _layer_page(text: str, number: int) -> Page:
+def _layer_page(text: str, number: int, repaired: bool = False) -> Page:
     problem = damage(text) if _visible(text) >= MIN_CHARS else None
-    return Page("", number, problem=problem) if problem else Page(text, number)
+    return Page("", number, problem=problem) if problem else Page(text, number, repaired=repaired)
 
 
 def read_image_pages(path: Path, frames: list, mode: str) -> list[Page]:

@@ -36,10 +36,12 @@ def _ranges(numbers: list[int]) -> str:
 
 
 def page_notes(pages) -> list[str]:
-    """What the summary line says about a document's pages: how many were OCR'd, which were left out and why."""
+    """What the summary line says about a document's pages: how many were OCR'd or repaired, which were left out and why."""
     notes = []
     if ocr := [p.page for p in pages if p.ocr]:
         notes.append(f"{len(ocr)} of {len(pages)} pages OCR'd")
+    if fixed := [p.page for p in pages if getattr(p, "repaired", False)]:
+        notes.append(f"text layer repaired on {len(fixed)} of {len(pages)} pages (spaced letters joined, stray digits dropped)")
     problems: dict[str, list[int]] = {}
     for p in pages:
         if p.problem:

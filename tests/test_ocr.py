@@ -102,6 +102,23 @@ def test_repair_joins_spaced_letters_and_drops_stray_digits():
     assert repair(kept) == kept  # real numbers stay
 
 
+def test_a_repaired_layer_is_said_in_the_summary(tmp_path):
+    from fpdf import FPDF
+
+    from kbqa.ingest.loaders import load_document
+    from kbqa.ingest.summary import page_notes
+
+    pdf = FPDF()
+    for text in ("Journa l of Aerospace Power V o l 9 N o 4. " + " ".join(ENGLISH), " ".join(ENGLISH * 2)):
+        pdf.add_page()
+        pdf.set_font("helvetica", size=11)
+        pdf.multi_cell(0, 6, text)
+    pages = load_document(tmp_path / "caj.pdf", bytes(pdf.output()), ocr="never")
+    assert pages[0].text.startswith("Journal of Aerospace Power Vol 9 No 4.") and pages[0].repaired
+    assert not pages[1].repaired
+    assert "text layer repaired on 1 of 2 pages" in " ".join(page_notes(pages))
+
+
 def test_which_pages_are_read_with_ocr():
     prose = " ".join(ENGLISH * 4)
     assert ocr_reason("", 0.0, "auto") == "no text layer"

@@ -13,6 +13,7 @@ class Page:
     text: str
     page: int | None = None  # 1-based page number for paged formats
     ocr: bool = False  # the text was read from the page's image
+    repaired: bool = False  # the text layer was repaired (`ingest.textlayer.repair`: spaced letters, stray digits)
     problem: str | None = None  # why this page has no text (it is left out; the file's summary says so)
     note: str | None = None  # what was cut from a page that has text (a sheet over its row limit); the summary says so
 
