@@ -1,5 +1,6 @@
 """Documents that need OCR: character error rate on synthetic scans, the hard cases of
-../shared/data/docs, and retrieval of questions about scanned pages.
+../shared/data/docs, retrieval of questions about scanned pages, and of questions about one
+cell of a table (`bench/table_cells.py`), with the cost of table detection.
 
     python bench/documents.py            # -> bench/results/documents.{json,md}
 
@@ -208,6 +209,10 @@ def markdown(result: dict) -> str:
     lines += ["", f"## Questions about the scanned book, the scanned letter and the CAJ2PDF paper ({len(QUESTIONS)}, written for this benchmark)", "",
               "| ingest.ocr | right page in the top 3 |", "|---|---|"]
     lines += [f"| {mode} | {q[mode]['hit@3']:.3f} |" for mode in ("never", "auto")]
+    if "table_cells" in result:
+        from bench.table_cells import markdown_lines
+
+        lines += markdown_lines(result["table_cells"], result["table_detection_cost"])
     lines += ["", "CER: edit distance over the characters of the text written on the page, white space ignored. Pages are rendered for OCR at "
               "`ingest.ocr_dpi` = 200. *lowest plausibility*: the least language-like page kept (ingest/textlayer.py)."]
     return "\n".join(lines) + "\n"
@@ -221,8 +226,12 @@ def main() -> int:
     meta = {"command": "python bench/documents.py", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_start": os.getloadavg()[0]}
     random.seed(0)
     result = {"meta": meta, "synthetic": synthetic(cjk_font()), "shared": shared_docs()}
+    from bench.table_cells import cell_retrieval, detection_cost
+
     with tempfile.TemporaryDirectory() as tmp:
         result["retrieval"] = retrieval(Path(tmp))
+        result["table_cells"] = cell_retrieval(Path(tmp))
+    result["table_detection_cost"] = detection_cost(SHARED)
     meta["load_end"] = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "documents.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

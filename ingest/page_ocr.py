@@ -11,6 +11,7 @@ Pages are rendered with pypdfium2 at ``dpi``, their longer side capped at `MAX_S
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,6 +26,9 @@ MIN_CHARS = 20  # a layer with fewer visible characters counts as missing
 CHARS_PER_IMAGE_PAGE = 200  # a page mostly covered by images needs at least this many characters
 AGREE = 0.85  # an implausible layer this close to what OCR reads is kept
 _MARGIN = 0.1  # ... and so is one that scores this much higher than the OCR text
+
+
+_TABLE_RULES = re.compile(r"(?m)^\|(?:\s*:?-{3,}:?\s*\|)+\s*$|\|")  # separator lines and cell bars
 
 
 def _visible(text: str) -> int:
@@ -59,10 +63,12 @@ def ocr_reason(text: str, image_share: float, mode: str) -> str | None:
 
 def agreement(a: str, b: str) -> float:
     """How far two readings of a page agree, 0-1: the Dice overlap of their character bigrams
-    (case and white space ignored), so that a different reading order of columns still agrees."""
+    (case, white space and Markdown table rules ignored), so that a different reading order of
+    columns, or a table read from the layer as Markdown, still agrees."""
     from collections import Counter
 
-    grams = [Counter(t[i:i + 2] for i in range(len(t) - 1)) for t in ("".join(x.lower().split()) for x in (a, b))]
+    plain = ("".join(_TABLE_RULES.sub(" ", x).lower().split()) for x in (a, b))
+    grams = [Counter(t[i:i + 2] for i in range(len(t) - 1)) for t in plain]
     total = sum(grams[0].values()) + sum(grams[1].values())
     return 2 * sum((grams[0] & grams[1]).values()) / total if total else 0.0
 

@@ -27,6 +27,7 @@ _TOKEN_SPLIT = re.compile(r"[\s,;:()（），；：]+")  # OCR often drops the s
 _CLEAN_WORD = re.compile(r"^[(\"'“‘\[]?(?:[a-z]+|[A-Z][a-z]+|[A-Z]+)(?:['’-][A-Za-z]+)*[.,;:!?)\]\"'”’]{0,2}$")
 _LATINISH = re.compile(r"[A-Za-z]")
 _VOWEL = re.compile(r"[aeiouyAEIOUY]")
+_CODE = re.compile(r"^[A-Z]{0,4}[-_]?\d[\dA-Z.:/-]*[a-z]?$")  # ZB303, C17, E-1042, 10:15, 2026-10-01: neither word nor noise
 _MIN_LATIN_WORDS = 12
 _MIN_HAN = 20
 
@@ -48,12 +49,13 @@ def _english_words() -> frozenset[str]:
 
 
 def _latin_score(text: str) -> tuple[float, int]:
-    """The mean of two shares of the Latin word tokens: well formed, and known English words."""
-    words = [w for w in _TOKEN_SPLIT.split(text) if _LATINISH.search(w)]
+    """The mean of two shares of the Latin word tokens: well formed, and known English words.
+    Codes and figures (`_CODE`: part numbers, times, dates) are left out of both."""
+    words = [w for w in _TOKEN_SPLIT.split(text) if _LATINISH.search(w) and not _CODE.match(w)]
     if not words:
         return 1.0, 0
     formed = sum(1 for w in words if _CLEAN_WORD.match(w) and (len(w) <= 3 or _VOWEL.search(w))) / len(words)
-    letters = [w.lower() for w in re.findall(r"[A-Za-z]{2,}", text)]
+    letters = [w.lower() for w in re.findall(r"[A-Za-z]{2,}", " ".join(words))]
     known = sum(1 for w in letters if w in _english_words()) / max(1, len(letters))
     return (formed + known) / 2, len(words)
 
