@@ -14,6 +14,7 @@ import io
 import logging
 
 MIN_SEGMENTS = 12  # path segments on a page before it may hold a ruled table (a 2x2 grid has 6 lines)
+_LOSS = 0.05  # plausibility a re-read page may lose against its layer and still replace it
 MAX_CANDIDATE_PAGES = 200  # pages opened with pdfplumber per document (the rest keep their text layer)
 
 
@@ -73,7 +74,11 @@ def page_with_tables(page) -> str | None:
 
 def with_tables(data: bytes, password: str | None, texts: list[str]) -> list[str]:
     """`texts` (each page's text layer) with the pages that hold ruled tables re-read so their
-    tables are Markdown. A page pdfplumber cannot read keeps its text layer."""
+    tables are Markdown. A page pdfplumber cannot read keeps its text layer, and so does one
+    whose re-reading is less language-like than the layer (pdfplumber running words together
+    around a figure taken for a table), which would otherwise send the page to OCR."""
+    from kbqa.ingest.textlayer import SUSPECT_BELOW, plausibility
+
     try:
         pages = candidate_pages(data, password, len(texts))
     except Exception:  # noqa: BLE001 - pdfium cannot open what pypdf read: the layers stay
@@ -92,6 +97,7 @@ def with_tables(data: bytes, password: str | None, texts: list[str]) -> list[str
                 continue
             finally:
                 pdf.pages[i].close()
-            if text is not None:
+            layer = plausibility(texts[i])  # a layer good enough to skip OCR must stay so
+            if text is not None and plausibility(text) >= (SUSPECT_BELOW if layer >= SUSPECT_BELOW else layer - _LOSS):
                 out[i] = text
     return out
