@@ -26,7 +26,7 @@ class Answerer:
 
     def mode_for(self, lang: str) -> str:
         a, m = self.settings.answer, self.settings.llm
-        model = m.model if m.backend == "transformers" else f"{m.backend}:{m.model}"  # only the local one is the packaged model
+        model = m.model if m.backend in ("transformers", "llama_cpp", "auto") else f"{m.backend}:{m.model}"  # only the local one is the packaged model
         return choose_mode(a.mode, model, model_languages(a.model_languages, model), lang)
 
     def threshold(self, lang: str) -> float:

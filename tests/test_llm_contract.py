@@ -46,18 +46,21 @@ def kbqa_server(settings, sample_kb_dir):
         yield url
 
 
-@pytest.fixture(scope="module", params=["transformers", "openai", "vllm"])
+@pytest.fixture(scope="module", params=["transformers", "llama_cpp", "openai", "vllm"])
 def backend(request, settings):
     from kbqa.retrieval.llm import make_llm
 
     name = request.param
     if name == "vllm" and (reason := _no_vllm_reason()):
         pytest.skip(reason)
+    if name == "llama_cpp" and importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (pip install llama-cpp-python)")
     if name == "openai":
         url = request.getfixturevalue("kbqa_server")
         s = settings.llm.model_copy(update={"backend": "openai", "model": "sample", "base_url": f"{url}/v1", "timeout_s": 600.0})
     else:
-        s = settings.llm.model_copy(update={"backend": name})
+        update = {"backend": name, "adapter": None} if name == "llama_cpp" else {"backend": name}
+        s = settings.llm.model_copy(update=update)
     return make_llm(s, settings.cache_dir)
 
 

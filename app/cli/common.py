@@ -36,7 +36,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = Tru
         parser.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help="retrieval mode")
         parser.add_argument("--min-score", type=float, dest="min_score", help="relevance floor (dense cosine)")
     if llm:
-        parser.add_argument("--llm-backend", dest="llm_backend", choices=["transformers", "openai", "vllm"],
+        parser.add_argument("--llm-backend", dest="llm_backend", choices=["auto", "transformers", "llama_cpp", "openai", "vllm"],
                             help="how the LLM runs: in this process (transformers, vllm) or behind an OpenAI-compatible server (openai)")
         parser.add_argument("--llm-model", dest="llm_model", help="'smollm2' (packaged), a model folder, or a served model name")
         parser.add_argument("--adapter", help="LoRA adapter folder")
