@@ -100,8 +100,9 @@ class LlamaCppLLM:
         kwargs = dict(messages=self._fit(messages, max_tokens), max_tokens=max_tokens, temperature=temperature, stop=self._stops(sampling) or None)
         if temperature > 0:
             kwargs["top_p"] = 0.9 if sampling.top_p is None else sampling.top_p
-            if sampling.seed is not None:
+            if sampling.seed is not None:  # set_seed too: the seed argument alone does not repeat an answer
                 kwargs["seed"] = sampling.seed
+                self._loaded().set_seed(sampling.seed)
         return kwargs
 
     def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str:
