@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kbqa.app.kb import KnowledgeBase
-from kbqa.app.server.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
+from kbqa.app.uploads import DEFAULT_MAX_BYTES, UploadRejected, check_upload
 from kbqa.app.settings import Settings
 from kbqa.ingest.summary import FileResult
 from kbqa.retrieval.answering import CheckedStream, Grounded

@@ -267,7 +267,7 @@ def test_upload_without_files_is_422(server):
     ],
 )
 def test_safe_name_strips_paths_and_unsafe_characters(raw, safe):
-    from kbqa.app.server.uploads import safe_name
+    from kbqa.app.uploads import safe_name
 
     assert safe_name(raw) == safe
 

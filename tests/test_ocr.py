@@ -213,7 +213,7 @@ def test_images_need_ocr_on(tmp_path):
 
 
 def test_images_can_be_uploaded_and_are_checked_by_signature():
-    from kbqa.app.server.uploads import UploadRejected, check_upload
+    from kbqa.app.uploads import UploadRejected, check_upload
 
     buf = io.BytesIO()
     _text_image(ENGLISH[:1]).save(buf, "PNG")

@@ -186,7 +186,7 @@ def test_shared_strings_limit(tmp_path, monkeypatch):
 
 
 def test_uploads_accept_the_new_formats_by_signature():
-    from kbqa.app.server.uploads import UploadRejected, check_upload
+    from kbqa.app.uploads import UploadRejected, check_upload
 
     assert {".pptx", ".xlsx", ".csv", ".tsv"} <= set(supported_extensions())
     assert check_upload("报价.xlsx", H.good_xlsx()) == "报价.xlsx"

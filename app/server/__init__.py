@@ -1,7 +1,8 @@
 """`kbqa serve`: the REST API (FastAPI) with the Gradio chat mounted at /ui, in one process.
 
-Imports are lazy so that `app.service` (which uses `app.server.uploads`) can be imported
-on its own without a cycle through the API module.
+Imports are lazy: importing the package loads neither FastAPI nor the UI until an app is
+built. Nothing in `app/` below the server imports it (`app.service` takes its upload checks
+from `app.uploads`).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from kbqa.app.server.errors import error_response, validation_message
 from kbqa.app.server.metrics import Metrics, MetricsMiddleware
 from kbqa.app.server.openai_api import router as openai_router
 from kbqa.app.server.rate_limit import RateLimiter
-from kbqa.app.server.uploads import DEFAULT_MAX_BYTES
+from kbqa.app.uploads import DEFAULT_MAX_BYTES
 from kbqa.app.service import QAService, UnknownDocument, UnknownKB, sources_payload
 
 log = logging.getLogger("kbqa.server")
