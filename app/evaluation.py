@@ -2,7 +2,10 @@
 
 - `answer_with_kb`: every question through the full RAG path (`KnowledgeBase.ask_batch`).
 - `answer_closed_book`: the model alone, as evalscope asks it (system prompt + question).
-- `squad_kb`: a knowledge base built from a SQuAD-style file's paragraphs, cached on disk.
+- `build_eval_kb`: the knowledge base of a benchmark's corpus (`eval.benchmarks`), built once
+  through the normal ingest path and cached under ``<cache_dir>/eval-kb/<key>``; `squad_kb`
+  is the one of a SQuAD-style file's paragraphs, named by paragraph id.
+- `run_retrieval`: rank every benchmark query and score the rankings (`kbqa eval retrieval`).
 - `run_mcq`, `run_perplexity`: multiple-choice accuracy and perplexity.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tqdm import tqdm
 
 from kbqa.app.kb import KnowledgeBase
 from kbqa.app.settings import Settings
+from kbqa.eval.benchmarks import SQUAD_KEYS, Benchmark, BenchmarkError, hash_files
 from kbqa.eval.datasets import MCQItem, QAItem, SquadParagraph
 from kbqa.eval.mcq import extract_choice, mcq_messages
 from kbqa.eval.perplexity import perplexity_of_texts
@@ -98,28 +102,136 @@ def sample_evenly(items: Sequence, n: int | None) -> list:
     return [items[int(i * step)] for i in range(n)]
 
 
-def squad_kb(data_path: str | Path, paragraphs: Sequence[SquadParagraph], settings: Settings, *, progress: bool = True) -> KnowledgeBase:
-    """A knowledge base of the paragraphs (one ``<paragraph id>.txt`` document each), built once and
-    cached under ``settings.cache_dir/eval-kb`` keyed by the file's content and the embedding settings."""
-    data_path = Path(data_path)
-    e, c = settings.embedder, settings.chunking
-    key = hashlib.sha256()
-    key.update(data_path.read_bytes())
-    key.update(json.dumps([e.backend, e.model, c.chunk_tokens, c.overlap_tokens, settings.store.backend]).encode())
-    root = Path(settings.cache_dir) / "eval-kb" / f"{data_path.stem}-{key.hexdigest()[:12]}"
-    kb_dir, docs, done = root / "kb", root / "docs", root / "complete"
-    if not done.is_file():
-        docs.mkdir(parents=True, exist_ok=True)
-        for p in paragraphs:
-            target = docs / f"{p.id}.txt"
-            if not target.is_file():
-                target.write_text(p.context + "\n", encoding="utf-8")
+EVAL_KB_MARKER = "complete.json"  # written when a cached evaluation knowledge base is whole
+
+
+def eval_kb_key(bench: Benchmark, settings: Settings, *, named_by_id: bool = False) -> str:
+    """The cache key: the corpus's fingerprint, the settings that shape the index, the file layout."""
+    shaping = {
+        "corpus": bench.fingerprint,
+        "embedder": [settings.embedder.backend, settings.embedder.model],
+        "chunking": [settings.chunking.chunk_tokens, settings.chunking.overlap_tokens],
+        "store": settings.store.backend,
+        "layout": "ids" if named_by_id else 1,  # 1: d000000.txt files (the retrieval benchmarks' caches)
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def eval_kb_root(bench: Benchmark, settings: Settings, *, named_by_id: bool = False) -> Path:
+    """The folder of the cached knowledge base: ``docs/``, ``kb/`` and the `EVAL_KB_MARKER`."""
+    return Path(settings.cache_dir) / "eval-kb" / eval_kb_key(bench, settings, named_by_id=named_by_id)
+
+
+def mark_eval_kb_complete(root: Path, bench: Benchmark, **info: Any) -> None:
+    """Mark a cached knowledge base as whole, so that later runs reuse it without re-checking."""
+    record = {"benchmark": bench.name, "documents": len(bench.docs), **info}
+    (root / EVAL_KB_MARKER).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+
+
+def build_eval_kb(bench: Benchmark, settings: Settings, *, named_by_id: bool = False, rebuild: bool = False,
+                  progress: bool = True, embedder=None, finish: bool = True) -> tuple[KnowledgeBase, dict[str, str]]:
+    """The knowledge base of the benchmark's documents, built once and reused: (KnowledgeBase, {file stem: doc id}).
+
+    Each document is one text file: ``d000000.txt`` in corpus order, or with `named_by_id`
+    ``<doc id>.txt`` holding the text and a newline (sources then cite the paragraph id).
+    More than 1% of the documents failing (a few empty ones are normal) is a `BenchmarkError`.
+    `embedder` replaces the settings' embedder for this build (bench/ uses it to embed on
+    another machine); `finish=False` leaves the cache unmarked, so the next call re-checks it."""
+    import shutil
+
+    root = eval_kb_root(bench, settings, named_by_id=named_by_id)
+    if rebuild and root.exists():
+        shutil.rmtree(root)
+    docs_dir, kb_dir = root / "docs", root / "kb"
+    if named_by_id:
+        files = [(doc_id, text + "\n") for doc_id, text in bench.docs]
+    else:
+        files = [(f"d{n:06d}", text) for n, (_, text) in enumerate(bench.docs)]
+    stems = {stem: doc_id for (stem, _), (doc_id, _) in zip(files, bench.docs)}
+    if not (root / EVAL_KB_MARKER).is_file():
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        for stem, text in files:
+            target = docs_dir / f"{stem}.txt"
+            if not target.exists():
+                target.write_text(text, encoding="utf-8")
         kb = KnowledgeBase(kb_dir, settings)
-        summary = kb.ingest([docs], progress=progress)
-        if not summary.ok:
-            raise RuntimeError(f"building the evaluation knowledge base {kb_dir} failed:\n{summary.render()}")
-        done.write_text(f"{len(paragraphs)} paragraphs\n", encoding="utf-8")
-    return KnowledgeBase(kb_dir, settings)
+        if embedder is not None:
+            kb.embedder = embedder
+        summary = kb.ingest([docs_dir], progress=progress)
+        failed = [f for f in summary.files if f.status == "failed"]
+        if len(failed) > len(bench.docs) // 100:
+            raise BenchmarkError(f"building the knowledge base for {bench.name} in {kb_dir}: {len(failed)} documents failed, "
+                                 f"e.g. {failed[0].path}: {failed[0].reason}")
+        if finish:
+            mark_eval_kb_complete(root, bench, settings=settings.model_dump(mode="json"))
+    return KnowledgeBase(kb_dir, settings), stems
+
+
+def squad_kb(data_path: str | Path, paragraphs: Sequence[SquadParagraph], settings: Settings, *, progress: bool = True) -> KnowledgeBase:
+    """A knowledge base of a SQuAD-style file's paragraphs (one ``<paragraph id>.txt`` document each),
+    built once and cached, keyed by the file's content and the settings that shape the index."""
+    data_path = Path(data_path)
+    bench = Benchmark(f"squad:{data_path.name}", data_path, [(p.id, p.context) for p in paragraphs], {}, {}, SQUAD_KEYS,
+                      hash_files([data_path]))
+    return build_eval_kb(bench, settings, named_by_id=True, progress=progress)[0]
+
+
+def doc_ranking(hits, stems: dict[str, str]) -> list[str]:
+    """Chunks -> their documents, best rank kept."""
+    from kbqa.eval.retrieval_metrics import dedupe
+
+    return dedupe(stems.get(Path(h.chunk.source).stem, h.chunk.source) for h in hits)
+
+
+class _QueryTable:
+    """The knowledge base's embedder, answering queries from one batched pass (same vectors)."""
+
+    def __init__(self, embedder, queries: list[str]):
+        self.base, self.name = embedder, embedder.name
+        self.table = dict(zip(queries, embedder.embed_documents(queries)))
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def embed_query(self, text):
+        return self.table[text] if text in self.table else self.base.embed_query(text)
+
+
+def run_retrieval(bench: Benchmark, settings: Settings, *, mode: str | None = None, limit: int | None = None, rebuild: bool = False,
+                  progress: bool = True, latency_sample: int | None = None) -> dict:
+    """Rank every query and score the rankings: ``{"metrics", "per_item", "mode"}``.
+
+    `latency_sample=N` (benchmarks on a busy machine): the quality metrics come from query
+    vectors embedded in one batch, the latency from N queries timed through the full path."""
+    from kbqa.eval.retrieval_metrics import evaluate_rankings, percentile
+
+    kb, stems = build_eval_kb(bench, settings, rebuild=rebuild, progress=progress)
+    mode = mode or settings.retrieval.mode
+    depth = max(int(m.split("@")[1]) for m in bench.metrics)
+    k_chunks = min(depth * 2, 200)  # documents may hold several chunks
+    ids = list(bench.qrels)[:limit] if limit else list(bench.qrels)
+    kb.search("warm up", 1, mode)  # load the models and build the index outside the timing
+    rankings, latencies = {}, []
+    timed = ids
+    if latency_sample is not None and mode != "bm25":
+        timed = ids[:latency_sample]
+        for qid in tqdm(timed, desc=f"latency ({mode})", unit="q", disable=None if progress else True):
+            started = time.perf_counter()
+            kb.search(bench.queries[qid], k_chunks, mode)
+            latencies.append((time.perf_counter() - started) * 1000)
+        kb.retriever.embedder = _QueryTable(kb.embedder, [bench.queries[q] for q in ids])
+    for qid in tqdm(ids, desc=f"queries ({mode})", unit="q", disable=None if progress else True):
+        started = time.perf_counter()
+        result = kb.search(bench.queries[qid], k_chunks, mode)
+        if timed is ids:
+            latencies.append((time.perf_counter() - started) * 1000)
+        rankings[qid] = doc_ranking(result.hits, stems)
+    means, per_item = evaluate_rankings(rankings, {q: bench.qrels[q] for q in ids}, bench.metrics)
+    out = {k: round(v, 4) for k, v in means.items()}
+    out.update({"p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2), "queries": len(ids)})
+    if timed is not ids:
+        out["latency_queries"] = len(latencies)
+    return {"metrics": out, "per_item": per_item, "mode": mode}
 
 
 def run_mcq(llm, items: Sequence[MCQItem], settings: Settings, *, kb: KnowledgeBase | None = None, batch_size: int = 8, progress: bool = True) -> list[dict[str, Any]]:

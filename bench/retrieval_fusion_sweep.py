@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from kbqa.app.cli.eval_retrieval_cmd import build_kb, load_beir, load_squad  # noqa: E402
+from kbqa.app.evaluation import build_eval_kb  # noqa: E402
+from kbqa.eval.benchmarks import load_beir, load_squad  # noqa: E402
 from kbqa.app.settings import Settings  # noqa: E402
 from kbqa.eval.retrieval_metrics import dedupe, evaluate_rankings  # noqa: E402
 from kbqa.retrieval.fusion import dense_weight, rrf_fuse, weighted_fuse  # noqa: E402
@@ -51,7 +52,7 @@ def query_vectors(embedder, queries: list[str]):
 def candidates(name: str, embedder_backend: str, settings: Settings):
     bench = DATASETS[name]()
     settings = settings.with_overrides({"embedder.backend": embedder_backend})
-    kb, stems = build_kb(bench, settings)
+    kb, stems = build_eval_kb(bench, settings)
     cache = Path(settings.cache_dir) / "eval-kb" / f"candidates-{name}-{embedder_backend}.pkl"
     if cache.is_file():
         return bench, pickle.loads(cache.read_bytes())
@@ -82,7 +83,7 @@ def floor_stats(name: str, backend: str, settings: Settings, foreign: list[str])
     import numpy as np
 
     bench = DATASETS[name]()
-    kb, _ = build_kb(bench, settings.with_overrides({"embedder.backend": backend}))
+    kb, _ = build_eval_kb(bench, settings.with_overrides({"embedder.backend": backend}))
 
     def top1(queries: list[str]) -> np.ndarray:
         vectors = query_vectors(kb.embedder, queries)

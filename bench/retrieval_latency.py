@@ -20,14 +20,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from kbqa.app.cli.eval_retrieval_cmd import build_kb, load_beir  # noqa: E402
+from kbqa.app.evaluation import build_eval_kb  # noqa: E402
+from kbqa.eval.benchmarks import load_beir  # noqa: E402
 from kbqa.app.settings import Settings  # noqa: E402
 from kbqa.eval.retrieval_metrics import percentile  # noqa: E402
 
 
 def main() -> int:
     bench = load_beir(ROOT.parent / "shared" / "data" / "scifact", "train")
-    kb, _ = build_kb(bench, Settings.load(), progress=False)
+    kb, _ = build_eval_kb(bench, Settings.load(), progress=False)
     queries = [bench.queries[q] for q in list(bench.qrels)[:200]]
     kb.search("warm up", 5)
     out = {}

@@ -5,7 +5,7 @@ BM25 and hybrid retrieval, on SciFact (train), SQuAD (articles 0-23) and CMRC 20
 
 The peer is the common tutorial pipeline: `RecursiveCharacterTextSplitter(1000, 200)`,
 `HuggingFaceEmbeddings` over the same packaged all-MiniLM-L6-v2 folder, `langchain_chroma.Chroma`
-similarity search. Ours goes through `kbqa eval retrieval` (app.cli.eval_retrieval_cmd.run):
+similarity search. Ours goes through `kbqa eval retrieval` (app.evaluation.run_retrieval):
 the ingest pipeline (200-token chunks), Chroma + BM25, the configured fusion. `--use` adds the
 multilingual USE v3 embedder (dense and hybrid) on SQuAD and CMRC.
 
@@ -36,7 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from kbqa.app.cli.eval_retrieval_cmd import Benchmark, load_beir, load_squad, run  # noqa: E402
+from kbqa.app.evaluation import run_retrieval  # noqa: E402
+from kbqa.eval.benchmarks import Benchmark, load_beir, load_squad  # noqa: E402
 from kbqa.app.settings import Settings  # noqa: E402
 from kbqa.eval.retrieval_metrics import dedupe, evaluate_rankings, percentile  # noqa: E402
 
@@ -155,7 +156,7 @@ def gpu_prep(names: list[str], settings: Settings) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from kbqa.app.cli.eval_retrieval_cmd import build_kb
+    from kbqa.app.evaluation import build_eval_kb
     from kbqa.retrieval.embedders import make_embedder
     from kbqa.retrieval.packaged import minilm_dir
 
@@ -165,8 +166,8 @@ def gpu_prep(names: list[str], settings: Settings) -> None:
         bench = DATASETS[name][1]()
         if name == "scifact":
             rec = _RecordingEmbedder(base)
-            build_kb(bench, settings, embedder=rec, finish=False)
-            kb, _ = build_kb(bench, settings, finish=False)
+            build_eval_kb(bench, settings, embedder=rec, finish=False)
+            kb, _ = build_eval_kb(bench, settings, finish=False)
             texts += [c.text for c in kb.store.get(kb.store.all_ids())]
         texts += _peer_texts(bench)
     texts = list(dict.fromkeys(texts))
@@ -182,21 +183,21 @@ def gpu_finish(names: list[str], settings: Settings, vectors_path: str) -> None:
     """Put the GPU-made vectors into our SciFact store and build the peer stores from them."""
     import numpy as np
 
-    from kbqa.app.cli.eval_retrieval_cmd import _DONE, build_kb, kb_root
+    from kbqa.app.evaluation import EVAL_KB_MARKER, build_eval_kb, eval_kb_root, mark_eval_kb_complete
 
     vectors = np.load(vectors_path).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     table = dict(zip(json.loads((GPU_DIR / "texts.json").read_text()), vectors))
     for name in names:
         bench = DATASETS[name][1]()
-        if name == "scifact" and not (kb_root(bench, settings) / _DONE).is_file():
-            kb, _ = build_kb(bench, settings, finish=False)
+        if name == "scifact" and not (eval_kb_root(bench, settings) / EVAL_KB_MARKER).is_file():
+            kb, _ = build_eval_kb(bench, settings, finish=False)
             ids = kb.store.all_ids()
             for start in range(0, len(ids), 2000):
                 chunks = kb.store.get(ids[start : start + 2000])
                 kb.store.upsert(chunks, np.stack([table[_sha(c.text)] for c in chunks]))
-            (kb_root(bench, settings) / _DONE).write_text(json.dumps({"benchmark": bench.name, "documents": len(bench.docs),
-                                                                     "embedded": "bench/minilm_torch.py on a GPU machine (fp16 weights, fp32 compute)"}))
+            mark_eval_kb_complete(eval_kb_root(bench, settings), bench,
+                                  embedded="bench/minilm_torch.py on a GPU machine (fp16 weights, fp32 compute)")
         peer(bench, settings, 1, build_with=_TableEmbeddings(table))
 
 
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
             if backend is None:
                 metrics = peer(bench, settings, k_chunks)
             else:
-                metrics = run(bench, settings.with_overrides({"embedder.backend": backend}), mode=mode, latency_sample=LATENCY_SAMPLE)["metrics"]
+                metrics = run_retrieval(bench, settings.with_overrides({"embedder.backend": backend}), mode=mode, latency_sample=LATENCY_SAMPLE)["metrics"]
             metrics["loadavg_1m"] = round((load_before[0] + os.getloadavg()[0]) / 2, 2)
             metrics["command"] = command
             metrics["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -111,9 +111,18 @@ class SquadParagraph:
     context: str
 
 
-def read_squad(path: str | Path) -> tuple[list[SquadParagraph], list[QAItem]]:
+def read_squad(path: str | Path, *, every_question: bool = False) -> tuple[list[SquadParagraph], list[QAItem]]:
     """Paragraphs and questions of a SQuAD-style file; each question's `source` is its
-    paragraph id and `references` its answer texts (duplicates removed, order kept)."""
+    paragraph id and `references` its answer texts (duplicates removed, order kept).
+
+    A paragraph's id is its own ``id`` field (CMRC 2018: ``TRIAL_800``), else
+    ``a<article>-p<paragraph>`` (``a003-p012``); a question's is its ``id``, else
+    ``<paragraph id>-q<n>``. Knowledge bases, citations and results use these ids: keep them.
+    The one reader of the format: `kbqa eval squad` and `kbqa eval retrieval --squad` both
+    read through it. A question with empty text is skipped with a warning, one without
+    answer text is a `DatasetError`; ``every_question=True`` (a retrieval benchmark, which
+    needs only each question's paragraph) keeps both, with empty `references`, and the
+    question text exactly as written (not stripped)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -137,15 +146,16 @@ def read_squad(path: str | Path) -> tuple[list[SquadParagraph], list[QAItem]]:
             paragraphs.append(SquadParagraph(pid, title, context))
             for q, qa in enumerate(para.get("qas", [])):
                 qwhere = f"{where}.qas[{q}]"
-                if isinstance(qa, dict) and qa.get("question") == "":
-                    skipped.append(qwhere)  # CMRC 2018 trial has one question with empty text
+                text = qa.get("question") if isinstance(qa, dict) else None
+                if text == "" and not every_question:
+                    skipped.append(qwhere)  # CMRC 2018 trial has two questions with empty text
                     continue
-                question = _text(qa.get("question") if isinstance(qa, dict) else None, qwhere, "question")
+                question = text if text == "" else _text(text, qwhere, "question")
                 answers = [ans.get("text") for ans in qa.get("answers", []) if isinstance(ans, dict)]
                 refs = list(dict.fromkeys(t.strip() for t in answers if isinstance(t, str) and t.strip()))
-                if not refs:
+                if not refs and not every_question:
                     raise DatasetError(f"{qwhere}: field 'answers' has no answer text")
-                items.append(QAItem(question=question.strip(), references=refs, id=str(qa.get("id", f"{pid}-q{q}")), source=pid, keys=refs))
+                items.append(QAItem(question=question if every_question else question.strip(), references=refs, id=str(qa.get("id", f"{pid}-q{q}")), source=pid, keys=refs))
     if skipped:
         log.warning("%s: skipped %d question(s) with empty text: %s", path, len(skipped), ", ".join(s.split(": ", 1)[1] for s in skipped[:5]))
     return paragraphs, items

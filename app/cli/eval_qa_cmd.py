@@ -179,7 +179,10 @@ def cmd_squad(args) -> int:
             fail(str(exc))
         model, mode, kb_path, k = f"predictions:{Path(args.predictions).name}", "predictions", None, settings.retrieval.k
     else:
-        kb = squad_kb(args.file, paragraphs, settings, progress=progress)
+        try:
+            kb = squad_kb(args.file, paragraphs, settings, progress=progress)
+        except DatasetError as exc:
+            fail(str(exc))
         answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
         k = kb.settings.retrieval.k
         model, mode, kb_path = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={k}, answers {kb.settings.answer.mode}) over {len(paragraphs)} paragraphs", str(kb.path)
