@@ -13,7 +13,9 @@
        ingest, finetune, eval   -> retrieval
        retrieval                -> nothing of ours
 
-   No product part imports bench/ or tests/ (they may import anything).
+   No product part imports bench/ or tests/ (they may import anything). Inside app/, only
+   app/server/ and app/cli/ import kbqa.app.server or kbqa.app.cli (the front ends sit on
+   top of the service). bench/ imports public names only (no ``_private`` name or module).
 
 2. Cheap imports. Importing each part, and the modules that the CLIs and the server load
    first, loads none of torch, transformers, chromadb, gradio: each import runs in a
@@ -155,6 +157,50 @@ def violations_of(path: Path) -> list[str]:
     return out
 
 
+FRONT_ENDS = ("app.server", "app.cli")  # inside app/: imported only from these folders
+
+
+def _dotted(target: str) -> str:
+    """``kbqa.app.server.api`` -> ``app.server.api``: the name inside our tree."""
+    return target[len("kbqa."):] if target.startswith("kbqa.") else target
+
+
+def front_end_violations(path: Path) -> list[str]:
+    """An app/ module below the front ends (service, kb, ...) that imports app/server/ or app/cli/."""
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] != "app" or (len(rel.parts) > 2 and rel.parts[1] in ("server", "cli")):
+        return []
+    out = []
+    for imp in imports_in(path):
+        name = _dotted(imp.target)
+        hit = next((f for f in FRONT_ENDS if name == f or name.startswith(f + ".")), None)
+        if hit:
+            out.append(f"{imp.where}: {imp.how}: {rel.as_posix()} sits below {hit.replace('.', '/')}/ and may not import it")
+    return out
+
+
+def private_import_violations(path: Path) -> list[str]:
+    """A ``_private`` name (or module) of ours imported by a bench/ script."""
+    rel = path.relative_to(ROOT)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(rel))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            module, names = node.module or "", [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            module, names = "", [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            full = f"{module}.{name}" if module else name
+            if _top(full) not in PARTS or not full.startswith("kbqa."):
+                continue
+            private = [p for p in full.split(".") if p.startswith("_") and not p.startswith("__")]
+            if private:
+                out.append(f"{rel.as_posix()}:{node.lineno}: imports {full}: {private[0]} is private to its module (make it public there)")
+    return out
+
+
 # ---- 1. import arrows --------------------------------------------------------------------
 def test_every_part_is_there():
     files = _source_files()
@@ -171,6 +217,57 @@ def test_import_arrows():
         except SyntaxError as exc:
             problems.append(f"{path.relative_to(ROOT)}:{exc.lineno}: cannot be parsed ({exc.msg})")
     assert not problems, f"{len(problems)} import(s) break the layering (docs/ARCHITECTURE.md):\n" + "\n".join(problems)
+
+
+def test_front_ends_sit_on_top_of_app():
+    problems = [p for path in _source_files() for p in front_end_violations(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_bench_imports_public_names_only():
+    scripts = sorted((ROOT / "bench").rglob("*.py"))
+    assert scripts, "no bench/ scripts found"
+    problems = [p for path in scripts for p in private_import_violations(path)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "file, source, bad",
+    [
+        ("app/service.py", "from kbqa.app.server.uploads import check_upload\n", True),
+        ("app/kb.py", "def f():\n    from kbqa.app.cli.common import fail\n", True),
+        ("app/service.py", "from .server import api\n", True),
+        ("app/service.py", "from kbqa.app.uploads import check_upload\nfrom kbqa.app.serverless import x\n", False),
+        ("app/server/api.py", "from kbqa.app.server.auth import KeyRing\nfrom kbqa.app.cli.common import fail\n", False),
+        ("app/cli/serve_cmd.py", "from kbqa.app.server import build_app\n", False),
+    ],
+)
+def test_the_front_end_checker_catches_what_it_should(tmp_path, monkeypatch, file, source, bad):
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    path = tmp_path / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source, encoding="utf-8")
+    found = front_end_violations(path)
+    assert bool(found) == bad, found
+
+
+@pytest.mark.parametrize(
+    "source, bad",
+    [
+        ("from kbqa.app.cli.eval_retrieval_cmd import _DONE, build_kb\n", True),
+        ("def f():\n    from kbqa.retrieval._internal import x\n", True),
+        ("import kbqa.eval._helpers\n", True),
+        ("from kbqa.eval.benchmarks import Benchmark, load_squad\nfrom kbqa import __version__\n", False),
+        ("from bench.finetune_squad import _write_jsonl_gz\nfrom numpy import _pytesttester\n", False),
+    ],
+)
+def test_the_private_import_checker_catches_what_it_should(tmp_path, monkeypatch, source, bad):
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    path = tmp_path / "bench" / "x.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(source, encoding="utf-8")
+    found = private_import_violations(path)
+    assert bool(found) == bad, found
 
 
 # The checker itself, on small made-up modules: a test that cannot fail proves nothing.
