@@ -204,3 +204,40 @@ def test_viewer_checks_the_users_rights_and_the_source(chat):
     forged = [{**turns[0], "sources": [{"source": "/etc/passwd", "page": None, "chunk": 0, "text": "root"}]}]
     with pytest.raises(gr.Error, match="not a document of knowledge base"):
         chat.on_view("sample", forged, 0, _as("reader"))
+
+
+_CONCURRENT = """
+import sys, threading
+from kbqa.app.server.source_view import mark_pdf_passage
+from kbqa.ingest.loaders.pdf import load_pdf
+from pathlib import Path
+path = Path(sys.argv[1]); data = path.read_bytes(); errors = []
+def view():
+    try:
+        for _ in range(15):
+            assert len(mark_pdf_passage(path, 2, "The Pine Trail is a loop walk", width=600).boxes) == 1
+    except Exception as exc:
+        errors.append(repr(exc))
+def parse():
+    try:
+        for _ in range(15):
+            assert "Pine Trail" in load_pdf(path, data, ocr="never")[1].text
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=f) for f in (view, view, view, parse, parse)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(errors or "ok")
+"""
+
+
+def test_pdf_pages_are_viewed_and_parsed_from_many_threads_at_once(tmp_path):
+    """pdfium is not thread-safe: the viewer (the UI's worker threads) and inline parsing share a
+    lock. Run in a child process, so that a crash fails this test rather than the whole run."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "guide.pdf"
+    path.write_bytes(_pdf([["Page one is about something else."], ["Pine Terrace Station sits in a forest.", "The Pine Trail is a loop walk of 2.4 km."]]))
+    done = subprocess.run([sys.executable, "-c", _CONCURRENT, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.strip() == "ok", done.stdout

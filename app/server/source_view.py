@@ -162,18 +162,24 @@ def mark_pdf_passage(pdf_path: str | Path, page: int, passage: str, *, width: in
     import pypdfium2 as pdfium
     from PIL import Image, ImageDraw
 
-    pdf = pdfium.PdfDocument(str(pdf_path), password=password)
-    try:
-        if not 1 <= page <= len(pdf):
-            raise ValueError(f"{Path(pdf_path).name} has {len(pdf)} pages, not a page {page}")
-        pdf_page = pdf[page - 1]
-        w, h = pdf_page.get_size()
-        scale = max(0.5, min(3.0, width / w))
-        rects = passage_rects(pdf_page.get_textpage(), passage) if pdf_page.get_rotation() == 0 else []
-        image = pdf_page.render(scale=scale).to_pil().convert("RGBA")
-        pages = len(pdf)
-    finally:
-        pdf.close()
+    from kbqa.ingest.loaders.pdfium_lock import pdfium_lock
+
+    with pdfium_lock():  # pdfium is not thread-safe: the UI serves several viewers at once
+        pdf = pdfium.PdfDocument(str(pdf_path), password=password)
+        try:
+            if not 1 <= page <= len(pdf):
+                raise ValueError(f"{Path(pdf_path).name} has {len(pdf)} pages, not a page {page}")
+            pdf_page = pdf[page - 1]
+            w, h = pdf_page.get_size()
+            scale = max(0.5, min(3.0, width / w))
+            textpage = pdf_page.get_textpage()
+            rects = passage_rects(textpage, passage) if pdf_page.get_rotation() == 0 else []
+            image = pdf_page.render(scale=scale).to_pil().convert("RGBA")
+            pages = len(pdf)
+            textpage.close()
+            pdf_page.close()
+        finally:
+            pdf.close()
     boxes = []
     for left, bottom, right, top in rects:
         box = (int(left * scale) - 2, int((h - top) * scale) - 2, int(right * scale) + 2, int((h - bottom) * scale) + 2)

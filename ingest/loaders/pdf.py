@@ -138,11 +138,13 @@ def _fallback_texts(path: Path, data: bytes, password: str | None, first: Except
 
 def load_pdf(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", dpi: int = 200) -> list[Page]:
     from kbqa.ingest.loaders.pdf_tables import with_tables
+    from kbqa.ingest.loaders.pdfium_lock import pdfium_lock
     from kbqa.ingest.page_ocr import read_pdf_pages
 
-    texts = text_layer(path, data, password)
-    if not texts:
-        raise LoadError(path, "PDF has no pages")
-    if ocr != "always":
-        texts = with_tables(data, password, texts)
-    return read_pdf_pages(path, data, password, texts, ocr, dpi)
+    with pdfium_lock():  # pdfium is not thread-safe (inline parsing beside the viewer)
+        texts = text_layer(path, data, password)
+        if not texts:
+            raise LoadError(path, "PDF has no pages")
+        if ocr != "always":
+            texts = with_tables(data, password, texts)
+        return read_pdf_pages(path, data, password, texts, ocr, dpi)
