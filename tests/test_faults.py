@@ -42,13 +42,22 @@ def _doctor(kb, *extra):
     return result.returncode, json.loads(result.stdout)
 
 
-def _ingest(paths, kb, env=None):
+def _ingest(paths, kb, env=None, timeout_s=300):
+    """Run the ingest CLI. Past `timeout_s` it is sent SIGABRT (faulthandler is on), so that
+    the failure shows where every thread of the stuck process was waiting."""
     import os
 
-    full = dict(os.environ, HF_HUB_OFFLINE="1")
+    full = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONFAULTHANDLER="1")
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "kbqa.app.cli.ingest_main", *map(str, paths), "--kb", str(kb), "--json", "--no-progress"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=full)
+    args = [sys.executable, "-m", "kbqa.app.cli.ingest_main", *map(str, paths), "--kb", str(kb), "--json", "--no-progress"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"ingest of {[str(p) for p in paths]} still running after {timeout_s} s; its threads:\n{err[-6000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _upload(url, name, data):
@@ -157,6 +166,7 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow  # in CI's full run (not alone, not with its file) the second ingest has hung idle: see the issue note
 def test_disk_full_during_ingest_on_a_small_tmpfs(small_tmpfs, tmp_path, settings):
     kb = small_tmpfs / "kb"
     first = _ingest([SAMPLE / "history.md"], kb)
