@@ -58,6 +58,7 @@ class Import:
     line: int
     target: str  # absolute dotted module name ("" when it cannot be resolved)
     how: str  # the statement, for the report
+    names: tuple[str, ...] = ()  # what ``from target import a, b`` takes from the module
 
     @property
     def where(self) -> str:
@@ -111,7 +112,7 @@ def imports_in(path: Path) -> list[Import]:
                 how = f"from {'.' * node.level}{node.module or ''} import {names}"
             else:
                 target, how = node.module or "", f"from {node.module} import {names}"
-            found.append(Import(rel, node.lineno, target, how))
+            found.append(Import(rel, node.lineno, target, how, tuple(a.name for a in node.names)))
         elif isinstance(node, ast.Call) and _call_name(node.func) in _IMPORT_FUNCS and node.args:
             arg = node.args[0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -181,23 +182,14 @@ def front_end_violations(path: Path) -> list[str]:
 
 def private_import_violations(path: Path) -> list[str]:
     """A ``_private`` name (or module) of ours imported by a bench/ script."""
-    rel = path.relative_to(ROOT)
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(rel))
     out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and not node.level:
-            module, names = node.module or "", [a.name for a in node.names]
-        elif isinstance(node, ast.Import):
-            module, names = "", [a.name for a in node.names]
-        else:
-            continue
-        for name in names:
-            full = f"{module}.{name}" if module else name
+    for imp in imports_in(path):
+        for full in [f"{imp.target}.{name}" for name in imp.names] or [imp.target]:
             if _top(full) not in PARTS or not full.startswith("kbqa."):
                 continue
             private = [p for p in full.split(".") if p.startswith("_") and not p.startswith("__")]
             if private:
-                out.append(f"{rel.as_posix()}:{node.lineno}: imports {full}: {private[0]} is private to its module (make it public there)")
+                out.append(f"{imp.where}: imports {full}: {private[0]} is private to its module (make it public there)")
     return out
 
 
