@@ -42,14 +42,38 @@ def make_docx(path: Path, rows=PUMPS) -> Path:
     return path
 
 
-def make_pdf(path: Path, rows, title: str) -> Path:
+def draw_chart(pdf) -> None:
+    """A page with a plot as charting tools draw one: a frame, short ticks on both axes, bezier
+    curves, round markers (beziers too) and a slanted polyline; no table."""
+    import math
+
+    pdf.add_page()
+    pdf.set_font("helvetica", size=11)
+    pdf.multi_cell(0, 6, "Figure 3: flow against rainfall.")
+    pdf.rect(30, 40, 150, 100)
+    for i in range(31):
+        pdf.line(30 + 5 * i, 140, 30 + 5 * i, 141.2)  # 1.2 mm (3.4 pt) ticks
+    for j in range(21):
+        pdf.line(28.8, 40 + 5 * j, 30, 40 + 5 * j)
+    for k in range(12):
+        pdf.bezier([(30, 140 - 5 * k), (70, 60 + k), (120, 130 - 3 * k), (180, 45 + 4 * k)])
+    for k in range(40):
+        pdf.circle(35 + 3.5 * k, 100 + 20 * math.sin(k / 4), 0.8, style="F")
+    pdf.polyline([(30 + 3 * k, 120 - (k % 7) * 4) for k in range(50)])
+
+
+def make_pdf(path: Path, rows, title: str, chart_first: bool = False, angle: float = 0) -> Path:
+    """A ruled table (fpdf2) between two lines of text, turned by `angle` degrees; a chart page
+    (`draw_chart`) before it with `chart_first`."""
     from fpdf import FPDF
 
     pdf = FPDF()
+    if chart_first:
+        draw_chart(pdf)
     pdf.add_page()
     pdf.set_font("helvetica", size=11)
     pdf.multi_cell(0, 6, title)
-    with pdf.table(col_widths=(40, 50, 50) if len(rows[0]) == 3 else None) as table:
+    with pdf.rotation(angle, 105, 148), pdf.table(col_widths=(40, 50, 50) if len(rows[0]) == 3 else None) as table:
         for row in rows:
             line = table.row()
             for value in row:
@@ -122,6 +146,24 @@ def test_pdf_without_ruling_is_not_opened_for_tables(tmp_path):
     data = path.read_bytes()
     assert candidate_pages(data, None, 1) == []
     assert candidate_pages(make_pdf(tmp_path / "t.pdf", MOTORS, "t").read_bytes(), None, 1) == [0]
+
+
+def test_a_chart_is_not_opened_for_tables_but_a_ruled_table_is(tmp_path):
+    """Curves, markers, ticks and a plot frame are no ruling: only the table page is opened with
+    pdfplumber, and its table still becomes Markdown."""
+    path = make_pdf(tmp_path / "report.pdf", MOTORS, "Motor ratings", chart_first=True)
+    assert candidate_pages(path.read_bytes(), None, 2) == [1]
+    chart, table = _load(path, "never")
+    assert "Figure 3" in chart.text and "| --- |" not in chart.text
+    assert "| M-12 | 11 | 2900 |" in table.text
+
+
+@pytest.mark.parametrize("angle,candidate", [(90, True), (30, False)])
+def test_ruling_is_judged_on_the_page_not_in_the_drawing_space(tmp_path, angle, candidate):
+    """A table turned a quarter turn keeps horizontal and vertical lines; turned 30 degrees its
+    lines, straight in their own coordinates, are slanted on the page and rule nothing."""
+    data = make_pdf(tmp_path / "t.pdf", MOTORS, "t", angle=angle).read_bytes()
+    assert candidate_pages(data, None, 1) == ([0] if candidate else [])
 
 
 def test_long_docx_table_chunks_repeat_the_header(tmp_path, embedder):
