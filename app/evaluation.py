@@ -59,15 +59,15 @@ def rag_prompts(kb: KnowledgeBase, items: Sequence[QAItem], *, progress: bool = 
 
     out = []
     for it in tqdm(items, desc="retrieving", unit="q", disable=None if progress else True):
-        result, lang, retrieve_ms = kb._prepare(it.question, None, None)
+        p = kb.prepare(it.question)
         out.append({
             "id": it.id,
             "question": it.question,
-            "messages": build_messages(it.question, result.hits, lang) if result.found else None,
-            "found": result.found,
-            "sources": _source_dicts(result.hits) if result.found else [],
-            "retrieve_ms": round(retrieve_ms, 1),
-            "not_found_answer": None if result.found else NOT_FOUND[lang],
+            "messages": build_messages(it.question, p.hits, p.lang) if p.found else None,
+            "found": p.found,
+            "sources": _source_dicts(p.hits) if p.found else [],
+            "retrieve_ms": round(p.retrieve_ms, 1),
+            "not_found_answer": None if p.found else NOT_FOUND[p.lang],
         })
     return out
 

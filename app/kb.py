@@ -18,8 +18,8 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
-from kbqa.app.answer_cache import AnswerCache, cache_key, manifest_state
-from kbqa.app.answerer import Answerer, to_answer
+from kbqa.app.answer_service import AnswerService, Prepared
+from kbqa.app.answerer import Answerer
 from kbqa.app.settings import Settings
 from kbqa.ingest.embed_cache import EmbedCache
 from kbqa.ingest.lock import KBLock
@@ -30,9 +30,8 @@ from kbqa.retrieval.bm25 import BM25Index
 from kbqa.app.embedder_choice import ENGLISH, choose_embedder
 from kbqa.retrieval.embedders import make_embedder, model_name
 from kbqa.retrieval.kbdir import KBLayout, KBRecord, read_record, write_record
-from kbqa.retrieval.lang import detect_language
 from kbqa.retrieval.llm import make_llm
-from kbqa.retrieval.answering import CheckedStream, Grounded
+from kbqa.retrieval.answering import CheckedStream
 from kbqa.retrieval.protocols import LLM, Embedder, Sampling, VectorStore
 from kbqa.retrieval.retriever import Retrieval, Retriever, RetrieverConfig
 from kbqa.retrieval.stores import make_store
@@ -222,15 +221,6 @@ class KnowledgeBase:
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         return self.search(question, k, mode).hits
 
-    def _prepare(self, question: str, k: int | None, history: Sequence[Message] | None):
-        started = time.perf_counter()
-        result = self.search(question, k, history=history)
-        if result.found:
-            result = Retrieval(self.assemble(result.hits), True)
-        retrieve_ms = (time.perf_counter() - started) * 1000
-        lang = detect_language(question)
-        return result, lang, retrieve_ms
-
     def llm_for(self, adapter: str | None = None) -> LLM:
         """The LLM answering with LoRA adapter `adapter`: a name from ``llm.adapters``,
         ``"base"`` (no adapter) or None (the default). Shares the loaded base model."""
@@ -252,62 +242,25 @@ class KnowledgeBase:
                 self._reader = make_reader(self.settings.answer.reader, device=self.settings.llm.device)
             return self._reader
 
-    def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
-        llm = self.llm_for(adapter)
-        started = time.perf_counter()
-        key = self._answer_key(question, k, history, adapter, llm)
-        if key is not None and (cached := self.answer_cache.get(key)) is not None:
-            cached = replace(cached, timings={"retrieve_ms": 0.0, "generate_ms": 0.0, "cache_ms": (time.perf_counter() - started) * 1000})
-            return cached
-        result, lang, retrieve_ms = self._prepare(question, k, history)
-        if not result.found:
-            return to_answer(self.answerer.not_found(lang), [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0})
-        grounded, generate_ms = self.answerer.answer(llm, question, result.hits, lang)
-        answer = to_answer(grounded, result.hits, {"retrieve_ms": retrieve_ms, "generate_ms": generate_ms})
-        if key is not None:
-            self.answer_cache.put(key, answer)
-        return answer
-
+    # ---- answering: thin uses of the one flow (app/answer_service.py) -------------------
     @cached_property
-    def answer_cache(self) -> AnswerCache:
-        return AnswerCache(self.settings.llm.answer_cache)
+    def answering(self) -> AnswerService:
+        """The answering flow and its answer cache."""
+        return AnswerService(self)
 
-    def _answer_key(self, question: str, k: int | None, history, adapter: str | None, llm) -> str | None:
-        """The answer cache's key, or None where an answer must not be reused (see app/answer_cache.py)."""
-        if history or self.record is None or self.settings.llm.temperature > 0 or self.settings.llm.answer_cache <= 0:
-            return None
-        parts = {
-            "retrieval": self.settings.retrieval.model_dump(),
-            "llm": self.settings.llm.model_dump(),
-            "answer": self.settings.answer.model_dump(),
-            "adapter": adapter,
-            "model": [type(llm).__name__, getattr(llm, "name", None), getattr(llm, "adapter", None)],
-        }
-        return cache_key(question, k or self.settings.retrieval.k, parts, manifest_state(self.manifest.conn))
+    def prepare(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Prepared:
+        """Retrieve and assemble the passages for `question`, as `ask` does, without answering."""
+        return self.answering.prepare(question, k, history)
+
+    def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
+        return self.answering.ask(question, k, history, adapter=adapter)
 
     def ask_batch(self, questions: Sequence[str], k: int | None = None, *, batch_size: int = 8, on_done=None) -> list[Answer]:
         """`ask` for many questions; generative answers are made `batch_size` at a time (`LLM.batch`).
 
         Same retrieval, prompts and checks as `ask`; a batch's generation time is shared equally
         by its answers in `timings`. `on_done(n)` is called as answers are made."""
-        prepared = [self._prepare(q, k, None) for q in questions]
-        answers: list[Answer | None] = [None] * len(questions)
-        todo = []
-        for i, (result, lang, retrieve_ms) in enumerate(prepared):
-            if result.found:
-                todo.append(i)
-            else:
-                answers[i] = to_answer(self.answerer.not_found(lang), [], {"retrieve_ms": retrieve_ms, "generate_ms": 0.0})
-        if on_done and len(todo) < len(questions):
-            on_done(len(questions) - len(todo))
-        for start in range(0, len(todo), max(1, batch_size)):
-            group = todo[start : start + max(1, batch_size)]
-            jobs = [(questions[i], prepared[i][0].hits, prepared[i][1]) for i in group]
-            for i, (grounded, ms) in zip(group, self.answerer.answer_many(self.llm, jobs, batch_size)):
-                answers[i] = to_answer(grounded, prepared[i][0].hits, {"retrieve_ms": prepared[i][2], "generate_ms": ms})
-            if on_done:
-                on_done(len(group))
-        return [a for a in answers if a is not None]
+        return self.answering.ask_batch(questions, k, batch_size=batch_size, on_done=on_done)
 
     def stream(self, question: str, k: int | None = None, history: Sequence[Message] | None = None) -> Iterator[str]:
         """Yield the answer's text as it is generated. Sources: use `stream_with_sources` or `ask`."""
@@ -335,46 +288,8 @@ class KnowledgeBase:
         Shares `ask`'s answer cache when those are the defaults: a cached answer comes back at
         once, in word-sized pieces; a stream read to its end is remembered (one closed early is not).
         """
-        llm = self.llm_for(adapter)
-        s = self.settings.llm
-        key = None
-        defaults = (sampling is None or sampling.is_default) and not (instructions and instructions.strip())
-        if defaults and max_tokens in (None, s.max_new_tokens) and temperature in (None, s.temperature):
-            key = self._answer_key(question, k, history, adapter, llm)
-        if key is not None and (cached := self.answer_cache.get(key)) is not None:
-            done = Grounded(cached.answer, cached.mode, cached.found, cached.grounded, list(cached.unsupported), cached.evidence)
-            replay = CheckedStream(done=done)
-            replay.prompt = [question, *(h.chunk.text for h in cached.sources)]
-            return Retrieval(cached.sources, cached.found), replay
-        result, lang, retrieve_ms = self._prepare(question, k, history)
-        if not result.found:
-            return result, CheckedStream(done=self.answerer.not_found(lang))
-        stream = self.answerer.stream(
-            llm, question, result.hits, lang,
-            max_tokens=max_tokens or s.max_new_tokens,
-            temperature=s.temperature if temperature is None else temperature,
-            sampling=sampling, instructions=instructions,
-        )
-        if key is not None:
-            stream = self._remembered(stream, key, result.hits, retrieve_ms)
-        return result, stream
-
-    def _remembered(self, stream: CheckedStream, key: str, hits: list[Hit], retrieve_ms: float) -> CheckedStream:
-        """Pass `stream` on; put the whole (checked) answer in the answer cache once it ends."""
-        started = time.perf_counter()
-
-        def pieces() -> Iterator[str]:
-            try:
-                yield from stream
-            finally:
-                stream.close()  # a stream closed early stops its generation
-            if stream.result is not None:
-                ms = (time.perf_counter() - started) * 1000
-                self.answer_cache.put(key, to_answer(stream.result, hits, {"retrieve_ms": retrieve_ms, "generate_ms": ms}))
-
-        outer = CheckedStream(pieces(), lambda text: stream.result or stream.finish(text))
-        outer.prompt = stream.prompt
-        return outer
+        return self.answering.stream(question, k, history, max_tokens=max_tokens, temperature=temperature, adapter=adapter,
+                                     sampling=sampling, instructions=instructions)
 
     def as_langchain_retriever(self, k: int | None = None, mode: str | None = None):
         """A LangChain `BaseRetriever` over this knowledge base (``pip install 'kbqa[langchain]'``)."""

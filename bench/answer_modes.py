@@ -132,14 +132,14 @@ def verified(kb: KnowledgeBase, raw: list[dict], answerable: list[QAItem], unans
     out = []
     for rec, (item, ok) in zip(raw, [(it, True) for it in answerable] + [(it, False) for it in unanswerable]):
         started = time.perf_counter()
-        result, lang, _ = kb._prepare(item.question, None, None)
-        if not result.found or rec["not_found"]:
+        p = kb.prepare(item.question)
+        if not p.found or rec["not_found"]:
             out.append(dict(rec))
             continue
-        g = checked_answer(rec["answer"], result.hits, lang, lambda: extractive_answer(kb.answerer.reader, item.question, result.hits, lang, threshold=kb.answerer.threshold(lang)))
+        g = checked_answer(rec["answer"], p.hits, p.lang, lambda: extractive_answer(kb.answerer.reader, item.question, p.hits, p.lang, threshold=kb.answerer.threshold(p.lang)))
         from kbqa.retrieval.types import Answer
 
-        a = Answer(g.text, result.hits if g.found else [], {}, found=g.found, mode="generative", grounded=g.grounded)
+        a = Answer(g.text, p.hits if g.found else [], {}, found=g.found, mode="generative", grounded=g.grounded)
         out.append(record(item, ok, a, rec["seconds"] + time.perf_counter() - started))
     return out
 
@@ -207,13 +207,14 @@ def main(argv=None) -> int:
             overrides = {"base": {"answer.mode": "generative", "answer.verify": False},
                          "adapter": {"answer.mode": "generative", "answer.verify": False},
                          "extractive": {"answer.mode": "extractive"}}[config]
-            kb = KnowledgeBase(kb_dir, settings.with_overrides(overrides), reader=shared_reader)
+            llm = None
             if config in ("base", "adapter"):  # one loaded model: the base model, or the shipped adapter over it
                 from kbqa.retrieval.llm import make_llm
                 from kbqa.retrieval.llm.adapters import select_adapter
 
                 shared_llm = shared_llm or make_llm(settings.llm, settings.cache_dir)
-                kb._llm = select_adapter(shared_llm, "base" if config == "base" else None)
+                llm = select_adapter(shared_llm, "base" if config == "base" else None)
+            kb = KnowledgeBase(kb_dir, settings.with_overrides(overrides), llm=llm, reader=shared_reader)
             kb.warm_up()
             shared_reader = shared_reader or kb.answerer.reader
             print(f"{lang} / {config}", flush=True)
