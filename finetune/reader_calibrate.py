@@ -12,36 +12,32 @@ of "answered correctly" and "rejected" is used.
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from kbqa.finetune.reader_data import CalibrationItem
+from kbqa.retrieval.readers.answerability import answer_key, features
 
-_DROP = re.compile(r"[\W_]+", re.UNICODE)
 SCORES = "calibration_scores.json"
 
 
-def _key(text: str) -> str:
-    return _DROP.sub("", unicodedata.normalize("NFKC", text).lower())
-
-
 def overlaps(prediction: str, answers: Sequence[str]) -> bool:
-    p = _key(prediction)
-    return bool(p) and any(a and (a in p or p in a) for a in map(_key, answers))
+    p = answer_key(prediction)
+    return bool(p) and any(a and (a in p or p in a) for a in map(answer_key, answers))
 
 
-def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True) -> list[tuple[float, bool, bool]]:
-    """(best span score, answerable, the best span is correct) per item."""
+def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True) -> list[tuple[float, bool, bool, dict]]:
+    """(best span score, answerable, the best span is correct, its answerability features) per item."""
     out = []
     for item in tqdm(items, desc="calibrating", unit="q", disable=None if progress else True):
-        spans = reader.read(item.question, list(item.passages))
+        passages = list(item.passages)
+        spans = reader.read(item.question, passages)
         best = spans[0] if spans else None
         score = best.score if best else float("-inf")
-        out.append((score, bool(item.answers), bool(best and item.answers and overlaps(best.text, item.answers))))
+        correct = bool(best and item.answers and overlaps(best.text, item.answers))
+        out.append((score, bool(item.answers), correct, features(item.question, passages, spans)))
     return out
 
 
@@ -71,37 +67,76 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]], floor: float = 
     return max(table, key=lambda r: (r["correct"] + r["rejection"]) / 2)
 
 
-def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True) -> dict:
-    """Score `items` with the reader in `folder` (kept in calibration_scores.json), then choose
-    its thresholds (`choose_thresholds`)."""
+def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True, answerability: bool = True) -> dict:
+    """Score `items` with the reader in `folder` (kept in calibration_scores.json, with each
+    item's answerability features), then choose its thresholds (`choose_thresholds`)."""
     from kbqa.retrieval.lang import detect_language
     from kbqa.retrieval.readers.span import SpanReader
 
     folder = Path(folder)
     scored = score_items(SpanReader(folder), items, progress)
     langs = [detect_language(it.question) for it in items]
-    scores = [{"score": s[0] if s[0] != float("-inf") else None, "answerable": s[1], "correct": s[2], "lang": lang} for s, lang in zip(scored, langs)]
+    scores = [{"score": s[0] if s[0] != float("-inf") else None, "answerable": s[1], "correct": s[2], "lang": lang,
+               "question": it.question, "features": s[3]} for s, lang, it in zip(scored, langs, items)]
     (folder / SCORES).write_text(json.dumps(scores) + "\n", encoding="utf-8")  # to study other thresholds without re-reading
-    return choose_thresholds(folder)
+    return choose_thresholds(folder, answerability)
 
 
-def choose_thresholds(folder: str | Path) -> dict:
+MIN_ITEMS_PER_MODEL = 40  # a language with fewer validation items uses the model fitted on all of them
+
+
+def confidences(saved: Sequence[dict], use_model: bool = True) -> tuple[list[float], list[float], dict | None]:
+    """Each saved item's confidence for the overall threshold and for its language's, and the
+    answerability models to store (None: the span score is the confidence). With features saved,
+    the confidences are out-of-fold log-odds (`finetune.answerability_fit`), one model per
+    language with enough items, plus one over all."""
+    from kbqa.finetune.answerability_fit import fit, out_of_fold
+
+    raw = [s["score"] if s["score"] is not None else float("-inf") for s in saved]
+    if not use_model or not saved or not all("features" in s for s in saved):
+        return raw, raw, None
+    rows = [s["features"] for s in saved]
+    labels = [bool(s["correct"]) for s in saved]
+    groups = [s.get("question", str(i // 2)) for i, s in enumerate(saved)]
+    overall = out_of_fold(rows, labels, groups)
+    by_lang = list(overall)
+    models = {"all": fit(rows, labels).to_config()}
+    for lang in sorted({s["lang"] for s in saved}):
+        idx = [i for i, s in enumerate(saved) if s["lang"] == lang]
+        if len(idx) < MIN_ITEMS_PER_MODEL or len({labels[i] for i in idx}) < 2:
+            continue
+        pick = lambda values: [values[i] for i in idx]  # noqa: E731
+        for i, v in zip(idx, out_of_fold(pick(rows), pick(labels), pick(groups))):
+            by_lang[i] = v
+        models[lang] = fit(pick(rows), pick(labels)).to_config()
+    return overall, by_lang, models
+
+
+def choose_thresholds(folder: str | Path, answerability: bool = True) -> dict:
     """Pick the reader's thresholds from its calibration_scores.json: one per question language
     (the reader is less sure of itself in Chinese than in English), plus one over all items as
-    the fallback for other languages; record them and their validation rates in its config."""
+    the fallback for other languages; record them and their validation rates in its config.
+    With `answerability` (and features saved), fit the answerability models too: the thresholds
+    are then on their log-odds."""
     from kbqa.retrieval.readers.span import CONFIG
 
     folder = Path(folder)
     saved = json.loads((folder / SCORES).read_text(encoding="utf-8"))
-    scored = [(s["score"] if s["score"] is not None else float("-inf"), s["answerable"], s["correct"]) for s in saved]
+    overall, by_lang, models = confidences(saved, answerability)
     langs = [s["lang"] for s in saved]
-    result = choose_threshold(scored)
-    per_lang = {lang: choose_threshold([s for s, l in zip(scored, langs) if l == lang]) | {"items": langs.count(lang)} for lang in sorted(set(langs))}
+    flags = [(s["answerable"], s["correct"]) for s in saved]
+    result = choose_threshold([(c, *f) for c, f in zip(overall, flags)])
+    per_lang = {lang: choose_threshold([(c, *f) for c, f, l in zip(by_lang, flags, langs) if l == lang]) | {"items": langs.count(lang)}
+                for lang in sorted(set(langs))}
     config_path = folder / CONFIG
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["threshold"] = round(result["threshold"], 4)
     config["thresholds"] = {lang: round(r["threshold"], 4) for lang, r in per_lang.items()}
     config["threshold_rule"] = f"the lowest that rejects {REJECTION_FLOOR:.0%} of unanswerable validation items"
+    config["threshold_scale"] = "answerability log-odds (out of fold)" if models else "span score"
+    config.pop("answerability", None)
+    if models:
+        config["answerability"] = models
     config["calibration"] = {k: round(v, 4) for k, v in result.items()} | {"items": len(saved)}
     config["calibration_by_language"] = {lang: {k: round(v, 4) for k, v in r.items()} for lang, r in per_lang.items()}
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")

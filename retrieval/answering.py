@@ -71,7 +71,7 @@ def extractive_answer(reader, question: str, hits: Sequence[Hit], lang: str, *, 
     """The reader's best span over the blocks, as ``"span [n]"``; "not found" below `threshold`."""
     passages = [h.chunk.text for h in hits]
     spans = reader.read(question, passages) if passages else []
-    if not spans or spans[0].score < threshold:
+    if not spans or reader.confidence(question, passages, spans, lang) < threshold:
         return not_found(lang, "extractive")
     best = spans[0]
     evidence = evidence_sentence(passages[best.passage], best.start, best.end)

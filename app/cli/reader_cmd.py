@@ -55,6 +55,8 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
     c.add_argument("--calibrate", action="append", default=[], metavar="FILE[@ARTICLES|@SPLIT]",
                    help="validation data to score; without it, the thresholds are chosen again from the folder's calibration_scores.json")
     c.add_argument("--json", action="store_true", help="print the thresholds and their scores as one JSON object")
+    c.add_argument("--no-answerability", dest="answerability", action="store_false",
+                   help="threshold the best span's score alone (default: fit the answerability model, retrieval/readers/answerability.py)")
     c.set_defaults(func=cmd_reader_calibrate)
 
 
@@ -119,9 +121,9 @@ def cmd_reader_calibrate(args) -> int:
     if not (Path(args.folder) / "reader_config.json").is_file():
         fail(f"{args.folder}: not a reader folder (no reader_config.json)")
     if args.calibrate:
-        result = calibrate(args.folder, _calibration_items(args.calibrate))
+        result = calibrate(args.folder, _calibration_items(args.calibrate), answerability=args.answerability)
     elif (Path(args.folder) / SCORES).is_file():
-        result = choose_thresholds(args.folder)
+        result = choose_thresholds(args.folder, args.answerability)
     else:
         fail(f"{args.folder}: no {SCORES}; give validation data with --calibrate FILE@SPLIT")
     print(json.dumps(result, indent=2) if args.json else

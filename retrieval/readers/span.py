@@ -109,6 +109,26 @@ class SpanReader:
         """The no-answer threshold calibrated for questions in `lang`, else the overall one."""
         return float(self.config.get("thresholds", {}).get(lang, self.threshold))
 
+    def answerability_for(self, lang: str):
+        """The fitted answerability model for questions in `lang` (else the one over all
+        languages), or None: then the best span's score is the confidence."""
+        from kbqa.retrieval.readers.answerability import Answerability
+
+        models = self.config.get("answerability") or {}
+        cfg = models.get(lang, models.get("all"))
+        return Answerability.from_config(cfg, f"{self.folder / CONFIG}: answerability") if cfg else None
+
+    def confidence(self, question: str, passages: list[str], spans: list[Span], lang: str) -> float:
+        """How sure the reader is that ``spans[0]`` answers the question, on the scale of
+        `threshold_for(lang)`: the answerability model's log-odds where one was fitted, else
+        the span's score."""
+        model = self.answerability_for(lang)
+        if model is None:
+            return spans[0].score if spans else float("-inf")
+        from kbqa.retrieval.readers.answerability import features
+
+        return model.logit(features(question, passages, spans))
+
     def warm_up(self) -> None:
         with self._lock:
             if self._model is None:
