@@ -96,6 +96,9 @@ class RetrievalSettings(_Section):
     parallel: bool = Field(False, description="hybrid: BM25 in a worker thread beside embedding + dense search; did not pay on the shared 2-core machine (bench/results/speed_retrieval.md)")
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")
     dense_languages: list[str] | None = Field(None, description="languages the embedder covers (None: guessed from the embedder)")
+    # issue 20: cross-lingual questions (retrieval/centering.py, bench/results/crosslingual_study.md)
+    language_centering: bool = Field(False, description="language-neutral dense scores in a KB of two languages (weighted fusion only); off: same-language hit@1 may drop")
+    cross_language_min_score: float | None = Field(None, description="raw-cosine floor for a top chunk in another language than the question (with language_centering); None: the embedder's own")
     context_neighbors: int = Field(1, ge=0, description="adjacent chunks added around a hit (small-to-big)")
     rewrite: bool = Field(True, description="rewrite follow-up questions into standalone queries from the history")
 

@@ -15,7 +15,15 @@ of the knowledge base's chunk vectors of language L, the query's language by
 * ``center_query``: (q - m_Lq) . c / |q - m_Lq|: the query side alone;
 * ``balanced``: raw cosines, the final ranking interleaved between the languages of the KB
   (the language with the better top score first);
-* ``center+balanced``: ``center`` scores, interleaved.
+* ``center+balanced``: ``center`` scores, interleaved;
+* ``center (reference means)``: ``center`` with the means of another corpus (the sample KB's sets
+  take the SQuAD + CMRC paragraphs', those take the sample KB's): language or topic?
+* ``center+z``: ``center`` scores standardised within each language (merging by z-score);
+* ``center+language-aware fusion`` (what `retrieval.language_centering` does): ``center`` scores
+  over the candidates a vector index gives (the top 50 for q and for q - m_Lq), and in hybrid
+  fusion BM25 counts only for chunks in the question's language (any other keeps its dense score).
+  Its relevance floor: the shipped rule on raw scores, or a top chunk in another language whose
+  raw cosine reaches a cross-language floor (a table of floors).
 
 Sets: data/crosslingual_qa.jsonl and data/sample_qa.jsonl over the data/sample KB; SQuAD dev and
 CMRC trial questions in a bilingual KB of both sets' paragraphs (``mixed``) and in one-language

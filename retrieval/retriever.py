@@ -14,6 +14,10 @@ model unrelated text), on the same calibrated scores:
   dense weight (the floor fused like the scores); when the embedder does not cover the
   question's language its cosine is noise, and the keyword floor alone decides.
 
+With `language_centering` (off by default) a knowledge base in two languages is searched with
+language-neutral dense scores, and a match in the other language has a floor of its own
+(`cross_language_min_score`); see `retrieval.centering`.
+
 On the sample knowledge base (MiniLM) these floors find all 40 sample questions and none
 of 20 off-topic ones in English and Chinese (tests/test_retrieval_abstention.py).
 """
@@ -25,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Protocol
 
+from kbqa.retrieval.centering import Candidates, LanguageCentering, cross_language_found, language_aware
 from kbqa.retrieval.fusion import dense_weight, mmr, rrf_fuse, weighted_fuse
 from kbqa.retrieval.lang import detect_language
 from kbqa.retrieval.protocols import Embedder, VectorStore
@@ -66,6 +71,9 @@ class RetrieverConfig:
     # ms of CPU; bench/results/speed_retrieval.md); meant for idle cores and large indexes
     parallel: bool = False
     dense_languages: tuple[str, ...] | None = None  # None: guessed from the embedder
+    # language-mean centering for knowledge bases in two languages (retrieval/centering.py); weighted fusion only
+    language_centering: bool = False
+    cross_language_min_score: float | None = None  # raw-cosine floor for a top chunk in another language; None: the embedder's own
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> "RetrieverConfig":
@@ -104,7 +112,7 @@ class Retriever:
         overrides = {k: v for k, v in {"mode": mode, "min_score": min_score}.items() if v is not None}
         if overrides:
             config = RetrieverConfig(**{**config.__dict__, **overrides})
-        unset = {k for k in ("min_score", "dense_weight", "adapt") if getattr(config, k) is None}
+        unset = {k for k in ("min_score", "dense_weight", "adapt", "cross_language_min_score") if getattr(config, k) is None}
         if unset:  # the embedder's own values (retrieval/calibration.py)
             from kbqa.retrieval.calibration import calibration
 
@@ -114,6 +122,8 @@ class Retriever:
             raise ValueError(f"retrieval.mode: unknown mode {config.mode!r} (dense, bm25 or hybrid)")
         if config.fusion not in ("weighted", "rrf"):
             raise ValueError(f"retrieval.fusion: unknown fusion {config.fusion!r} (weighted or rrf)")
+        if config.language_centering and config.fusion != "weighted":
+            raise ValueError("retrieval.language_centering works with retrieval.fusion = \"weighted\" only")
         self.embedder = embedder
         self.store = store
         self.keyword = keyword
@@ -121,6 +131,7 @@ class Retriever:
         self._languages: frozenset[str] | None | bool = False  # False: not yet worked out
         self._pool: ThreadPoolExecutor | None = None  # BM25 beside the dense search (hybrid)
         self._pool_lock = threading.Lock()
+        self._centering = LanguageCentering(store) if config.language_centering else None
 
     @property
     def mode(self) -> str:
@@ -144,12 +155,24 @@ class Retriever:
         if mode == "bm25" and self.keyword is None:
             raise ValueError("retrieval.mode=bm25 needs a keyword index; this knowledge base has none")
         if mode == "dense" or (mode == "hybrid" and self.keyword is None):
+            if self._centered():
+                return self._centered_dense(query, k)
             hits = self.store.query(self.embedder.embed_query(query), k)
             return Retrieval(hits, bool(hits) and hits[0].score >= c.min_score)
         if mode == "bm25":
             scored = self.keyword.search(query, k, normalized=True)
             return Retrieval(self._hits(scored), bool(scored) and scored[0][1] >= self._keyword_floor(query))
         return self._hybrid(query, k)
+
+    def _centered(self) -> bool:
+        return self._centering is not None and self._centering.active()
+
+    def _centered_dense(self, query: str, k: int) -> Retrieval:
+        c, language = self.config, detect_language(query)
+        found = self._centering.candidates(self.embedder.embed_query(query), language, max(k, c.candidates), self._dense_ids)
+        raw = found.raw_ranking(1)
+        hit = (bool(raw) and raw[0][1] >= c.min_score) or cross_language_found(found.scored, found, language, c.cross_language_min_score)
+        return Retrieval(self._hits(found.scored[:k]), hit)
 
     def _keyword_floor(self, query: str) -> float:
         return self.config.min_keyword_score_zh if detect_language(query) == "zh" else self.config.min_keyword_score
@@ -161,17 +184,12 @@ class Retriever:
         # index searched (numpy, faiss, torch and SQLite release the GIL); texts are read for the
         # fused top k only
         keyword = self._worker().submit(self.keyword.search, query, pool, normalized=True) if c.parallel else None
-        dense = self._dense_ids(self.embedder.embed_query(query), pool)
+        language = detect_language(query)
+        centered = self._centering.candidates(self.embedder.embed_query(query), language, pool, self._dense_ids) if self._centered() else None
+        dense = centered.scored if centered is not None else self._dense_ids(self.embedder.embed_query(query), pool)
         sparse = keyword.result() if keyword is not None else self.keyword.search(query, pool, normalized=True)
-        trusted = self.dense_understands(detect_language(query))
-        w = dense_weight(
-            c.dense_weight,
-            language_supported=trusted,
-            weak_language_weight=c.weak_language_weight,
-            dense_scores=[s for _, s in dense],
-            sparse_scores=[s for _, s in sparse],
-            adapt=c.adapt,
-        )
+        trusted = self.dense_understands(language)
+        w = self._weight(trusted, dense, sparse)
         if c.fusion == "rrf":
             fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in sparse]], k=c.rrf_k)
             # show a calibrated score, not 1/(60 + rank): the candidate's better calibrated score
@@ -182,11 +200,15 @@ class Retriever:
             fused = [(i, calibrated.get(i, 0.0)) for i, _ in fused]
         else:
             fused = weighted_fuse(dense, sparse, w)
+            if centered is not None:
+                fused = language_aware(fused, centered, language)
         known: dict[str, Chunk] = {}
         if c.mmr_lambda is not None:
             fused = self._mmr(fused[: max(k * 3, k)], known, k, c.mmr_lambda)
         hits = self._hits(fused[:k], known=known)
         keyword_floor = self._keyword_floor(query)
+        if centered is not None:
+            return Retrieval(hits, self._centered_found(centered, fused, sparse, trusted, language, keyword_floor, pool))
         if trusted and c.fusion == "weighted":
             found = bool(fused) and fused[0][1] >= w * c.min_score + (1 - w) * keyword_floor
         elif trusted:  # rrf: either calibrated score reaching its floor
@@ -194,6 +216,24 @@ class Retriever:
         else:
             found = bool(sparse) and sparse[0][1] >= keyword_floor
         return Retrieval(hits, found)
+
+    def _weight(self, trusted: bool, dense, sparse) -> float:
+        c = self.config
+        return dense_weight(c.dense_weight, language_supported=trusted, weak_language_weight=c.weak_language_weight,
+                            dense_scores=[s for _, s in dense], sparse_scores=[s for _, s in sparse], adapt=c.adapt)
+
+    def _centered_found(self, centered: Candidates, fused, sparse, trusted: bool, language: str, keyword_floor: float, pool: int) -> bool:
+        """The usual weighted-fusion floor on the raw cosines, or a top chunk in another language
+        whose raw cosine reaches the cross-language floor."""
+        c = self.config
+        if not trusted:
+            return bool(sparse) and sparse[0][1] >= keyword_floor
+        raw = centered.raw_ranking(pool)  # the raw cosines' top `pool`, as the search without centering has them
+        w = self._weight(trusted, raw, sparse)
+        usual = weighted_fuse(raw, sparse, w)
+        if usual and usual[0][1] >= w * c.min_score + (1 - w) * keyword_floor:
+            return True
+        return cross_language_found(fused, centered, language, c.cross_language_min_score)
 
     def _dense_ids(self, vector, k: int) -> list[tuple[str, float]]:
         query_ids = getattr(self.store, "query_ids", None)

@@ -110,6 +110,15 @@ class TestStoreContract:
         assert [c.id for c in got] == ["c3", "c1"]  # requested order, unknown ids skipped
         assert got[0] == chunks[3] and got[1] == chunks[1]
 
+    def test_vectors_returns_the_stored_vectors_in_the_asked_order(self, make):
+        store = make()
+        vectors = _unit(np.random.default_rng(2), 4)
+        store.upsert(_chunks(4), vectors)
+        ids, got = store.vectors(["c2", "missing", "c0"])  # retrieval.language_centering reads them
+        assert ids == ["c2", "c0"]
+        np.testing.assert_allclose(got, vectors[[2, 0]], atol=1e-6)
+        assert store.vectors([])[1].shape == (0, DIM)
+
     def test_query_orders_by_cosine_and_scores_match(self, make):
         rng = np.random.default_rng(1)
         vectors = _unit(rng, 40)

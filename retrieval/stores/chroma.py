@@ -124,6 +124,16 @@ class ChromaStore:
                 found[id_] = Chunk.from_metadata(id_, text or "", meta or {})
         return [found[i] for i in ids if i in found]
 
+    def vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """The stored vectors of `ids` (those present, in the given order)."""
+        found: dict[str, np.ndarray] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), _BATCH):
+            result = self.collection.get(ids=ids[start : start + _BATCH], include=["embeddings"])
+            found.update(zip(result["ids"], (np.asarray(v, dtype=np.float32) for v in result["embeddings"])))
+        kept = [i for i in ids if i in found]
+        return kept, np.stack([found[i] for i in kept]) if kept else np.zeros((0, self.dim), np.float32)
+
     def all_ids(self) -> list[str]:
         ids: list[str] = []
         offset = 0

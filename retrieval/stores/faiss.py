@@ -172,6 +172,11 @@ class FaissStore:
         with self._lock:
             return self._rows.get(ids)
 
+    def vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """The stored unit vectors of `ids` (those present, in the given order)."""
+        with self._lock:
+            return self._rows.vectors(list(ids))
+
     def all_ids(self) -> list[str]:
         with self._lock:
             return self._rows.all_ids()

@@ -86,6 +86,12 @@ class RowStore:
                  for id_, text, meta in select_in(self.conn, "SELECT id, text, meta FROM chunks WHERE id IN", ids)}
         return [found[i] for i in ids if i in found]
 
+    def vectors(self, ids: list[str]) -> tuple[list[str], np.ndarray]:
+        """The stored unit vectors of `ids` (those present, in the given order)."""
+        found = dict(select_in(self.conn, "SELECT id, vec FROM chunks WHERE id IN", ids))
+        kept = [i for i in ids if i in found]
+        return kept, np.frombuffer(b"".join(found[i] for i in kept), dtype=np.float32).reshape(len(kept), self.dim)
+
     def all_ids(self) -> list[str]:
         return [id_ for (id_,) in self.conn.execute("SELECT id FROM chunks ORDER BY row")]
 
