@@ -99,6 +99,9 @@ class RetrievalSettings(_Section):
     # issue 20: cross-lingual questions (retrieval/centering.py, bench/results/crosslingual_study.md)
     language_centering: bool = Field(False, description="language-neutral dense scores in a KB of two languages (weighted fusion only); off: same-language hit@1 may drop")
     cross_language_min_score: float | None = Field(None, description="raw-cosine floor for a top chunk in another language than the question (with language_centering); None: the embedder's own")
+    # issue 20: a second stage after fusion (retrieval/rerankers, bench/results/rerank.md); no reranker weights ship
+    rerank: str = Field("none", description="none, or a local sentence-transformers CrossEncoder folder that re-scores the first stage's top rerank_candidates (\"found\" still decided by the floors)")
+    rerank_candidates: int = Field(30, ge=1, le=200, description="first-stage hits the reranker re-scores; the best k are kept")
     context_neighbors: int = Field(1, ge=0, description="adjacent chunks added around a hit (small-to-big)")
     rewrite: bool = Field(True, description="rewrite follow-up questions into standalone queries from the history")
 

@@ -87,3 +87,14 @@ class LLM(Protocol):
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]: ...
 
     def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A second stage after fusion: re-scores the retriever's candidates against the question.
+    `rerank` returns at most `k` of `hits`, best first, each with the reranker's score (higher is
+    better); it neither adds chunks nor changes them. Loads its model on first use."""
+
+    name: str
+
+    def rerank(self, query: str, hits: Sequence[Hit], k: int) -> list[Hit]: ...
