@@ -14,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 
 class KnowledgeBaseRetriever(BaseRetriever):
     kb: Any
-    k: int = 5
+    k: int | None = None  # None: the settings' retrieval.k
     mode: str | None = None
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:

@@ -10,7 +10,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 
 class KnowledgeBaseLlamaRetriever(BaseRetriever):
-    def __init__(self, kb: Any, k: int = 5, mode: str | None = None):
+    def __init__(self, kb: Any, k: int | None = None, mode: str | None = None):  # k None: the settings' retrieval.k
         super().__init__()
         self.kb, self.k, self.mode = kb, k, mode
 

@@ -51,6 +51,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from bench.crosslingual_vectors import vectors  # noqa: E402
 from bench.run import machine  # noqa: E402
 from kbqa.app.settings import Settings  # noqa: E402
+from kbqa.retrieval.config import RetrievalSettings  # noqa: E402
 from kbqa.retrieval.fusion import dense_weight, weighted_fuse  # noqa: E402
 from kbqa.retrieval.lang import detect_language  # noqa: E402
 
@@ -58,7 +59,7 @@ LANG_FUSION = "center+language-aware fusion"
 METHODS = ("raw", "center", "center (reference means)", "center_ip", "center_query", "balanced", "center+balanced", "center+z", LANG_FUSION)
 CROSS_FLOORS = (0.76, 0.77, 0.78, 0.79, 0.80)
 W, POOL, KS, TARGET = 0.7, 50, (1, 5), 0.85
-KEYWORD_FLOOR = {"en": 0.3, "zh": 0.11}
+KEYWORD_FLOOR = {"en": RetrievalSettings().min_keyword_score, "zh": RetrievalSettings().min_keyword_score_zh}  # the settings' floors
 ONLY = "dense, other-language chunks only"
 
 

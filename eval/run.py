@@ -15,13 +15,16 @@ from kbqa.eval.datasets import DatasetError, QAItem
 from kbqa.eval.error_analysis import answer_outcome_scores, gold_rank, is_not_found, outcome, outcome_counts, retrieval_scores
 from kbqa.eval.report import render_report, write_chart
 from kbqa.eval.scoring import ALL_KEYS, aggregate, score_answer
+from kbqa.retrieval.config import RetrievalSettings
 from kbqa.retrieval.jsonl import iter_jsonl
 
 
-def score_records(items: Sequence[QAItem], answers: Sequence[Mapping[str, Any]], k: int = 5) -> list[dict[str, Any]]:
-    """`answers[i]` is ``{"answer": str, "sources": [{"source", "page", "chunk", "score"}], "latency_ms": float}``."""
+def score_records(items: Sequence[QAItem], answers: Sequence[Mapping[str, Any]], k: int | None = None) -> list[dict[str, Any]]:
+    """`k`: the passages retrieved per question (None: the settings' default retrieval.k).
+    `answers[i]` is ``{"answer": str, "sources": [{"source", "page", "chunk", "score"}], "latency_ms": float}``."""
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} questions but {len(answers)} answers")
+    k = RetrievalSettings().k if k is None else k
     records = []
     for item, ans in zip(items, answers):
         text = str(ans.get("answer") or "")

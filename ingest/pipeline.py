@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from kbqa.ingest.chunking import chunk_pages, content_hash
+from kbqa.ingest.config import IngestSettings
 from kbqa.ingest.crash_hooks import CRASH_ENV, crash_before_keyword_save, crash_point  # noqa: F401  (CRASH_ENV: its old home)
 from kbqa.ingest.discover import discover
 from kbqa.ingest.embed_cache import EmbedCache, embedder_identity, text_key
@@ -68,6 +69,9 @@ def display_path(path: Path) -> str:
         return str(path.resolve())
 
 
+_DEFAULTS = IngestSettings()  # the settings' defaults (ingest/config.py), declared there only
+
+
 class Ingestor:
     def __init__(
         self,
@@ -79,15 +83,15 @@ class Ingestor:
         overlap_tokens: int,
         keyword_index: KeywordIndex | None = None,
         progress: bool = True,
-        batch_chunks: int = 256,
+        batch_chunks: int = _DEFAULTS.batch_chunks,
         lock: KBLock | None = None,
-        workers: int = 1,
-        file_timeout_s: float = 300.0,
+        workers: int = _DEFAULTS.workers,
+        file_timeout_s: float = _DEFAULTS.file_timeout_s,
         max_file_bytes: int | None = None,
-        redact_pii: bool = False,
-        strip_injections: bool = False,
-        ocr: str = "auto",
-        ocr_dpi: int = 200,
+        redact_pii: bool = _DEFAULTS.redact_pii,
+        strip_injections: bool = _DEFAULTS.strip_injections,
+        ocr: str = _DEFAULTS.ocr,
+        ocr_dpi: int = _DEFAULTS.ocr_dpi,
         keyword_save_every_s: float = 30.0,
         embed_cache: EmbedCache | None = None,
     ):

@@ -31,9 +31,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from kbqa.retrieval.config import RetrievalSettings
 from kbqa.retrieval.centering import Candidates, LanguageCentering, cross_language_found, language_aware
 from kbqa.retrieval.fusion import dense_weight, mmr, rrf_fuse, weighted_fuse
 from kbqa.retrieval.lang import detect_language
@@ -59,37 +62,25 @@ class Retrieval:
     found: bool  # False when nothing reaches the relevance floor
 
 
-@dataclass(frozen=True)
-class RetrieverConfig:
-    mode: str = "hybrid"
-    min_score: float | None = None  # floor for the dense cosine; None: the embedder's own (retrieval/calibration.py)
-    min_keyword_score: float = 0.3  # floor for the normalised BM25 score
-    min_keyword_score_zh: float = 0.11  # ... for Chinese questions
-    fusion: str = "weighted"  # weighted | rrf
-    dense_weight: float | None = None  # hybrid: the dense weight when the embedder covers the query's language; None: the embedder's own
-    weak_language_weight: float = 0.0  # ... and when it does not (measured best on CMRC with MiniLM)
-    adapt: float | None = None  # shift weight towards the retriever with the more peaked scores; None: the embedder's own
-    rrf_k: int = 60
-    candidates: int = 50  # per retriever, before fusion
-    mmr_lambda: float | None = None  # None: no MMR diversification
-    # hybrid: BM25 in a worker thread beside embedding + dense search. Off by default: on the
-    # shared 2-core machine it did not pay (1M chunks p50 8.7 ms vs 7.8 ms serial, 8.6 vs 7.3
-    # ms of CPU; bench/results/speed_retrieval.md); meant for idle cores and large indexes
-    parallel: bool = False
-    dense_languages: tuple[str, ...] | None = None  # None: guessed from the embedder
-    # language-mean centering for knowledge bases in two languages (retrieval/centering.py); weighted fusion only
-    language_centering: bool = False
-    cross_language_min_score: float | None = None  # raw-cosine floor for a top chunk in another language; None: the embedder's own
-    rerank: str | None = None  # None / "none": off; else a local cross-encoder folder (retrieval/rerankers)
-    rerank_candidates: int = 30  # first-stage hits the reranker sees
+class RetrieverConfig(RetrievalSettings):
+    """The retriever's settings: `RetrievalSettings` (same fields, same defaults, declared once
+    in `retrieval.config`), frozen, plus the RRF constant. Fields the retriever does not read
+    (`k`, `context_neighbors`, `rewrite`) are its callers'."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rrf_k: int = Field(60, ge=1, description="rrf fusion: the k in 1 / (k + rank)")
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> "RetrieverConfig":
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in dict(values).items() if k in known}
-        if data.get("dense_languages") is not None:
-            data["dense_languages"] = tuple(data["dense_languages"])
-        return cls(**data)
+        """From the retrieval settings (or any mapping): the fields it has, the rest ignored."""
+        if isinstance(values, BaseModel):
+            values = values.model_dump()
+        return cls(**{k: v for k, v in dict(values).items() if k in cls.model_fields})
+
+    def replace(self, **changes) -> "RetrieverConfig":
+        """A copy with `changes`, validated."""
+        return type(self)(**{**self.model_dump(), **changes})
 
 
 def embedder_languages(embedder: Embedder) -> frozenset[str] | None:
@@ -120,13 +111,13 @@ class Retriever:
         config = config or RetrieverConfig()
         overrides = {k: v for k, v in {"mode": mode, "min_score": min_score}.items() if v is not None}
         if overrides:
-            config = RetrieverConfig(**{**config.__dict__, **overrides})
+            config = config.replace(**overrides)
         unset = {k for k in ("min_score", "dense_weight", "adapt", "cross_language_min_score") if getattr(config, k) is None}
         if unset:  # the embedder's own values (retrieval/calibration.py)
             from kbqa.retrieval.calibration import calibration
 
             own = calibration(str(getattr(embedder, "name", "")))
-            config = RetrieverConfig(**{**config.__dict__, **{k: own[k] for k in unset}})
+            config = config.replace(**{k: own[k] for k in unset})
         if config.mode not in ("dense", "bm25", "hybrid"):
             raise ValueError(f"retrieval.mode: unknown mode {config.mode!r} (dense, bm25 or hybrid)")
         if config.fusion not in ("weighted", "rrf"):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kbqa.retrieval.config import EmbedderSettings
+
 if TYPE_CHECKING:
     from kbqa.retrieval.protocols import Embedder
 
@@ -21,7 +23,11 @@ def model_name(backend: str, model: str) -> str:
     return model
 
 
-def make_embedder(backend: str, model: str, device: str = "auto", batch_size: int = 64, precision: str = "auto") -> "Embedder":
+_DEFAULTS = EmbedderSettings()  # the settings' defaults (retrieval/config.py)
+
+
+def make_embedder(backend: str, model: str, device: str = _DEFAULTS.device, batch_size: int = _DEFAULTS.batch_size,
+                  precision: str = _DEFAULTS.precision) -> "Embedder":
     if backend == "sentence-transformers":
         from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 

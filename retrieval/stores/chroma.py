@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kbqa.retrieval.config import StoreSettings
 from kbqa.retrieval.types import Chunk, Hit
 
 _BATCH = 4000  # below Chroma's maximum batch size
-EF_SEARCH = 400
+EF_SEARCH = StoreSettings().chroma_ef_search  # declared in retrieval/config.py
 
 
 class ChromaStore:

@@ -44,7 +44,10 @@ import numpy as np
 
 from kbqa.retrieval.stores.faiss_gpu import cuda_wanted, gpu_searcher
 from kbqa.retrieval.stores.faiss_index import (  # noqa: F401  (the names this module has always had)
+    EF_CONSTRUCTION,
+    EF_SEARCH,
     FLAT_MAX,
+    HNSW_M,
     IVF_CODES,
     KINDS,
     PROBE_VECTORS,
@@ -73,16 +76,17 @@ class FaissStore:
         path: Path,
         dim: int,
         *,
-        index: str = "auto",
+        index: str = IndexSettings.kind,
         flat_max: int = FLAT_MAX,
-        nlist: int | None = None,
-        nprobe: int | None = None,
+        nlist: int | None = IndexSettings.nlist,
+        nprobe: int | None = IndexSettings.nprobe,
         probe_vectors: int = PROBE_VECTORS,
-        hnsw_m: int = 32,
-        ef_construction: int = 80,
-        ef_search: int = 256,  # recall@10 0.97 on hard synthetic data at 20k (bench/results/speed.md)
+        hnsw_m: int = HNSW_M,
+        ef_construction: int = EF_CONSTRUCTION,
+        ef_search: int = EF_SEARCH,
         device: str = "auto",
     ):
+        """The index arguments' defaults are the settings' (`StoreSettings`, retrieval/config.py)."""
         if index not in KINDS:
             raise ValueError(f"faiss index: unknown kind {index!r} (choose auto, flat, ivf or hnsw)")
         for name, value in (("flat_max", flat_max), ("nlist", nlist), ("nprobe", nprobe), ("probe_vectors", probe_vectors)):

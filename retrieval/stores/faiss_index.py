@@ -19,10 +19,15 @@ from typing import Callable
 
 import numpy as np
 
+from kbqa.retrieval.config import StoreSettings
 from kbqa.retrieval.stores.faiss_rows import RowStore
 
-FLAT_MAX = 50_000
-PROBE_VECTORS = 30_000
+_DEFAULTS = StoreSettings()  # the settings' defaults (retrieval/config.py), declared there only
+FLAT_MAX = _DEFAULTS.faiss_flat_max
+PROBE_VECTORS = _DEFAULTS.faiss_probe_vectors
+EF_SEARCH = _DEFAULTS.faiss_ef_search
+HNSW_M = 32  # HNSW graph degree (not a setting)
+EF_CONSTRUCTION = 80  # HNSW build breadth (not a setting)
 TRAIN_PER_LIST = 20  # k-means sample; measured as good as faiss's 39 here, at half the time
 REGROW = 4  # retrain IVF centroids when the store has grown this many times
 IVF_CODES = "SQfp16"  # vectors in the lists as fp16: half the memory read per query, same recall
@@ -39,14 +44,16 @@ def import_faiss():
 
 @dataclass(frozen=True)
 class IndexSettings:
-    kind: str = "auto"  # auto | flat | ivf | hnsw
+    """What the index is built and searched with; defaults: `StoreSettings()`'s faiss_* fields."""
+
+    kind: str = _DEFAULTS.faiss_index  # auto | flat | ivf | hnsw
     flat_max: int = FLAT_MAX
-    nlist: int | None = None
-    nprobe: int | None = None
+    nlist: int | None = _DEFAULTS.faiss_nlist
+    nprobe: int | None = _DEFAULTS.faiss_nprobe
     probe_vectors: int = PROBE_VECTORS
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 256
+    hnsw_m: int = HNSW_M
+    ef_construction: int = EF_CONSTRUCTION
+    ef_search: int = EF_SEARCH
 
 
 # (rows, scores, the unit query to re-score with exactly or None) -> hits, best first
