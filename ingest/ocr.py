@@ -1,6 +1,12 @@
 """OCR of page images, offline: RapidOCR with the PP-OCRv4 Chinese/English models that the
 ``rapidocr-onnxruntime`` wheel carries. One engine per process, made on first use.
 
+Text is detected on the page scaled to `DET_SIDE` pixels on its longer side (1.4.4 otherwise
+detects at up to 2000: its ``det_limit_side_len`` only ever scales up, and with
+``det_limit_type = max`` it picks 960, 1500 or 2000 from the image size itself); the boxes found
+are cut from the page at full resolution for recognition, which costs the same at any
+resolution (each line is scaled to 48 pixels high).
+
 The engine returns text boxes; `lines_from_boxes` puts them back in reading order: boxes
 whose vertical extents overlap form a line, lines run top to bottom, boxes left to right,
 joined by a space except between two Chinese characters.
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 INSTALL = "pip install rapidocr-onnxruntime==1.4.4"
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
 _ENGINE = None
+DET_SIDE = 1600  # synthetic scans (bench/documents.py): CER 0 at 1600; at 1440 or 1280, English 11 pt scanned at 150 dpi 0.085
 
 
 class OcrUnavailable(RuntimeError):
@@ -36,8 +43,18 @@ def engine():
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
             raise OcrUnavailable(f"OCR needs rapidocr-onnxruntime: {INSTALL}") from exc
-        _ENGINE = RapidOCR()
+        made = RapidOCR()
+        limit_detection(made, DET_SIDE)
+        _ENGINE = made
     return _ENGINE
+
+
+def limit_detection(ocr, side: int) -> None:
+    """Make `ocr` (a RapidOCR) detect text on the page scaled down to `side` pixels at most."""
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    det = ocr.text_det
+    det.get_preprocess = lambda max_wh: DetPreProcess(side, "max", det.mean, det.std)
 
 
 def _joiner(left: str, right: str) -> str:

@@ -143,6 +143,21 @@ def test_an_implausible_layer_is_kept_only_when_ocr_agrees_with_it():
 
 
 # ---- the real engine on made scans ----------------------------------------------------
+def test_text_is_detected_on_the_page_scaled_down_to_det_side():
+    """1.4.4 reads det_limit_side_len only to scale up: the engine's detector is set to scale a
+    large page down to DET_SIDE on its longer side, and to leave a small one as it is."""
+    import numpy as np
+
+    from kbqa.ingest.ocr import DET_SIDE, engine
+
+    det = engine().text_det
+    big = det.get_preprocess(2000).resize(np.zeros((2000, 1362, 3), np.uint8))
+    assert max(big.shape[:2]) <= DET_SIDE + 16 and max(big.shape[:2]) >= DET_SIDE - 16
+    assert abs(big.shape[0] / big.shape[1] - 2000 / 1362) < 0.05  # the page's shape kept
+    small = det.get_preprocess(500).resize(np.zeros((500, 300, 3), np.uint8))
+    assert small.shape[:2] == (512, 288)  # only rounded to multiples of 32, as before
+
+
 @pytest.fixture(scope="module")
 def scan_pdf() -> bytes:
     return _image_pdf([ENGLISH, PAGE_TWO])
