@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", default=str(RESULTS / "answer_modes"))
     ap.add_argument("--merge", action="store_true", help="keep the runs already in OUT.json that this call does not redo")
+    ap.add_argument("--reader", help="the extractive reader's folder (default: the shipped one)")
+    ap.add_argument("--tag", help="name this call's runs CONFIG:TAG (to set readers or settings side by side with --merge)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load()
@@ -187,6 +189,7 @@ def main(argv=None) -> int:
         results["meta"]["command"] = old["meta"]["command"] + " ; " + results["meta"]["command"]
         results["meta"]["date"] = old["meta"]["date"] + " ; " + results["meta"]["date"]
     shared_llm = shared_reader = None
+    tag = f":{args.tag}" if args.tag else ""
     for lang in args.langs.split(","):
         if lang == "sample":
             kb_dir = _sample_kb(settings)
@@ -206,7 +209,7 @@ def main(argv=None) -> int:
                 continue
             overrides = {"base": {"answer.mode": "generative", "answer.verify": False},
                          "adapter": {"answer.mode": "generative", "answer.verify": False},
-                         "extractive": {"answer.mode": "extractive"}}[config]
+                         "extractive": {"answer.mode": "extractive", **({"answer.reader": args.reader} if args.reader else {})}}[config]
             llm = None
             if config in ("base", "adapter"):  # one loaded model: the base model, or the shipped adapter over it
                 from kbqa.retrieval.llm import make_llm
@@ -220,14 +223,14 @@ def main(argv=None) -> int:
             print(f"{lang} / {config}", flush=True)
             load = round(os.getloadavg()[0], 1)
             recs = run_config(kb, *small, args.batch)
-            results["runs"][f"{lang}/{config}"] = {"metrics": summarise(recs), "load_average": load, "records": recs}
+            results["runs"][f"{lang}/{config}{tag}"] = {"metrics": summarise(recs), "load_average": load, "records": recs}
             if config == "adapter" and "verified" in configs:
                 vrecs = verified(kb, recs, *small)
-                results["runs"][f"{lang}/verified"] = {"metrics": summarise(vrecs), "load_average": load, "records": vrecs}
+                results["runs"][f"{lang}/verified{tag}"] = {"metrics": summarise(vrecs), "load_average": load, "records": vrecs}
             if config == "extractive" and large != small:
                 load = round(os.getloadavg()[0], 1)
                 big = run_config(kb, *large, args.batch)
-                results["runs"][f"{lang}/extractive-large"] = {"metrics": summarise(big), "load_average": load, "records": big}
+                results["runs"][f"{lang}/extractive-large{tag}"] = {"metrics": summarise(big), "load_average": load, "records": big}
     results["meta"]["load_average_end"] = os.getloadavg()[0]
     write(results, Path(args.out))
     return 0
@@ -264,7 +267,8 @@ def write(results: dict, out: Path) -> None:
                 continue
             met = run["metrics"]
             cells = ["-" if met[c] is None else (f"{met[c]:.2f}" if c == "seconds_per_answer" else f"{met[c]:.3f}") for c, _ in COLUMNS]
-            lines.append(f"| {NAMES[key.split('/')[1]]} | {met['answerable']}+{met['unanswerable']} | " + " | ".join(cells) + f" | {run.get('load_average', '-')} |")
+            config, _, run_tag = key.split("/")[1].partition(":")
+            lines.append(f"| {NAMES[config]}{f' ({run_tag})' if run_tag else ''} | {met['answerable']}+{met['unanswerable']} | " + " | ".join(cells) + f" | {run.get('load_average', '-')} |")
         lines.append("")
     lines += ["EM, F1 (SQuAD rules; characters for Chinese) and contains are over the answerable questions, on the answer without its",
               "citation markers. *wrong*: an answerable question answered neither correctly (contains the reference, or F1 >= 0.5)",

@@ -3,11 +3,13 @@
 Each item is a question with a few passages, the gold paragraph among them or not
 (`finetune.reader_data.calibration_items`). The reader's best span over the passages is
 "correct" when it and a reference contain one another (after lower-casing and dropping
-punctuation and white space). The threshold, chosen per question language, is the lowest
-that still rejects `REJECTION_FLOOR` of the unanswerable items (of those equally correct, the highest) (the product's target for
-negative rejection is 0.80; the floor leaves a margin): below it, every further answer is as
-likely wrong as right. Where no threshold reaches the floor, the one that maximises the mean
-of "answered correctly" and "rejected" is used.
+punctuation and white space). The threshold, chosen per question language, is the one that
+gives the most right answers less wrong ones among those that still reject `REJECTION_FLOOR`
+of the unanswerable items (the product's target for negative rejection is 0.80; the floor
+leaves a margin); of equally good ones, the most rejecting. A wrong answer thus costs as much
+as a right one gains: the threshold never buys a right answer with a wrong one. Where no
+threshold reaches the floor, the one that maximises the mean of "answered correctly" and
+"rejected" is used.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]], floor: float = 
     table = [rates(scored, t) for t in candidates]
     enough = [r for r in table if r["rejection"] >= floor]
     if enough:
-        return max(enough, key=lambda r: (r["correct"], r["rejection"]))  # of equally correct ones, the most rejecting
+        return max(enough, key=lambda r: (round(r["correct"] - r["wrong"], 9), r["rejection"]))  # of equally good ones, the most rejecting
     return max(table, key=lambda r: (r["correct"] + r["rejection"]) / 2)
 
 
@@ -132,7 +134,7 @@ def choose_thresholds(folder: str | Path, answerability: bool = True) -> dict:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["threshold"] = round(result["threshold"], 4)
     config["thresholds"] = {lang: round(r["threshold"], 4) for lang, r in per_lang.items()}
-    config["threshold_rule"] = f"the lowest that rejects {REJECTION_FLOOR:.0%} of unanswerable validation items"
+    config["threshold_rule"] = f"the most right less wrong answers among thresholds rejecting {REJECTION_FLOOR:.0%} of unanswerable validation items"
     config["threshold_scale"] = "answerability log-odds (out of fold)" if models else "span score"
     config.pop("answerability", None)
     if models:

@@ -159,7 +159,7 @@ def test_reader_config_errors_name_the_field(tmp_path):
         read_jsonl(bad)
 
 
-def test_threshold_is_the_lowest_that_rejects_the_floor_of_unanswerable_items():
+def test_threshold_is_the_best_that_rejects_the_floor_of_unanswerable_items():
     from kbqa.finetune.reader_calibrate import choose_threshold
 
     # (score, answerable, correct): unanswerable items score 1..10, answerable ones 5..14
@@ -169,7 +169,11 @@ def test_threshold_is_the_lowest_that_rejects_the_floor_of_unanswerable_items():
     assert chosen["rejection"] == 0.9 and chosen["threshold"] == 10.0
     assert choose_threshold(scored, floor=1.0)["threshold"] == 11.0
     lenient = choose_threshold(scored, floor=0.0)
-    assert lenient["not_found"] == 0.0  # no floor: answer everything
+    # no floor: as low as pays; the answers at 5 and 6 (one right, one wrong) add nothing, so 7
+    assert lenient["threshold"] == 7.0 and lenient["correct"] == 0.6 and lenient["wrong"] == 0.2
+    # a lower threshold that buys one more right answer with two wrong ones is not taken
+    costly = [(1.0, False, False), (2.0, True, True), (2.0, True, False), (2.0, True, False), (3.0, True, True), (4.0, True, True)]
+    assert choose_threshold(costly, floor=1.0)["threshold"] == 3.0
 
 
 def test_training_can_go_on_from_a_reader_folder(tmp_path):
