@@ -46,13 +46,16 @@ class Prepared:
 
     @property
     def found(self) -> bool:
+        """Whether retrieval found passages to answer from."""
         return self.retrieval.found
 
     @property
     def hits(self) -> list[Hit]:
+        """The assembled passages, best first (empty when not found)."""
         return self.retrieval.hits
 
     def timings(self, generate_ms: float = 0.0) -> dict[str, float]:
+        """The answer's timings in milliseconds: retrieve_ms and `generate_ms`."""
         return {"retrieve_ms": self.retrieve_ms, "generate_ms": generate_ms}
 
 
@@ -70,6 +73,7 @@ class AnswerService:
 
     @property
     def answerer(self) -> Answerer:
+        """The knowledge base's `Answerer`."""
         return self.kb.answerer
 
     # ---- the steps ----------------------------------------------------------------
@@ -83,6 +87,7 @@ class AnswerService:
         return Prepared(question, result, detect_language(question), retrieve_ms)
 
     def not_found(self, prepared: Prepared) -> Answer:
+        """The "not found" answer in the question's language, with no sources."""
         return to_answer(self.answerer.not_found(prepared.lang), [], prepared.timings())
 
     def cache_key(self, question: str, k: int | None, history, adapter: str | None, llm: LLM) -> str | None:
@@ -109,6 +114,7 @@ class AnswerService:
 
     # ---- the requests -------------------------------------------------------------
     def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
+        """`KnowledgeBase.ask`: a cached answer (timings: cache_ms) when allowed, else prepare and answer, and cache it."""
         llm = self.kb.llm_for(adapter)  # once for the request: the cache key and the answer use this one
         started = time.perf_counter()
         key = self.cache_key(question, k, history, adapter, llm)

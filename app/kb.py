@@ -41,6 +41,9 @@ Message = dict[str, str]
 
 
 class KnowledgeBase:
+    """A knowledge base directory: ingest documents, retrieve chunks, answer questions.
+
+    Parts load on first use; `kb.json`, once written, fixes the embedder, chunking and store backend."""
     def __init__(self, path: str | Path, settings: Settings | None = None, *, llm: LLM | None = None, reader=None):
         self.path = Path(path)
         self.layout = KBLayout(self.path)  # every path of the directory, and its collection name
@@ -70,6 +73,7 @@ class KnowledgeBase:
     # ---- parts, loaded on first use ------------------------------------------------
     @cached_property
     def embedder(self) -> Embedder:
+        """The embedder (loaded on first use); with backend auto before the first ingest, the English model."""
         s = self.settings.embedder
         backend, model = (s.backend, s.model) if s.backend != "auto" else ENGLISH  # auto, before the first ingest
         return make_embedder(backend, model, device=s.device, batch_size=s.batch_size, precision=s.precision)
@@ -86,6 +90,7 @@ class KnowledgeBase:
 
     @cached_property
     def store(self) -> VectorStore:
+        """The vector store of this directory (or its Chroma collection), opened on first use."""
         dim = self.record.dim if self.record else self.embedder.dim
         s = self.settings.store
         return make_store(
@@ -100,6 +105,7 @@ class KnowledgeBase:
 
     @cached_property
     def keyword_index(self) -> BM25Index:
+        """The BM25 index; one built by an older tokenizer is re-tokenized from the stored texts first."""
         index = BM25Index(self.layout.bm25)
         if index.stale:  # built by an older tokenizer: re-tokenize from the stored chunk texts
             index.retokenize(self.store.get)
@@ -107,15 +113,18 @@ class KnowledgeBase:
 
     @cached_property
     def manifest(self) -> Manifest:
+        """The record of ingested documents (source, hash, chunk ids)."""
         return Manifest(self.layout.manifest)
 
     @cached_property
     def retriever(self) -> Retriever:
+        """Dense, BM25 or hybrid retrieval over the store and BM25 index, per `settings.retrieval`."""
         s = self.settings.retrieval
         return Retriever(self.embedder, self.store, self.keyword_index, config=RetrieverConfig.from_mapping(s.model_dump()))
 
     @property
     def llm(self) -> LLM:
+        """The LLM given to the constructor, else the one `settings.llm` names (made on first use)."""
         with self._lock:
             if self._llm is None:
                 self._llm = make_llm(self.settings.llm, self.settings.cache_dir)
@@ -165,6 +174,9 @@ class KnowledgeBase:
             write_record(self.path, self.record)
 
     def ingest(self, paths: Sequence[str | Path], *, progress: bool = False, password: str | None = None, prune: bool = False) -> IngestSummary:
+        """Ingest files and folders (new or changed files only); `password` opens encrypted documents; `prune` also
+        removes documents recorded under a given folder that are no longer there. Writes `kb.json` on the first ingest;
+        returns each file's result (added, replaced, unchanged, removed, skipped, failed) and the chunk counts."""
         with self._lock:
             chosen = self._choose_embedder(paths)
             summary = self._ingestor(progress).ingest(paths, password=password, prune=prune)
@@ -173,6 +185,7 @@ class KnowledgeBase:
             return summary
 
     def remove(self, paths: Sequence[str | Path]) -> IngestSummary:
+        """Delete the chunks and manifest records of these documents (a folder: every document under it); returns what went."""
         with self._lock:
             return self._ingestor(progress=False).remove(paths)
 
@@ -184,6 +197,7 @@ class KnowledgeBase:
             return self._ingestor(progress=False).reconcile()
 
     def documents(self) -> list[dict]:
+        """One dict per ingested document: source, chunks, pages, bytes, ingested_at (Unix time), doc_hash."""
         return [
             {"source": r.source, "chunks": len(r.chunk_ids), "pages": r.pages, "bytes": r.size, "ingested_at": r.ingested_at, "doc_hash": r.doc_hash}
             for r in self.manifest.all()
@@ -219,6 +233,7 @@ class KnowledgeBase:
         )
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        """The hits of `search` (k defaults to retrieval.k; mode dense | bm25 | hybrid), best first."""
         return self.search(question, k, mode).hits
 
     def llm_for(self, adapter: str | None = None) -> LLM:
@@ -230,6 +245,7 @@ class KnowledgeBase:
 
     @cached_property
     def answerer(self) -> Answerer:
+        """Answers in the mode the settings choose per language: extractive from the reader, or generative from the LLM checked against the passages."""
         return Answerer(self.settings, self._make_reader)
 
     def _make_reader(self):
@@ -253,6 +269,9 @@ class KnowledgeBase:
         return self.answering.prepare(question, k, history)
 
     def ask(self, question: str, k: int | None = None, history: Sequence[Message] | None = None, *, adapter: str | None = None) -> Answer:
+        """Answer `question` from the knowledge base, with its sources and timings (ms); "not found" when retrieval finds nothing.
+
+        `history` makes a follow-up standalone; `adapter` picks a LoRA adapter (see `llm_for`); answers may come from the cache."""
         return self.answering.ask(question, k, history, adapter=adapter)
 
     def ask_batch(self, questions: Sequence[str], k: int | None = None, *, batch_size: int = 8, on_done=None) -> list[Answer]:

@@ -32,6 +32,7 @@ Message = dict[str, str]
 
 
 class UnknownKB(KeyError):
+    """No knowledge base of that name is open; `known` lists those that are."""
     def __init__(self, name: str, known: Sequence[str]):
         super().__init__(name)
         self.name, self.known = name, list(known)
@@ -75,6 +76,7 @@ class _Admitted:
 
 
 class UnknownDocument(KeyError):
+    """Knowledge base `kb` holds no document `source`."""
     def __init__(self, kb: str, source: str):
         super().__init__(source)
         self.kb, self.source = kb, source
@@ -95,6 +97,7 @@ class StreamedAnswer:
 
     @property
     def result(self) -> Grounded | None:
+        """The checked answer once the stream has ended (known at once for an extractive one), else None."""
         return getattr(self.checked, "result", None)
 
     @property
@@ -105,6 +108,7 @@ class StreamedAnswer:
 
 @dataclass
 class Reply:
+    """A whole answer: its text, sources (empty when not found), and the checked result when there is one."""
     text: str
     sources: list[Hit]
     found: bool
@@ -113,6 +117,7 @@ class Reply:
 
 @dataclass
 class UploadResult:
+    """One uploaded file's outcome: `status` added | replaced | unchanged | failed | rejected, and the HTTP status to send."""
     name: str
     status: str  # added | replaced | unchanged | failed | rejected
     chunks: int = 0
@@ -121,6 +126,7 @@ class UploadResult:
     http_status: int = 200
 
     def to_dict(self) -> dict:
+        """The JSON body: name, status, chunks, and source and reason when set."""
         out = {"name": self.name, "status": self.status, "chunks": self.chunks}
         if self.source:
             out["source"] = self.source
@@ -136,11 +142,14 @@ class _Entry:
 
 
 def kb_name(path: Path) -> str:
+    """A knowledge base's default name: its directory's name, runs of characters outside [A-Za-z0-9_.-] made '-' ("kb" if none left)."""
     name = _NAME.sub("-", path.resolve().name).strip("-.") or "kb"
     return name
 
 
 class QAService:
+    """The knowledge bases a server holds, by name, and the requests on them: questions (at most `max_pending`
+    answers under way, else `Busy`), documents, and uploads of at most `max_upload_bytes` bytes each."""
     def __init__(
         self, kbs: dict[str, KnowledgeBase], settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_BYTES, max_pending: int = 8
     ):
@@ -188,6 +197,7 @@ class QAService:
 
     # ---- knowledge bases ------------------------------------------------------------
     def names(self) -> list[str]:
+        """The names of the open knowledge bases."""
         return list(self._kbs)
 
     def _entry(self, name: str) -> _Entry:
@@ -197,6 +207,7 @@ class QAService:
             raise UnknownKB(name, self.names()) from None
 
     def kb(self, name: str) -> KnowledgeBase:
+        """The knowledge base named `name`; raises `UnknownKB`."""
         return self._entry(name).kb
 
     def adapters(self, kb: str) -> list[str]:
@@ -218,14 +229,17 @@ class QAService:
         return embedder.embed_documents(list(texts)), sum(embedder.count_tokens(list(texts)))
 
     def warm_up(self) -> None:
+        """Load every knowledge base's embedder now, and the shared reader and LLM once (through the first)."""
         for n, entry in enumerate(self._kbs.values()):
             entry.kb.warm_up(llm=n == 0)  # the LLM is shared: load it once
 
     def summary(self) -> list[dict]:
+        """One dict per knowledge base: name, path, documents (how many)."""
         return [{"name": name, "path": str(e.kb.path), "documents": len(e.kb.documents())} for name, e in self._kbs.items()]
 
     # ---- questions ------------------------------------------------------------------
     def retrieve(self, kb: str, query: str, k: int | None = None, mode: str | None = None) -> tuple[list[Hit], bool]:
+        """`KnowledgeBase.search` on `kb`: (hits best first, whether found); raises `UnknownKB`."""
         entry = self._entry(kb)
         with entry.lock:
             result = entry.kb.search(query, k, mode)
@@ -262,6 +276,7 @@ class QAService:
         return StreamedAnswer(result.hits if found else [], found, _Admitted(tokens, self._pending.release), tokens)
 
     def chat(self, kb: str, question: str, history: Sequence[Message] | None = None, **limits) -> Reply:
+        """`stream` read to its end: the checked answer's text and sources; `limits` are `stream`'s keyword options."""
         answer = self.stream(kb, question, history, **limits)
         text = "".join(answer.tokens).strip()
         final = answer.result
@@ -271,6 +286,7 @@ class QAService:
 
     # ---- documents ------------------------------------------------------------------
     def documents(self, kb: str) -> list[dict]:
+        """`KnowledgeBase.documents` of `kb`, each with its file `name`, sorted by source; raises `UnknownKB`."""
         entry = self._entry(kb)
         docs = entry.kb.documents()
         for doc in docs:

@@ -83,6 +83,8 @@ class Settings(Section):
             raise SettingsError(f"invalid settings: {problems}") from exc
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        """A validated copy with dotted keys set (``{"retrieval.k": 8}``); None values are skipped. Raises SettingsError for a key
+        under a value that is not a section, pydantic's ValidationError for an invalid value."""
         data = self.model_dump()
         for dotted, value in overrides.items():
             if value is not None:
@@ -91,7 +93,7 @@ class Settings(Section):
 
 
 class SettingsError(ValueError):
-    pass
+    """A config file, environment variable or override that cannot be read or validated; the message names it."""
 
 
 def _env_value(name: str, value: str) -> Any:
