@@ -1,4 +1,5 @@
 """kbqa's application layer: settings, the `KnowledgeBase` front door, CLIs, UI and server."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -8,6 +8,7 @@ size): any ingest, replacement or removal, by this process or another, changes i
 so misses the cache. Only deterministic answers (temperature 0) and questions without
 conversation history are cached.
 """
+
 from __future__ import annotations
 
 import copy

@@ -14,6 +14,7 @@ Every request goes the same way:
 `ask_batch` generates `batch_size` answers at a time and, as before, neither reads nor
 fills the cache. Not-found answers are never cached.
 """
+
 from __future__ import annotations
 
 import time
@@ -126,8 +127,7 @@ class AnswerService:
         grounded, generate_ms = self.answerer.answer(llm, question, prepared.hits, prepared.lang)
         return self._store(key, to_answer(grounded, prepared.hits, prepared.timings(generate_ms)))
 
-    def ask_batch(self, questions: Sequence[str], k: int | None = None, *, batch_size: int = 8,
-                  on_done: Callable[[int], object] | None = None) -> list[Answer]:
+    def ask_batch(self, questions: Sequence[str], k: int | None = None, *, batch_size: int = 8, on_done: Callable[[int], object] | None = None) -> list[Answer]:
         """`ask` for many questions (no history, the default adapter, no cache); generative answers
         are made `batch_size` at a time (`LLM.batch`) and share their batch's generation time equally."""
         llm = self.kb.llm_for(None)
@@ -172,10 +172,14 @@ class AnswerService:
         if not prepared.found:
             return prepared.retrieval, CheckedStream(done=self.answerer.not_found(prepared.lang))
         stream = self.answerer.stream(
-            llm, question, prepared.hits, prepared.lang,
+            llm,
+            question,
+            prepared.hits,
+            prepared.lang,
             max_tokens=max_tokens or s.max_new_tokens,
             temperature=s.temperature if temperature is None else temperature,
-            sampling=sampling, instructions=instructions,
+            sampling=sampling,
+            instructions=instructions,
         )
         if key is not None:
             stream = self._remembered(stream, key, prepared)

@@ -4,6 +4,7 @@ One object per knowledge base, used by `ask`, `ask_batch` and `stream_with_sourc
 extractive answers come from the reader, generative ones from the LLM and are checked
 against their cited blocks (replaced by the reader's quote, or "not found", when they fail).
 """
+
 from __future__ import annotations
 
 import time
@@ -72,8 +73,18 @@ class Answerer:
                 out[i] = (result, each_ms)
         return [o for o in out if o is not None]
 
-    def stream(self, llm: LLM, question: str, hits: Sequence[Hit], lang: str, *, max_tokens: int, temperature: float,
-               sampling: Sampling | None = None, instructions: str | None = None) -> CheckedStream:
+    def stream(
+        self,
+        llm: LLM,
+        question: str,
+        hits: Sequence[Hit],
+        lang: str,
+        *,
+        max_tokens: int,
+        temperature: float,
+        sampling: Sampling | None = None,
+        instructions: str | None = None,
+    ) -> CheckedStream:
         """The answer as a `CheckedStream`; its `prompt` holds the texts the answer was made from
         (the messages sent to the LLM, or the question and the blocks the reader read)."""
         if self.mode_for(lang) == "extractive":
@@ -91,5 +102,13 @@ class Answerer:
 
 
 def to_answer(result: Grounded, hits: Sequence[Hit], timings: dict[str, float]) -> Answer:
-    return Answer(result.text, list(hits) if result.found else [], timings, found=result.found, mode=result.mode,
-                  grounded=result.grounded, unsupported=list(result.unsupported), evidence=result.evidence)
+    return Answer(
+        result.text,
+        list(hits) if result.found else [],
+        timings,
+        found=result.found,
+        mode=result.mode,
+        grounded=result.grounded,
+        unsupported=list(result.unsupported),
+        evidence=result.evidence,
+    )

@@ -9,6 +9,7 @@ deleted, chunks missing from BM25 are re-indexed from the store's text, and a do
 whose chunks are missing from the store is dropped from the manifest so that the next
 `ingest` of its file adds it again.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,15 @@ def _open_store(kb_path: Path, settings: Settings):
         raise NotAKnowledgeBase(f"{kb_path}: not a knowledge base (no {KB_FILE})")
     s = settings.store
     layout = KBLayout(kb_path)
-    return make_store(record.store_backend, kb_path, record.dim, url=s.chroma_url, collection=layout.collection(s.chroma_url),
-                      faiss_options=s.faiss_options(), chroma_ef_search=s.chroma_ef_search)
+    return make_store(
+        record.store_backend,
+        kb_path,
+        record.dim,
+        url=s.chroma_url,
+        collection=layout.collection(s.chroma_url),
+        faiss_options=s.faiss_options(),
+        chroma_ef_search=s.chroma_ef_search,
+    )
 
 
 def _parts(kb_path: Path, settings: Settings):
@@ -218,8 +226,7 @@ def _repair_damage(kb_path: Path, settings: Settings) -> list[str]:
         done.append(quarantine_store(layout, read_record(kb_path).store_backend))
         if "manifest" in damage:  # nothing left to rebuild it from: start it empty
             layout.manifest.rename(layout.manifest.with_name(layout.manifest.name + ".damaged"))
-            done.append(f"{layout.manifest.name} was damaged too and is kept as {layout.manifest.name}.damaged; "
-                        "ingest every document again")
+            done.append(f"{layout.manifest.name} was damaged too and is kept as {layout.manifest.name}.damaged; ingest every document again")
     elif "manifest" in damage:
         done += rebuild_manifest(layout, _open_store(kb_path, settings))
     return done

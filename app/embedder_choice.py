@@ -6,6 +6,7 @@ multilingual e5; an English one keeps MiniLM, measured the better of the two on 
 (bench/results/retrieval_fusion_sweep_e5.md). The choice is written to kb.json with the rest of
 the record, so a knowledge base keeps its embedder; the ingest summary reports it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

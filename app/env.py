@@ -1,5 +1,6 @@
 """Process-wide switches that keep kbqa offline (no hub downloads, no telemetry) and its
 stderr clean of the libraries' progress bars when it is not a terminal."""
+
 from __future__ import annotations
 
 import os

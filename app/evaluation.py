@@ -8,6 +8,7 @@
 - `run_retrieval`: rank every benchmark query and score the rankings (`kbqa eval retrieval`).
 - `run_mcq`, `run_perplexity`: multiple-choice accuracy and perplexity.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,15 +61,17 @@ def rag_prompts(kb: KnowledgeBase, items: Sequence[QAItem], *, progress: bool = 
     out = []
     for it in tqdm(items, desc="retrieving", unit="q", disable=None if progress else True):
         p = kb.prepare(it.question)
-        out.append({
-            "id": it.id,
-            "question": it.question,
-            "messages": build_messages(it.question, p.hits, p.lang) if p.found else None,
-            "found": p.found,
-            "sources": _source_dicts(p.hits) if p.found else [],
-            "retrieve_ms": round(p.retrieve_ms, 1),
-            "not_found_answer": None if p.found else NOT_FOUND[p.lang],
-        })
+        out.append(
+            {
+                "id": it.id,
+                "question": it.question,
+                "messages": build_messages(it.question, p.hits, p.lang) if p.found else None,
+                "found": p.found,
+                "sources": _source_dicts(p.hits) if p.found else [],
+                "retrieve_ms": round(p.retrieve_ms, 1),
+                "not_found_answer": None if p.found else NOT_FOUND[p.lang],
+            }
+        )
     return out
 
 
@@ -128,8 +131,9 @@ def mark_eval_kb_complete(root: Path, bench: Benchmark, **info: Any) -> None:
     (root / EVAL_KB_MARKER).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
 
 
-def build_eval_kb(bench: Benchmark, settings: Settings, *, named_by_id: bool = False, rebuild: bool = False,
-                  progress: bool = True, embedder=None, finish: bool = True) -> tuple[KnowledgeBase, dict[str, str]]:
+def build_eval_kb(
+    bench: Benchmark, settings: Settings, *, named_by_id: bool = False, rebuild: bool = False, progress: bool = True, embedder=None, finish: bool = True
+) -> tuple[KnowledgeBase, dict[str, str]]:
     """The knowledge base of the benchmark's documents, built once and reused: (KnowledgeBase, {file stem: doc id}).
 
     Each document is one text file: ``d000000.txt`` in corpus order, or with `named_by_id`
@@ -160,8 +164,9 @@ def build_eval_kb(bench: Benchmark, settings: Settings, *, named_by_id: bool = F
         summary = kb.ingest([docs_dir], progress=progress)
         failed = [f for f in summary.files if f.status == "failed"]
         if len(failed) > len(bench.docs) // 100:
-            raise BenchmarkError(f"building the knowledge base for {bench.name} in {kb_dir}: {len(failed)} documents failed, "
-                                 f"e.g. {failed[0].path}: {failed[0].reason}")
+            raise BenchmarkError(
+                f"building the knowledge base for {bench.name} in {kb_dir}: {len(failed)} documents failed, e.g. {failed[0].path}: {failed[0].reason}"
+            )
         if finish:
             mark_eval_kb_complete(root, bench, settings=settings.model_dump(mode="json"))
     return KnowledgeBase(kb_dir, settings), stems
@@ -171,8 +176,7 @@ def squad_kb(data_path: str | Path, paragraphs: Sequence[SquadParagraph], settin
     """A knowledge base of a SQuAD-style file's paragraphs (one ``<paragraph id>.txt`` document each),
     built once and cached, keyed by the file's content and the settings that shape the index."""
     data_path = Path(data_path)
-    bench = Benchmark(f"squad:{data_path.name}", data_path, [(p.id, p.context) for p in paragraphs], {}, {}, SQUAD_KEYS,
-                      hash_files([data_path]))
+    bench = Benchmark(f"squad:{data_path.name}", data_path, [(p.id, p.context) for p in paragraphs], {}, {}, SQUAD_KEYS, hash_files([data_path]))
     return build_eval_kb(bench, settings, named_by_id=True, progress=progress)[0]
 
 
@@ -197,8 +201,16 @@ class _QueryTable:
         return self.table[text] if text in self.table else self.base.embed_query(text)
 
 
-def run_retrieval(bench: Benchmark, settings: Settings, *, mode: str | None = None, limit: int | None = None, rebuild: bool = False,
-                  progress: bool = True, latency_sample: int | None = None) -> dict:
+def run_retrieval(
+    bench: Benchmark,
+    settings: Settings,
+    *,
+    mode: str | None = None,
+    limit: int | None = None,
+    rebuild: bool = False,
+    progress: bool = True,
+    latency_sample: int | None = None,
+) -> dict:
     """Rank every query and score the rankings: ``{"metrics", "per_item", "mode"}``.
 
     `latency_sample=N` (benchmarks on a busy machine): the quality metrics come from query
@@ -234,7 +246,9 @@ def run_retrieval(bench: Benchmark, settings: Settings, *, mode: str | None = No
     return {"metrics": out, "per_item": per_item, "mode": mode}
 
 
-def run_mcq(llm, items: Sequence[MCQItem], settings: Settings, *, kb: KnowledgeBase | None = None, batch_size: int = 8, progress: bool = True) -> list[dict[str, Any]]:
+def run_mcq(
+    llm, items: Sequence[MCQItem], settings: Settings, *, kb: KnowledgeBase | None = None, batch_size: int = 8, progress: bool = True
+) -> list[dict[str, Any]]:
     """Ask each multiple-choice question (with retrieved context when `kb` is given); the model answers
     with a letter, read by `eval.mcq.extract_choice`. Per-item records with ``correct`` in {0, 1}."""
     records: list[dict[str, Any]] = []
@@ -251,8 +265,18 @@ def run_mcq(llm, items: Sequence[MCQItem], settings: Settings, *, kb: KnowledgeB
             each = (time.perf_counter() - t0) * 1000 / len(group)
             for it, text, src in zip(group, texts, sources):
                 choice = extract_choice(text, it.options)
-                records.append({"id": it.id, "question": it.question, "answer": it.answer, "output": text, "choice": choice,
-                                "correct": float(choice == it.answer), "sources": src, "latency_ms": round(each, 1)})
+                records.append(
+                    {
+                        "id": it.id,
+                        "question": it.question,
+                        "answer": it.answer,
+                        "output": text,
+                        "choice": choice,
+                        "correct": float(choice == it.answer),
+                        "sources": src,
+                        "latency_ms": round(each, 1),
+                    }
+                )
             bar.update(len(group))
     return records
 
@@ -264,4 +288,3 @@ def run_perplexity(llm, texts: Sequence[str], *, max_length: int = 1024, progres
         raise TypeError(f"perplexity needs the transformers backend (a local model), not {type(llm).__name__}")
     with engine.using(getattr(llm, "adapter_spec", None)) as model:
         return perplexity_of_texts(model, engine.tokenizer, texts, max_length=max_length, progress=progress)
-

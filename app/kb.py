@@ -9,6 +9,7 @@ per process.
     answer = kb.ask("When did the railway open?")
     print(answer.answer, [s.chunk.source for s in answer.sources])
 """
+
 from __future__ import annotations
 
 import threading
@@ -44,6 +45,7 @@ class KnowledgeBase:
     """A knowledge base directory: ingest documents, retrieve chunks, answer questions.
 
     Parts load on first use; `kb.json`, once written, fixes the embedder, chunking and store backend."""
+
     def __init__(self, path: str | Path, settings: Settings | None = None, *, llm: LLM | None = None, reader=None):
         self.path = Path(path)
         self.layout = KBLayout(self.path)  # every path of the directory, and its collection name
@@ -169,8 +171,15 @@ class KnowledgeBase:
     def _ensure_record(self) -> None:
         if self.record is None:
             e, c = self.settings.embedder, self.settings.chunking
-            self.record = KBRecord(e.backend, model_name(e.backend, e.model), self.embedder.dim, c.chunk_tokens, c.overlap_tokens,
-                                   self.settings.store.backend, created=int(time.time()))
+            self.record = KBRecord(
+                e.backend,
+                model_name(e.backend, e.model),
+                self.embedder.dim,
+                c.chunk_tokens,
+                c.overlap_tokens,
+                self.settings.store.backend,
+                created=int(time.time()),
+            )
             write_record(self.path, self.record)
 
     def ingest(self, paths: Sequence[str | Path], *, progress: bool = False, password: str | None = None, prune: bool = False) -> IngestSummary:
@@ -307,8 +316,9 @@ class KnowledgeBase:
         Shares `ask`'s answer cache when those are the defaults: a cached answer comes back at
         once, in word-sized pieces; a stream read to its end is remembered (one closed early is not).
         """
-        return self.answering.stream(question, k, history, max_tokens=max_tokens, temperature=temperature, adapter=adapter,
-                                     sampling=sampling, instructions=instructions)
+        return self.answering.stream(
+            question, k, history, max_tokens=max_tokens, temperature=temperature, adapter=adapter, sampling=sampling, instructions=instructions
+        )
 
     def as_langchain_retriever(self, k: int | None = None, mode: str | None = None):
         """A LangChain `BaseRetriever` over this knowledge base (``pip install 'kbqa[langchain]'``)."""

@@ -11,6 +11,7 @@ What can be rebuilt, and from what:
   (``chroma.damaged``, ``faiss.damaged``), and reconciliation then drops every document from the
   manifest, naming each one to ingest again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,9 +97,11 @@ def rebuild_manifest(layout: KBLayout, store) -> list[str]:
             manifest.put(str(path), source, doc_hash, [c.id for c in chunks], pages, size)
     finally:
         manifest.close()
-    done = [f"rebuilt {layout.manifest.name} from the vector store: {len(docs)} documents"
-            + (f" (the damaged file kept as {kept.name})" if kept else "")]
+    done = [f"rebuilt {layout.manifest.name} from the vector store: {len(docs)} documents" + (f" (the damaged file kept as {kept.name})" if kept else "")]
     if unplaced:
-        done.append(f"{len(unplaced)} rebuilt documents are no longer at their path with the same content: "
-                    + ", ".join(unplaced[:5]) + "; ingest them again from where they now are")
+        done.append(
+            f"{len(unplaced)} rebuilt documents are no longer at their path with the same content: "
+            + ", ".join(unplaced[:5])
+            + "; ingest them again from where they now are"
+        )
     return done

@@ -3,6 +3,7 @@
 Each `Document` has the chunk's id as `id` and its citation (source, page, chunk, score)
 as metadata; `k` and `mode` (dense, bm25, hybrid; None = the settings') pass through.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ The Gradio callbacks and the FastAPI routes only call `QAService`; none of them 
 store or a database. Writes (upload, delete) to a knowledge base are serialised with its
 retrievals by a per-knowledge-base lock; generation runs outside that lock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ Message = dict[str, str]
 
 class UnknownKB(KeyError):
     """No knowledge base of that name is open; `known` lists those that are."""
+
     def __init__(self, name: str, known: Sequence[str]):
         super().__init__(name)
         self.name, self.known = name, list(known)
@@ -77,6 +79,7 @@ class _Admitted:
 
 class UnknownDocument(KeyError):
     """Knowledge base `kb` holds no document `source`."""
+
     def __init__(self, kb: str, source: str):
         super().__init__(source)
         self.kb, self.source = kb, source
@@ -109,6 +112,7 @@ class StreamedAnswer:
 @dataclass
 class Reply:
     """A whole answer: its text, sources (empty when not found), and the checked result when there is one."""
+
     text: str
     sources: list[Hit]
     found: bool
@@ -118,6 +122,7 @@ class Reply:
 @dataclass
 class UploadResult:
     """One uploaded file's outcome: `status` added | replaced | unchanged | failed | rejected, and the HTTP status to send."""
+
     name: str
     status: str  # added | replaced | unchanged | failed | rejected
     chunks: int = 0
@@ -150,9 +155,8 @@ def kb_name(path: Path) -> str:
 class QAService:
     """The knowledge bases a server holds, by name, and the requests on them: questions (at most `max_pending`
     answers under way, else `Busy`), documents, and uploads of at most `max_upload_bytes` bytes each."""
-    def __init__(
-        self, kbs: dict[str, KnowledgeBase], settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_BYTES, max_pending: int = 8
-    ):
+
+    def __init__(self, kbs: dict[str, KnowledgeBase], settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_BYTES, max_pending: int = 8):
         if not kbs:
             raise ValueError("QAService needs at least one knowledge base")
         self.settings = settings
@@ -163,8 +167,13 @@ class QAService:
 
     @classmethod
     def open(
-        cls, dirs: Sequence[str | Path], settings: Settings, *, llm: LLM | None = None,
-        max_upload_bytes: int = DEFAULT_MAX_BYTES, max_pending: int = 8,
+        cls,
+        dirs: Sequence[str | Path],
+        settings: Settings,
+        *,
+        llm: LLM | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_BYTES,
+        max_pending: int = 8,
     ) -> "QAService":
         """Open each directory as a knowledge base named after it (``name=DIR`` names it);
         all of them share one LLM. A directory without ``kb.json`` starts empty."""
@@ -265,8 +274,13 @@ class QAService:
         try:
             with entry.lock:
                 result, tokens = entry.kb.stream_with_sources(
-                    question, history=list(history or []), max_tokens=max_tokens, temperature=temperature, adapter=adapter,
-                    sampling=sampling, instructions=instructions,
+                    question,
+                    history=list(history or []),
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    adapter=adapter,
+                    sampling=sampling,
+                    instructions=instructions,
                 )
         except BaseException:
             self._pending.release()

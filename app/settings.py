@@ -12,6 +12,7 @@ priority: defaults, a TOML file, environment variables, explicit overrides
 Environment variables: ``KBQA_<SECTION>__<FIELD>``, e.g. ``KBQA_LLM__MODEL=/models/qwen``
 or ``KBQA_RETRIEVAL__K=8``; lists and tables as JSON, e.g. ``KBQA_LLM__STOP='["</s>"]'``. The config file is ``$KBQA_CONFIG`` or the path given.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,15 @@ from kbqa.ingest.config import ChunkingSettings, IngestSettings
 from kbqa.retrieval.config import AnswerSettings, EmbedderSettings, LLMSettings, RetrievalSettings, Section, StoreSettings
 
 __all__ = [
-    "AnswerSettings", "ChunkingSettings", "EmbedderSettings", "IngestSettings", "LLMSettings", "RetrievalSettings",
-    "Settings", "SettingsError", "StoreSettings",
+    "AnswerSettings",
+    "ChunkingSettings",
+    "EmbedderSettings",
+    "IngestSettings",
+    "LLMSettings",
+    "RetrievalSettings",
+    "Settings",
+    "SettingsError",
+    "StoreSettings",
 ]
 
 ENV_PREFIX = "KBQA_"
@@ -67,7 +75,7 @@ class Settings(Section):
                 raise SettingsError(f"config file {path}: invalid TOML ({exc})") from exc
         for key, value in env.items():
             if key.startswith(ENV_PREFIX) and key != "KBQA_CONFIG":
-                dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
+                dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
                 if dotted.split(".")[0] not in cls.model_fields:
                     continue  # another kbqa variable (e.g. KBQA_SERVE_WORKER_SPEC), not a setting
                 _set_dotted(data, dotted, _env_value(key, value))
@@ -77,9 +85,7 @@ class Settings(Section):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
             raise SettingsError(f"invalid settings: {problems}") from exc
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":

@@ -2,6 +2,7 @@
 
 Pure functions; each failure is an `UploadRejected` naming the file and the reason.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,15 @@ MAX_NAME_CHARS = 120
 
 # what the first bytes of each format must look like
 _ZIP = b"PK\x03\x04"
-_IMAGES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".tif": (b"II*\x00", b"MM\x00*"),
-           ".tiff": (b"II*\x00", b"MM\x00*"), ".bmp": (b"BM",), ".webp": (b"RIFF",)}  # read through OCR
+_IMAGES = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+    ".bmp": (b"BM",),
+    ".webp": (b"RIFF",),
+}  # read through OCR
 _BINARY = {".pdf": (b"%PDF-",), ".docx": (_ZIP,), ".pptx": (_ZIP,), ".xlsx": (_ZIP,), ".xlsm": (_ZIP,), **_IMAGES}
 # declared content types that can never be one of our documents
 _REFUSED_TYPES = ("image/", "audio/", "video/", "font/", "application/x-executable", "application/x-msdownload", "application/zip")

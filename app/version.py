@@ -1,4 +1,5 @@
 """kbqa's version: the installed package's metadata, else (a checkout that is not installed) pyproject.toml's."""
+
 from __future__ import annotations
 
 import tomllib

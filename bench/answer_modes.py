@@ -19,6 +19,7 @@ they fail), and the extractive reader. Generative answers are slow here, so they
 first `--answerable` + `--unanswerable` questions of each language; the extractive reader also
 runs on a larger set (`--extractive-answerable`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,10 +113,17 @@ def record(item: QAItem, answerable: bool, answer, seconds: float) -> dict:
         scores["contains"] = squad_scores(strip_citations(text), item.keys)["contains"]
     blocks = [h.chunk.text for h in answer.sources]
     return {
-        "question": item.question, "references": item.references, "answerable": answerable, "answer": text,
-        "not_found": nf, "correct": bool(answerable and not nf and is_correct(scores)), **scores,
-        "seconds": round(seconds, 3), "unsupported_number": bool(not nf and unsupported_number(text, blocks)),
-        "grounded": answer.grounded, "mode": answer.mode,
+        "question": item.question,
+        "references": item.references,
+        "answerable": answerable,
+        "answer": text,
+        "not_found": nf,
+        "correct": bool(answerable and not nf and is_correct(scores)),
+        **scores,
+        "seconds": round(seconds, 3),
+        "unsupported_number": bool(not nf and unsupported_number(text, blocks)),
+        "grounded": answer.grounded,
+        "mode": answer.mode,
     }
 
 
@@ -136,7 +144,9 @@ def verified(kb: KnowledgeBase, raw: list[dict], answerable: list[QAItem], unans
         if not p.found or rec["not_found"]:
             out.append(dict(rec))
             continue
-        g = checked_answer(rec["answer"], p.hits, p.lang, lambda: extractive_answer(kb.answerer.reader, item.question, p.hits, p.lang, threshold=kb.answerer.threshold(p.lang)))
+        g = checked_answer(
+            rec["answer"], p.hits, p.lang, lambda: extractive_answer(kb.answerer.reader, item.question, p.hits, p.lang, threshold=kb.answerer.threshold(p.lang))
+        )
         from kbqa.retrieval.types import Answer
 
         a = Answer(g.text, p.hits if g.found else [], {}, found=g.found, mode="generative", grounded=g.grounded)
@@ -150,8 +160,11 @@ def summarise(records: list[dict]) -> dict:
     answered = [r for r in records if not r["not_found"]]
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
     return {
-        "answerable": len(ans), "unanswerable": len(una),
-        "em": mean([r["em"] for r in ans]), "f1": mean([r["f1"] for r in ans]), "contains": mean([r["contains"] for r in ans]),
+        "answerable": len(ans),
+        "unanswerable": len(una),
+        "em": mean([r["em"] for r in ans]),
+        "f1": mean([r["f1"] for r in ans]),
+        "contains": mean([r["contains"] for r in ans]),
         "wrong": mean([float(not r["correct"] and not r["not_found"]) for r in ans]),
         "not_found_answerable": mean([float(r["not_found"]) for r in ans]),
         "negative_rejection": mean([float(r["not_found"]) for r in una]),
@@ -177,11 +190,18 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load()
     configs = args.configs.split(",")
-    results: dict = {"meta": {
-        "command": shlex.join(["python", "bench/answer_modes.py", *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_average_start": os.getloadavg()[0],
-        "machine": f"{os.cpu_count()} CPUs", "k": settings.retrieval.k, "retrieval": settings.retrieval.mode,
-    }, "sets": {}, "runs": {}}
+    results: dict = {
+        "meta": {
+            "command": shlex.join(["python", "bench/answer_modes.py", *(argv if argv is not None else sys.argv[1:])]),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_average_start": os.getloadavg()[0],
+            "machine": f"{os.cpu_count()} CPUs",
+            "k": settings.retrieval.k,
+            "retrieval": settings.retrieval.mode,
+        },
+        "sets": {},
+        "runs": {},
+    }
     previous = Path(args.out).with_suffix(".json")
     if args.merge and previous.is_file():
         old = json.loads(previous.read_text(encoding="utf-8"))
@@ -202,14 +222,21 @@ def main(argv=None) -> int:
             kb_dir = build_kb(lang, paras, settings)
             small = (_evenly(answerable, args.answerable), _evenly(unanswerable, args.unanswerable))
             large = (_evenly(answerable, args.extractive_answerable), _evenly(unanswerable, args.extractive_unanswerable))
-        results["sets"][lang] = {"kb": str(kb_dir), "answerable": len(small[0]), "unanswerable": len(small[1]),
-                                 "extractive_answerable": len(large[0]), "extractive_unanswerable": len(large[1])}
+        results["sets"][lang] = {
+            "kb": str(kb_dir),
+            "answerable": len(small[0]),
+            "unanswerable": len(small[1]),
+            "extractive_answerable": len(large[0]),
+            "extractive_unanswerable": len(large[1]),
+        }
         for config in configs:
             if config == "verified":
                 continue
-            overrides = {"base": {"answer.mode": "generative", "answer.verify": False},
-                         "adapter": {"answer.mode": "generative", "answer.verify": False},
-                         "extractive": {"answer.mode": "extractive", **({"answer.reader": args.reader} if args.reader else {})}}[config]
+            overrides = {
+                "base": {"answer.mode": "generative", "answer.verify": False},
+                "adapter": {"answer.mode": "generative", "answer.verify": False},
+                "extractive": {"answer.mode": "extractive", **({"answer.reader": args.reader} if args.reader else {})},
+            }[config]
             llm = None
             if config in ("base", "adapter"):  # one loaded model: the base model, or the shipped adapter over it
                 from kbqa.retrieval.llm import make_llm
@@ -244,37 +271,68 @@ def _sample_kb(settings: Settings) -> Path:
     return kb_dir
 
 
-COLUMNS = [("em", "EM"), ("f1", "F1"), ("contains", "contains"), ("wrong", "wrong"), ("not_found_answerable", "not found (answerable)"),
-           ("negative_rejection", "negative rejection"), ("unsupported_number", "unsupported number"), ("seconds_per_answer", "s / answer")]
-NAMES = {"base": "base model, generative", "adapter": "shipped adapter, generative", "verified": "shipped adapter + verification",
-         "extractive": "extractive reader", "extractive-large": "extractive reader (larger set)"}
+COLUMNS = [
+    ("em", "EM"),
+    ("f1", "F1"),
+    ("contains", "contains"),
+    ("wrong", "wrong"),
+    ("not_found_answerable", "not found (answerable)"),
+    ("negative_rejection", "negative rejection"),
+    ("unsupported_number", "unsupported number"),
+    ("seconds_per_answer", "s / answer"),
+]
+NAMES = {
+    "base": "base model, generative",
+    "adapter": "shipped adapter, generative",
+    "verified": "shipped adapter + verification",
+    "extractive": "extractive reader",
+    "extractive-large": "extractive reader (larger set)",
+}
 
 
 def write(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     m = results["meta"]
-    lines = ["# Answer modes on the full RAG path (packaged models, CPU)", "",
-             f"Command: `{m['command']}`  ", f"Date: {m['date']}; load average {m['load_average_start']:.1f} at the start, "
-             f"{m.get('load_average_end', 0):.1f} at the end; {m['machine']}; retrieval {m['retrieval']}, k={m['k']}.", ""]
+    lines = [
+        "# Answer modes on the full RAG path (packaged models, CPU)",
+        "",
+        f"Command: `{m['command']}`  ",
+        f"Date: {m['date']}; load average {m['load_average_start']:.1f} at the start, "
+        f"{m.get('load_average_end', 0):.1f} at the end; {m['machine']}; retrieval {m['retrieval']}, k={m['k']}.",
+        "",
+    ]
     for lang, info in results["sets"].items():
         title = {"en": "English: SQuAD articles 18-23", "zh": "Chinese: CMRC 2018 test split", "sample": "Sample KB (data/sample_qa.jsonl)"}[lang]
-        lines += [f"## {title}", "", f"{info['answerable']} answerable + {info['unanswerable']} unanswerable questions per configuration"
-                  + (f"; the larger extractive set: {info['extractive_answerable']} + {info['extractive_unanswerable']}." if lang != "sample" else "."), "",
-                  "| configuration | n | " + " | ".join(c[1] for c in COLUMNS) + " | load |", "|---|---|" + "---|" * (len(COLUMNS) + 1)]
+        lines += [
+            f"## {title}",
+            "",
+            f"{info['answerable']} answerable + {info['unanswerable']} unanswerable questions per configuration"
+            + (f"; the larger extractive set: {info['extractive_answerable']} + {info['extractive_unanswerable']}." if lang != "sample" else "."),
+            "",
+            "| configuration | n | " + " | ".join(c[1] for c in COLUMNS) + " | load |",
+            "|---|---|" + "---|" * (len(COLUMNS) + 1),
+        ]
         for key, run in results["runs"].items():
             if key.split("/")[0] != lang:
                 continue
             met = run["metrics"]
             cells = ["-" if met[c] is None else (f"{met[c]:.2f}" if c == "seconds_per_answer" else f"{met[c]:.3f}") for c, _ in COLUMNS]
             config, _, run_tag = key.split("/")[1].partition(":")
-            lines.append(f"| {NAMES[config]}{f' ({run_tag})' if run_tag else ''} | {met['answerable']}+{met['unanswerable']} | " + " | ".join(cells) + f" | {run.get('load_average', '-')} |")
+            lines.append(
+                f"| {NAMES[config]}{f' ({run_tag})' if run_tag else ''} | {met['answerable']}+{met['unanswerable']} | "
+                + " | ".join(cells)
+                + f" | {run.get('load_average', '-')} |"
+            )
         lines.append("")
-    lines += ["EM, F1 (SQuAD rules; characters for Chinese) and contains are over the answerable questions, on the answer without its",
-              "citation markers. *wrong*: an answerable question answered neither correctly (contains the reference, or F1 >= 0.5)",
-              "nor with \"not found\". *negative rejection*: unanswerable questions answered \"not found\". *unsupported number*: answers",
-              "(other than \"not found\") stating a number that is in none of the blocks they cite. Seconds per answer include retrieval.",
-              "*load*: the 1-minute load average when the run started (2 cores).", ""]
+    lines += [
+        "EM, F1 (SQuAD rules; characters for Chinese) and contains are over the answerable questions, on the answer without its",
+        "citation markers. *wrong*: an answerable question answered neither correctly (contains the reference, or F1 >= 0.5)",
+        'nor with "not found". *negative rejection*: unanswerable questions answered "not found". *unsupported number*: answers',
+        '(other than "not found") stating a number that is in none of the blocks they cite. Seconds per answer include retrieval.',
+        "*load*: the 1-minute load average when the run started (2 cores).",
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 

@@ -18,6 +18,7 @@
 
 Timings are taken on a shared 2-core machine: the load average is recorded beside them.
 """
+
 from __future__ import annotations
 
 import json
@@ -136,9 +137,22 @@ def bench_openai(out: dict) -> None:
     if kb.record is None:
         kb.ingest([ROOT / "data" / "sample"])
     port = free_port()
-    env = dict(os.environ, KBQA_LLM__MAX_NEW_TOKENS="32", KBQA_LLM__ANSWER_CACHE="0", KBQA_RETRIEVAL__K="2", KBQA_RETRIEVAL__CONTEXT_NEIGHBORS="0", KBQA_CACHE_DIR=str(s.cache_dir))
+    env = dict(
+        os.environ,
+        KBQA_LLM__MAX_NEW_TOKENS="32",
+        KBQA_LLM__ANSWER_CACHE="0",
+        KBQA_RETRIEVAL__K="2",
+        KBQA_RETRIEVAL__CONTEXT_NEIGHBORS="0",
+        KBQA_CACHE_DIR=str(s.cache_dir),
+    )
     log = open(kb_dir.parent / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 600

@@ -7,6 +7,7 @@ Cases from the shared set are ingested one per knowledge base (so that a duplica
 an earlier file cannot change the outcome); the password-protected PDF is tried without
 and with `--pdf-password`. Generated cases are written to a temporary folder.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -142,14 +143,32 @@ def main() -> int:
             summary = kb.ingest([path], password=password)
             seconds = time.perf_counter() - t0
             result = summary.files[0]
-            rows.append({"case": case, "origin": origin, "file": path.name, "outcome": result.status, "chunks": result.chunks,
-                         "message": result.reason or "", "seconds": round(seconds, 2)})
+            rows.append(
+                {
+                    "case": case,
+                    "origin": origin,
+                    "file": path.name,
+                    "outcome": result.status,
+                    "chunks": result.chunks,
+                    "message": result.reason or "",
+                    "seconds": round(seconds, 2),
+                }
+            )
             print(f"{case:45s} {result.status:8s} {result.reason or ''}", flush=True)
         kb = KnowledgeBase(tmp / "kbdup", settings)
         summary = kb.ingest([dup])
         for f in summary.files:
-            rows.append({"case": "duplicate file under another name", "origin": "shared copy", "file": Path(f.path).name,
-                         "outcome": f.status, "chunks": f.chunks, "message": f.reason or "", "seconds": round(summary.seconds, 2)})
+            rows.append(
+                {
+                    "case": "duplicate file under another name",
+                    "origin": "shared copy",
+                    "file": Path(f.path).name,
+                    "outcome": f.status,
+                    "chunks": f.chunks,
+                    "message": f.reason or "",
+                    "seconds": round(summary.seconds, 2),
+                }
+            )
     meta = {
         "command": "python bench/bad_input.py",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -8,6 +8,7 @@ Every step is a separate process, as in real use. The kill comes from the test-o
 run: manifest ids == vector-store ids == BM25 ids == the ids of a clean ingest of the same
 files, no id twice, and the doctor reports no problem.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -77,8 +78,16 @@ def main() -> int:
             "store==clean_ingest": set(ids["store"]) == ref,
             "doctor_clean": after["problems"] == [],
         }
-        rows.append({"point": point, "chunks": len(ids["store"]), "reference_chunks": len(ref), "problems_before_rerun": before["problems"],
-                     "checks": checks, "ok": all(checks.values())})
+        rows.append(
+            {
+                "point": point,
+                "chunks": len(ids["store"]),
+                "reference_chunks": len(ref),
+                "problems_before_rerun": before["problems"],
+                "checks": checks,
+                "ok": all(checks.values()),
+            }
+        )
         print(point, "OK" if rows[-1]["ok"] else "FAILED", checks, flush=True)
     meta = {
         "command": "python bench/crash_test.py",
@@ -100,8 +109,10 @@ def main() -> int:
     for r in rows:
         c = r["checks"]
         seen = "; ".join(r["problems_before_rerun"])[:160] or "none"
-        lines.append(f"| {r['point']} | {c['killed_by_sigkill']} | {seen} | {r['chunks']} ({r['reference_chunks']}) | {c['manifest==store==bm25']} | "
-                     f"{c['store==clean_ingest']} | {c['no_id_twice']} | {'no problems' if c['doctor_clean'] else 'PROBLEMS'} |")
+        lines.append(
+            f"| {r['point']} | {c['killed_by_sigkill']} | {seen} | {r['chunks']} ({r['reference_chunks']}) | {c['manifest==store==bm25']} | "
+            f"{c['store==clean_ingest']} | {c['no_id_twice']} | {'no problems' if c['doctor_clean'] else 'PROBLEMS'} |"
+        )
     (RESULTS / "crash_invariants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -11,6 +11,7 @@ bench/retrieval_multiturn.py). `found`: the share of questions whose best chunk 
 relevance floor (below it `ask` answers "not found"). Per direction: zh->en (a Chinese question,
 an English document) and en->zh. Writes bench/results/crosslingual.{json,md} with every miss.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ from kbqa.eval.retrieval_metrics import percentile  # noqa: E402
 
 DATA = ROOT / "data" / "crosslingual_qa.jsonl"
 DIRECTIONS = {"zh": "zh->en", "en": "en->zh"}  # the question's language -> direction
-LABELS = {"sentence-transformers": "MiniLM (baseline)", "e5": "multilingual-e5-small", "use": "USE v3",
-          "e5+centering": "multilingual-e5-small, language centering"}
+LABELS = {
+    "sentence-transformers": "MiniLM (baseline)",
+    "e5": "multilingual-e5-small",
+    "use": "USE v3",
+    "e5+centering": "multilingual-e5-small, language centering",
+}
 VARIANTS = {"centering": {"retrieval.language_centering": True}}  # "<backend>+<variant>": the backend's KB, searched so
 KS = (1, 5)
 TARGET = 0.85
@@ -65,8 +70,15 @@ def measure(kb: KnowledgeBase, cases: list[dict], mode: str) -> dict:
         result = kb.search(case["query"], max(KS), mode)
         latencies.append((time.perf_counter() - started) * 1000)
         deep = [h for h in kb.search(case["query"], everything, mode).hits if Path(h.chunk.source).name in docs_of[case["lang"]]]
-        rows.append({"case": case, "rank": first_hit(result.hits, case), "found": result.found, "other": first_hit(deep[: max(KS)], case),
-                     "top": [f"{Path(h.chunk.source).name}#{h.chunk.chunk}" for h in result.hits[:3]]})
+        rows.append(
+            {
+                "case": case,
+                "rank": first_hit(result.hits, case),
+                "found": result.found,
+                "other": first_hit(deep[: max(KS)], case),
+                "top": [f"{Path(h.chunk.source).name}#{h.chunk.chunk}" for h in result.hits[:3]],
+            }
+        )
     out: dict = {}
     for lang, direction in DIRECTIONS.items():
         mine = [r for r in rows if r["case"]["lang"] == lang]
@@ -75,8 +87,9 @@ def measure(kb: KnowledgeBase, cases: list[dict], mode: str) -> dict:
         out[direction]["found"] = round(sum(r["found"] for r in mine) / len(mine), 3)
         out[direction]["questions"] = len(mine)
     out["p50_ms"], out["p95_ms"] = round(percentile(latencies, 50), 1), round(percentile(latencies, 95), 1)
-    out["misses@5"] = [{"query": r["case"]["query"], "source": r["case"]["source"], "key": r["case"]["key"], "top3": r["top"]}
-                       for r in rows if r["rank"] is None]
+    out["misses@5"] = [
+        {"query": r["case"]["query"], "source": r["case"]["source"], "key": r["case"]["key"], "top3": r["top"]} for r in rows if r["rank"] is None
+    ]
     return out
 
 
@@ -94,8 +107,11 @@ def run(embedders: list[str], modes: list[str], cases: list[dict]) -> dict:
             settings = Settings.load(overrides={"embedder.backend": backend, **VARIANTS.get(variant, {})})
             kb = KnowledgeBase(Path(tmp) / backend, settings)  # a variant reuses its backend's KB when built
             assert kb.ingest([ROOT / "data" / "sample"], progress=False).ok
-            entry = {"embedder": f"{backend}:{kb.record.embedder_model}", "min_score": kb.retriever.min_score,
-                     "keys_missing_from_chunks": keys_in_chunks(kb, cases)}
+            entry = {
+                "embedder": f"{backend}:{kb.record.embedder_model}",
+                "min_score": kb.retriever.min_score,
+                "keys_missing_from_chunks": keys_in_chunks(kb, cases),
+            }
             for mode in modes:
                 load = os.getloadavg()[0]
                 entry[mode] = measure(kb, cases, mode) | {"loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2)}
@@ -108,45 +124,58 @@ def write(results: dict, meta: dict) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "crosslingual.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, ensure_ascii=False) + "\n")
-    lines = ["# Cross-lingual retrieval (data/crosslingual_qa.jsonl over data/sample)\n",
-             f"`{meta['command']}` ({meta['date']}; {meta['machine']['cores']} cores, load average {meta['loadavg']}). "
-             f"{meta['questions']['zh->en']} Chinese questions about English documents (zh->en), {meta['questions']['en->zh']} "
-             "English questions about Chinese documents (en->zh). A hit: a top-k chunk from the expected document holding the key; "
-             "found: the best chunk passes the relevance floor; other-language docs only: the same ranking with the chunks of "
-             "documents in the question's own language removed (a diagnostic, not a retrieval mode). Misses are listed in crosslingual.json.\n",
-             "| embedder | mode | zh->en hit@1 | zh->en hit@5 | zh->en found | en->zh hit@1 | en->zh hit@5 | en->zh found "
-             "| hit@5 other-language docs only (zh->en / en->zh) | p50 ms | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Cross-lingual retrieval (data/crosslingual_qa.jsonl over data/sample)\n",
+        f"`{meta['command']}` ({meta['date']}; {meta['machine']['cores']} cores, load average {meta['loadavg']}). "
+        f"{meta['questions']['zh->en']} Chinese questions about English documents (zh->en), {meta['questions']['en->zh']} "
+        "English questions about Chinese documents (en->zh). A hit: a top-k chunk from the expected document holding the key; "
+        "found: the best chunk passes the relevance floor; other-language docs only: the same ranking with the chunks of "
+        "documents in the question's own language removed (a diagnostic, not a retrieval mode). Misses are listed in crosslingual.json.\n",
+        "| embedder | mode | zh->en hit@1 | zh->en hit@5 | zh->en found | en->zh hit@1 | en->zh hit@5 | en->zh found "
+        "| hit@5 other-language docs only (zh->en / en->zh) | p50 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for backend, entry in results.items():
         for mode in meta["modes"]:
             m = entry[mode]
             a, b = m["zh->en"], m["en->zh"]
-            lines.append(f"| {LABELS.get(backend, backend)} | {mode} | {a['hit@1']} | {a['hit@5']} | {a['found']} | {b['hit@1']} | {b['hit@5']} "
-                         f"| {b['found']} | {a[ONLY]} / {b[ONLY]} | {m['p50_ms']} | {m['loadavg_1m']} |")
+            lines.append(
+                f"| {LABELS.get(backend, backend)} | {mode} | {a['hit@1']} | {a['hit@5']} | {a['found']} | {b['hit@1']} | {b['hit@5']} "
+                f"| {b['found']} | {a[ONLY]} / {b[ONLY]} | {m['p50_ms']} | {m['loadavg_1m']} |"
+            )
     for name in ("e5", "e5+centering"):
         if name in results and "hybrid" in meta["modes"]:
             e5 = results[name]["hybrid"]
             met = all(e5[d]["hit@5"] >= TARGET for d in DIRECTIONS.values())
-            lines.append(f"\nTarget ({LABELS[name]} hybrid hit@5 >= {TARGET} in both directions): {'met' if met else 'missed'} "
-                         f"({e5['zh->en']['hit@5']} zh->en, {e5['en->zh']['hit@5']} en->zh).")
+            lines.append(
+                f"\nTarget ({LABELS[name]} hybrid hit@5 >= {TARGET} in both directions): {'met' if met else 'missed'} "
+                f"({e5['zh->en']['hit@5']} zh->en, {e5['en->zh']['hit@5']} en->zh)."
+            )
     (out / "crosslingual.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--embedders", default="sentence-transformers,e5,e5+centering,use",
-                    help="comma-separated embedder.backend values (+centering: with retrieval.language_centering); the first is the baseline")
+    ap.add_argument(
+        "--embedders",
+        default="sentence-transformers,e5,e5+centering,use",
+        help="comma-separated embedder.backend values (+centering: with retrieval.language_centering); the first is the baseline",
+    )
     ap.add_argument("--modes", default="dense,bm25,hybrid")
     args = ap.parse_args(argv)
     cases = load_cases()
     modes = args.modes.split(",")
     load_before = os.getloadavg()
     results = run(args.embedders.split(","), modes, cases)
-    meta = {"command": "python bench/crosslingual.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "modes": modes,
-            "loadavg": f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
-            "questions": {d: sum(c["lang"] == lang for c in cases) for lang, d in DIRECTIONS.items()}}
+    meta = {
+        "command": "python bench/crosslingual.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "modes": modes,
+        "loadavg": f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
+        "questions": {d: sum(c["lang"] == lang for c in cases) for lang, d in DIRECTIONS.items()},
+    }
     write(results, meta)
     return 0
 

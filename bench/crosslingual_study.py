@@ -32,6 +32,7 @@ top 50 of each retriever. Floors: how well the top dense score separates the sam
 questions from off-topic ones (tests/test_retrieval_kb.py's, SQuAD's and CMRC's questions).
 Writes bench/results/crosslingual_study.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,8 +121,9 @@ def language_aware_pool(chunks, langs, q, qlang, means) -> np.ndarray:
     return np.union1d(np.argsort(-(chunks @ q))[:POOL], np.argsort(-shifted)[:POOL])
 
 
-def rank(method: str, ids, langs, d: np.ndarray, bm25: np.ndarray | None, qlang: str = "",
-         pool: np.ndarray | None = None) -> tuple[list[str], float, float, float]:
+def rank(
+    method: str, ids, langs, d: np.ndarray, bm25: np.ndarray | None, qlang: str = "", pool: np.ndarray | None = None
+) -> tuple[list[str], float, float, float]:
     """(ranking of chunk ids, top dense score, top fused score, dense weight); bm25 None: dense alone.
     `pool`: the dense candidates (default: the top POOL by `d`). ``center+language-aware fusion``:
     BM25 counts only for chunks in the question's language; any other chunk's fused score is its
@@ -133,8 +135,9 @@ def rank(method: str, ids, langs, d: np.ndarray, bm25: np.ndarray | None, qlang:
     else:
         order = np.argsort(-bm25)[:POOL]
         sparse = [(ids[j], float(bm25[j])) for j in order if bm25[j] > 0]
-        w = dense_weight(W, language_supported=True, weak_language_weight=0.0,
-                         dense_scores=[s for _, s in dense_list], sparse_scores=[s for _, s in sparse], adapt=0.0)
+        w = dense_weight(
+            W, language_supported=True, weak_language_weight=0.0, dense_scores=[s for _, s in dense_list], sparse_scores=[s for _, s in sparse], adapt=0.0
+        )
         fused = weighted_fuse(dense_list, sparse, w)
         if method == LANG_FUSION:
             lang_of, own = dict(zip(ids, langs)), dict(dense_list)
@@ -161,21 +164,19 @@ def run_set(method, kb: dict, qvecs, qlangs, bm25, is_hit, reference: dict | Non
         for mode in rows:
             if mode == ONLY:
                 ranked = [ids[j] for j in np.argsort(-d) if langs[j] != qlang]
-                rows[mode].append(next((r + 1 for r, i in enumerate(ranked[:max(KS)]) if is_hit(n, i)), None))
+                rows[mode].append(next((r + 1 for r, i in enumerate(ranked[: max(KS)]) if is_hit(n, i)), None))
                 continue
             ranked, top, fused_top, w = rank(method, ids, langs, d, bm25[n] if mode == "hybrid" else None, qlang, pool)
-            rows[mode].append(next((r + 1 for r, i in enumerate(ranked[:max(KS)]) if is_hit(n, i)), None))
+            rows[mode].append(next((r + 1 for r, i in enumerate(ranked[: max(KS)]) if is_hit(n, i)), None))
             if mode == "hybrid":
                 tops.append(top)
                 fused_tops.append(fused_top)
                 weights.append(w)
                 j = ids.index(ranked[0])  # the raw cosine of the top chunk, when it is in another language
                 cross.append(float(chunks[j] @ q) if langs[j] != qlang else None)
-    out = {mode: {f"hit@{k}": round(sum(r is not None and r <= k for r in ranks) / len(ranks), 3) for k in KS}
-           for mode, ranks in rows.items()}
+    out = {mode: {f"hit@{k}": round(sum(r is not None and r <= k for r in ranks) / len(ranks), 3) for k in KS} for mode, ranks in rows.items()}
     keyword_floor = [KEYWORD_FLOOR[lang] for lang in qlangs]
-    return out | {"questions": len(qlangs), "top": tops, "fused_top": fused_tops, "w": weights, "keyword_floor": keyword_floor,
-                  "cross_top": cross}
+    return out | {"questions": len(qlangs), "top": tops, "fused_top": fused_tops, "w": weights, "keyword_floor": keyword_floor, "cross_top": cross}
 
 
 def sample_sets(sample: dict) -> dict:
@@ -190,8 +191,12 @@ def sample_sets(sample: dict) -> dict:
             keep = np.flatnonzero(langs == lang)
             mine = [cases[j] for j in keep]
             label = f"{name} {'zh->en' if lang == 'zh' else 'en->zh'}" if name == "crosslingual" else f"{name} {lang}"
-            out[label] = (sample[f"q_{name}"][keep], langs[keep], sample[f"bm25_{name}"][keep],
-                          lambda n, i, mine=mine: sources[index[i]] == mine[n]["source"] and mine[n]["key"] in texts[index[i]])
+            out[label] = (
+                sample[f"q_{name}"][keep],
+                langs[keep],
+                sample[f"bm25_{name}"][keep],
+                lambda n, i, mine=mine: sources[index[i]] == mine[n]["source"] and mine[n]["key"] in texts[index[i]],
+            )
     return out
 
 
@@ -215,8 +220,9 @@ def measure_all(sample: dict, mixed: dict) -> dict:
             qv, ql = mixed[f"q_{name}"], np.array([lang] * len(gold))
             res[f"{name} mixed"] = run_set(method, mixed, qv, ql, mixed[f"bm25_{name}"], lambda n, i, g=gold: i == g[n], reference=sample)
             mono = subset(mixed, lang)
-            res[f"{name} mono"] = run_set(method, mono, qv, ql, bm25_subset(mixed[f"bm25_{name}"], mixed, lang),
-                                          lambda n, i, g=gold: i == g[n], reference=sample)
+            res[f"{name} mono"] = run_set(
+                method, mono, qv, ql, bm25_subset(mixed[f"bm25_{name}"], mixed, lang), lambda n, i, g=gold: i == g[n], reference=sample
+            )
         for name in ("off_topic", "squad", "cmrc"):
             qv = sample[f"q_{name}"] if name == "off_topic" else sample[f"q_{name}"]
             ql = np.array([detect_language(t) for t in sample[f"text_{name}"]])
@@ -236,9 +242,12 @@ def floors(res: dict, fixed: float | None = None) -> dict:
     score = [((on >= t).mean() + (off < t).mean()) / 2 for t in grid]
     best = fixed if fixed is not None else float(grid[int(np.argmax(score))])
     accuracy = ((on >= best).mean() + (off < best).mean()) / 2
-    return {"floor": round(best, 4), "balanced_accuracy": round(float(accuracy), 3),
-            "dense passes": {k: round(float((np.array(res[k]["top"]) >= best).mean()), 3) for k in on_sets + off_sets},
-            "hybrid found": {k: hybrid_found(res[k], best) for k in on_sets + off_sets}}
+    return {
+        "floor": round(best, 4),
+        "balanced_accuracy": round(float(accuracy), 3),
+        "dense passes": {k: round(float((np.array(res[k]["top"]) >= best).mean()), 3) for k in on_sets + off_sets},
+        "hybrid found": {k: hybrid_found(res[k], best) for k in on_sets + off_sets},
+    }
 
 
 def found_flags(r: dict, floor: float) -> list[bool]:
@@ -260,8 +269,7 @@ def cross_floors(raw: dict, fused: dict) -> dict:
     for floor in (None, *CROSS_FLOORS):
         row = {}
         for k in checks:
-            ok = [f or (floor is not None and c is not None and c >= floor)
-                  for f, c in zip(found_flags(raw[k], SHIPPED_FLOOR), fused[k]["cross_top"])]
+            ok = [f or (floor is not None and c is not None and c >= floor) for f, c in zip(found_flags(raw[k], SHIPPED_FLOOR), fused[k]["cross_top"])]
             row[k] = round(sum(ok) / len(ok), 3)
         out["none" if floor is None else str(floor)] = row
     return out
@@ -275,42 +283,62 @@ def verdict(results: dict, sets: list[str], cross: list[str]) -> str:
     method's worst same-language change against raw (hybrid hit@1, hit@5)."""
     same = [k for k in sets if k not in cross]
     met = [m for m, r in results.items() if all(r[k]["hybrid"]["hit@5"] >= TARGET for k in cross)]
-    worst = {m: [round(min(r[k]["hybrid"][f"hit@{n}"] - results["raw"][k]["hybrid"][f"hit@{n}"] for k in same), 3) for n in KS]
-             for m, r in results.items() if m != "raw"}
-    return (f"Target (hybrid hit@5 >= {TARGET} in both directions): met by {', '.join(met) or 'no method'}. "
-            "Worst same-language change against raw, hybrid hit@1 / hit@5: "
-            + "; ".join(f"{m} {a:+} / {b:+}" for m, (a, b) in worst.items()) + ".")
+    worst = {
+        m: [round(min(r[k]["hybrid"][f"hit@{n}"] - results["raw"][k]["hybrid"][f"hit@{n}"] for k in same), 3) for n in KS]
+        for m, r in results.items()
+        if m != "raw"
+    }
+    return (
+        f"Target (hybrid hit@5 >= {TARGET} in both directions): met by {', '.join(met) or 'no method'}. "
+        "Worst same-language change against raw, hybrid hit@1 / hit@5: " + "; ".join(f"{m} {a:+} / {b:+}" for m, (a, b) in worst.items()) + "."
+    )
 
 
 def write(results: dict, floor_table: dict, cross_table: dict, meta: dict) -> None:
     out = ROOT / "bench" / "results"
-    slim = {m: {k: {x: y for x, y in v.items() if x not in ("top", "fused_top", "w", "keyword_floor", "cross_top")} for k, v in r.items()}
-            for m, r in results.items()}
-    (out / "crosslingual_study.json").write_text(json.dumps({"meta": meta, "results": slim, "floors": floor_table, "cross_language_floors": cross_table}, indent=2) + "\n")
+    slim = {
+        m: {k: {x: y for x, y in v.items() if x not in ("top", "fused_top", "w", "keyword_floor", "cross_top")} for k, v in r.items()}
+        for m, r in results.items()
+    }
+    (out / "crosslingual_study.json").write_text(
+        json.dumps({"meta": meta, "results": slim, "floors": floor_table, "cross_language_floors": cross_table}, indent=2) + "\n"
+    )
     sets = [k for k in next(iter(results.values())) if not k.endswith("(off-topic)")]
-    lines = ["# Cross-lingual study: e5 dense scores (offline, numpy)\n",
-             f"`{meta['command']}` ({meta['date']}; {meta['machine']['cores']} cores, load average {meta['loadavg']}). "
-             f"Methods: see the script's docstring. Mixed: {meta['mixed']}. hit@1 / hit@5 per set; hybrid = weighted fusion, w {W}.\n",
-             "| method | mode | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    lines = [
+        "# Cross-lingual study: e5 dense scores (offline, numpy)\n",
+        f"`{meta['command']}` ({meta['date']}; {meta['machine']['cores']} cores, load average {meta['loadavg']}). "
+        f"Methods: see the script's docstring. Mixed: {meta['mixed']}. hit@1 / hit@5 per set; hybrid = weighted fusion, w {W}.\n",
+        "| method | mode | " + " | ".join(sets) + " |",
+        "|---|---|" + "---|" * len(sets),
+    ]
     for method, res in results.items():
         for mode in ("dense", "hybrid"):
             lines.append(f"| {method} | {mode} | " + " | ".join(f"{res[k][mode]['hit@1']} / {res[k][mode]['hit@5']}" for k in sets) + " |")
     cross = [k for k in sets if k.startswith("crosslingual")]
     lines.append("\n" + verdict(results, sets, cross))
-    lines += [f"\n{ONLY} (the ranking within the other language: what any merge of the languages can reach at most):\n",
-              "| method | " + " | ".join(cross) + " |", "|---|" + "---|" * len(cross)]
+    lines += [
+        f"\n{ONLY} (the ranking within the other language: what any merge of the languages can reach at most):\n",
+        "| method | " + " | ".join(cross) + " |",
+        "|---|" + "---|" * len(cross),
+    ]
     for method, res in results.items():
         lines.append(f"| {method} | " + " | ".join(f"{res[k][ONLY]['hit@1']} / {res[k][ONLY]['hit@5']}" for k in cross) + " |")
     checks = list(next(iter(floor_table.values()))["hybrid found"])
-    lines += ["\nFloors: the top dense score that best separates the sample KB's questions from off-topic ones "
-              "(balanced accuracy); then the share of each set that hybrid search calls found at that floor "
-              f"(raw at the shipped {SHIPPED_FLOOR} in the first row).\n",
-              "| method | floor | bal. acc. | " + " | ".join(checks) + " |", "|---|---|---|" + "---|" * len(checks)]
+    lines += [
+        "\nFloors: the top dense score that best separates the sample KB's questions from off-topic ones "
+        "(balanced accuracy); then the share of each set that hybrid search calls found at that floor "
+        f"(raw at the shipped {SHIPPED_FLOOR} in the first row).\n",
+        "| method | floor | bal. acc. | " + " | ".join(checks) + " |",
+        "|---|---|---|" + "---|" * len(checks),
+    ]
     for method, f in floor_table.items():
         lines.append(f"| {method} | {f['floor']} | {f['balanced_accuracy']} | " + " | ".join(str(f["hybrid found"][k]) for k in checks) + " |")
-    lines += [f"\n{LANG_FUSION}, found: the shipped rule on raw scores (e5 floor {SHIPPED_FLOOR}), or the top chunk in another "
-              "language with a raw cosine at or above the cross-language floor:\n",
-              "| cross-language floor | " + " | ".join(checks) + " |", "|---|" + "---|" * len(checks)]
+    lines += [
+        f"\n{LANG_FUSION}, found: the shipped rule on raw scores (e5 floor {SHIPPED_FLOOR}), or the top chunk in another "
+        "language with a raw cosine at or above the cross-language floor:\n",
+        "| cross-language floor | " + " | ".join(checks) + " |",
+        "|---|" + "---|" * len(checks),
+    ]
     for floor, row in cross_table.items():
         lines.append(f"| {floor} | " + " | ".join(str(row[k]) for k in checks) + " |")
     (out / "crosslingual_study.md").write_text("\n".join(lines) + "\n")
@@ -328,11 +356,14 @@ def main(argv=None) -> int:
     results = measure_all(sample, mixed)
     floor_table = {"raw (shipped floor)": floors(results["raw"], SHIPPED_FLOOR)}
     floor_table |= {m: floors(r) for m, r in results.items()}
-    meta = {"command": "python bench/crosslingual_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-            "loadavg": f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
-            "mixed": f"{int((mixed['langs'] == 'en').sum())} SQuAD + {int((mixed['langs'] == 'zh').sum())} CMRC paragraphs, "
-                     f"{len(mixed['q_squad'])} + {len(mixed['q_cmrc'])} questions"}
+    meta = {
+        "command": "python bench/crosslingual_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "loadavg": f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after",
+        "mixed": f"{int((mixed['langs'] == 'en').sum())} SQuAD + {int((mixed['langs'] == 'zh').sum())} CMRC paragraphs, "
+        f"{len(mixed['q_squad'])} + {len(mixed['q_cmrc'])} questions",
+    }
     write(results, floor_table, cross_floors(results["raw"], results[LANG_FUSION]), meta)
     return 0
 

@@ -9,6 +9,7 @@ cached under ``<cache_dir>/crosslingual-study/``:
   each), the vectors of a sample of each set's questions and their BM25 scores, for the
   same-language regression check in a knowledge base that holds both languages.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,11 @@ def squad_sets(steps: dict[str, int], questions: int, seed: int = 0) -> dict:
     out = {}
     for name, path in (("squad", SQUAD), ("cmrc", CMRC)):
         paragraphs, items = read_squad(path, every_question=True)
-        kept = paragraphs[::steps[name]]
+        kept = paragraphs[:: steps[name]]
         ids = {p.id for p in kept}
         items = [it for it in items if str(it.source) in ids and it.question.strip()]
         pick = sorted(rng.choice(len(items), size=min(questions, len(items)), replace=False))
-        out[name] = {"docs": [(p.id, p.context) for p in kept],
-                     "queries": [items[i].question for i in pick], "gold": [str(items[i].source) for i in pick]}
+        out[name] = {"docs": [(p.id, p.context) for p in kept], "queries": [items[i].question for i in pick], "gold": [str(items[i].source) for i in pick]}
     return out
 
 
@@ -82,13 +82,18 @@ def sample_vectors(cache: Path, extra: dict[str, tuple[list[str], np.ndarray]]) 
         ids = sorted(kb.store.all_ids())
         chunks = {c.id: c for c in kb.store.get(ids)}
         texts = [chunks[i].text for i in ids]
-        out = {"ids": np.array(ids), "texts": np.array(texts, dtype=object),
-               "sources": np.array([Path(chunks[i].source).name for i in ids]),
-               "langs": np.array([detect_language(t) for t in texts]),
-               "vectors": kb.embedder.embed_documents(texts)}
-        sets = {"crosslingual": [c["query"] for c in _jsonl(ROOT / "data" / "crosslingual_qa.jsonl")],
-                "sample_qa": [c["query"] for c in _jsonl(ROOT / "data" / "sample_qa.jsonl")],
-                "off_topic": off_topic()}
+        out = {
+            "ids": np.array(ids),
+            "texts": np.array(texts, dtype=object),
+            "sources": np.array([Path(chunks[i].source).name for i in ids]),
+            "langs": np.array([detect_language(t) for t in texts]),
+            "vectors": kb.embedder.embed_documents(texts),
+        }
+        sets = {
+            "crosslingual": [c["query"] for c in _jsonl(ROOT / "data" / "crosslingual_qa.jsonl")],
+            "sample_qa": [c["query"] for c in _jsonl(ROOT / "data" / "sample_qa.jsonl")],
+            "off_topic": off_topic(),
+        }
         for name, queries in [*sets.items(), *((n, t) for n, (t, _) in extra.items())]:
             out[f"q_{name}"] = extra[name][1] if name in extra else _queries(kb.embedder, queries)
             out[f"bm25_{name}"] = _bm25_rows(kb.retriever.keyword, ids, queries)

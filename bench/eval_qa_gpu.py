@@ -12,6 +12,7 @@ core per process), so the full RAG path is split at the prompt:
 3. ``score`` (here): predictions files -> ``kbqa eval qa|squad --predictions`` run folders under
    bench/results/eval_runs/<name>-gpu/, then ``bench/eval_qa.py collect``.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,13 @@ def prep(names: list[str]) -> None:
     settings = Settings.load()
     PROMPTS.mkdir(parents=True, exist_ok=True)
     s = settings.llm
-    llm_settings = {"model": s.model, "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
-                    "max_context_tokens": s.max_context_tokens, "stop": list(getattr(s, "stop", None) or [])}
+    llm_settings = {
+        "model": s.model,
+        "max_new_tokens": s.max_new_tokens,
+        "temperature": s.temperature,
+        "max_context_tokens": s.max_context_tokens,
+        "stop": list(getattr(s, "stop", None) or []),
+    }
     (PROMPTS / "llm_settings.json").write_text(json.dumps(llm_settings, indent=2) + "\n")
     for name in names:
         t0 = time.time()
@@ -55,8 +61,18 @@ def prep(names: list[str]) -> None:
             paragraphs, items = read_squad(path)
             rows = rag_prompts(squad_kb(path, paragraphs, settings), sample_evenly(items, 200))
         elif name == "evalscope":
-            rows = [{"id": it.id, "question": it.question, "messages": closed_book_messages(it), "found": True, "sources": None,
-                     "retrieve_ms": 0.0, "not_found_answer": None} for it in read_qa_jsonl(EVALSCOPE)]
+            rows = [
+                {
+                    "id": it.id,
+                    "question": it.question,
+                    "messages": closed_book_messages(it),
+                    "found": True,
+                    "sources": None,
+                    "retrieve_ms": 0.0,
+                    "not_found_answer": None,
+                }
+                for it in read_qa_jsonl(EVALSCOPE)
+            ]
         else:
             raise SystemExit(f"unknown set {name!r}")
         with (PROMPTS / f"{name}.jsonl").open("w", encoding="utf-8") as f:
@@ -71,8 +87,13 @@ def gpu(out: str, batch: int) -> None:
     from kbqa.retrieval.llm.transformers import TransformersLLM
 
     cfg = json.loads((PROMPTS / "llm_settings.json").read_text())
-    llm = TransformersLLM(cfg["model"], device="cuda" if torch.cuda.is_available() else "cpu", cache_dir=Path("/tmp/kbqa-cache"),
-                          stop=tuple(cfg["stop"]), max_context_tokens=cfg["max_context_tokens"])
+    llm = TransformersLLM(
+        cfg["model"],
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        cache_dir=Path("/tmp/kbqa-cache"),
+        stop=tuple(cfg["stop"]),
+        max_context_tokens=cfg["max_context_tokens"],
+    )
     llm.warm_up()
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -121,9 +142,13 @@ def score(answers_dir: str) -> None:
         cmd = [kbqa, "eval", kind, str(data), "--predictions", str(preds), "--out", str(out)] + (["--limit", "200"] if kind == "squad" else [])
         subprocess.run(cmd, check=True, cwd=ROOT)
         g = info["sets"][name]
-        bench = {"command": f"python bench/eval_qa_gpu.py prep|gpu|score ({name}); generation on {info['device']}, torch {info['torch']}, "
-                            f"batch {g['batch']}: {g['generated']} answers in {g['generate_s']} s",
-                 "wall_s": g["generate_s"], "loadavg_before": [], "loadavg_after": []}
+        bench = {
+            "command": f"python bench/eval_qa_gpu.py prep|gpu|score ({name}); generation on {info['device']}, torch {info['torch']}, "
+            f"batch {g['batch']}: {g['generated']} answers in {g['generate_s']} s",
+            "wall_s": g["generate_s"],
+            "loadavg_before": [],
+            "loadavg_after": [],
+        }
         (out / "bench.json").write_text(json.dumps(bench, indent=2) + "\n")
 
 

@@ -8,6 +8,7 @@ abstention (its loss weight, the checkpoint choice); if they are mostly wrong, i
 
     python bench/finetune_abstain_probe.py --gen /tmp/ft7/run --adapter /tmp/ft7/run/adapter
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,7 @@ def main() -> None:
     from kbqa.retrieval.prompts import NOT_FOUND
 
     items = json.loads((Path(args.gen) / "generations.json").read_text())["items"]
-    probe = [t for t in items if t.get("answers") and t["found"] and not str(t["id"]).endswith("-nf")
-             and abstains(t.get(args.system) or "")]
+    probe = [t for t in items if t.get("answers") and t["found"] and not str(t["id"]).endswith("-nf") and abstains(t.get(args.system) or "")]
 
     class ForbidFirst(LogitsProcessor):
         """Forbid one token at the first generated position (left padding: the same step for every row)."""
@@ -65,8 +65,7 @@ def main() -> None:
         forbid: int
 
         def _gen_kwargs(self, max_tokens: int, temperature: float) -> dict:
-            return {**super()._gen_kwargs(max_tokens, temperature),
-                    "logits_processor": LogitsProcessorList([ForbidFirst(self.forbid)])}
+            return {**super()._gen_kwargs(max_tokens, temperature), "logits_processor": LogitsProcessorList([ForbidFirst(self.forbid)])}
 
     llm = Forced(args.model, device=args.device, adapter=args.adapter, cache_dir=Path(args.cache_dir))
     llm.forbid = llm.tokenizer(NOT_FOUND["en"], add_special_tokens=False)["input_ids"][0]  # the sentence's first token
@@ -78,9 +77,12 @@ def main() -> None:
             per.append({"question": t["question"], "answers": t["answers"], "forced": text, "em": sc["em"], "f1": sc["f1"]})
             print(f"{sc['em']:.0f} {sc['f1']:.2f} | {t['question'][:60]} -> {text[:60]!r} (ref {t['answers'][0]!r})", flush=True)
     n = len(per)
-    summary = {"system": args.system, "abstained_answerable": n,
-               "forced_em": round(sum(r["em"] for r in per) / max(1, n), 4),
-               "forced_f1": round(sum(r["f1"] for r in per) / max(1, n), 4)}
+    summary = {
+        "system": args.system,
+        "abstained_answerable": n,
+        "forced_em": round(sum(r["em"] for r in per) / max(1, n), 4),
+        "forced_f1": round(sum(r["f1"] for r in per) / max(1, n), 4),
+    }
     print(json.dumps(summary))
     (Path(args.gen) / "abstain_probe.json").write_text(json.dumps({"summary": summary, "items": per}, ensure_ascii=False, indent=1))
 

@@ -8,6 +8,7 @@ lack the answer: how often the model says the NOT_FOUND sentence. Citation marke
 before scoring, for every system alike. Questions the retriever finds nothing for get the
 NOT_FOUND sentence without the model, as `kbqa ask` does; they count in every system.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,22 +88,36 @@ def main() -> None:
             if loss is not None and s != "sample_qa":
                 results[s][name]["target_perplexity"] = round(math.exp(loss), 3)
     report = {
-        "title": args.title, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": args.command, "device": info, "training": train, "results": results,
-        "scoring_machine": platform.node(), "loadavg_here": os.getloadavg(),
-        "examples": {s: [{"question": t["question"][-200:], "answers": t.get("answers"),
-                          **{n: t.get(n) for n in systems}} for t in [x for x in items if x.get("set", "test") == s][:5]]
-                     for s in sets},
+        "title": args.title,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": args.command,
+        "device": info,
+        "training": train,
+        "results": results,
+        "scoring_machine": platform.node(),
+        "loadavg_here": os.getloadavg(),
+        "examples": {
+            s: [
+                {"question": t["question"][-200:], "answers": t.get("answers"), **{n: t.get(n) for n in systems}}
+                for t in [x for x in items if x.get("set", "test") == s][:5]
+            ]
+            for s in sets
+        },
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"finetune_{args.name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    lines = [f"# {args.title or 'Fine-tuning: base vs adapter'}", "",
-             f"Date: {report['date']}. Trained and generated on: {info.get('device_name')} (torch {info.get('torch')})."]
+    lines = [
+        f"# {args.title or 'Fine-tuning: base vs adapter'}",
+        "",
+        f"Date: {report['date']}. Trained and generated on: {info.get('device_name')} (torch {info.get('torch')}).",
+    ]
     if train:  # generation-only runs (gpu --no-train) have no training metrics
-        lines.append(f"Training: {train.get('train_examples')} examples, {train.get('steps')} steps, {train.get('train_seconds')} s,"
-                     f" best validation loss {train.get('best_val_loss')} (from {train.get('initial_val_loss')}),"
-                     f" device {train.get('device')}, {train.get('dtype')}.")
+        lines.append(
+            f"Training: {train.get('train_examples')} examples, {train.get('steps')} steps, {train.get('train_seconds')} s,"
+            f" best validation loss {train.get('best_val_loss')} (from {train.get('initial_val_loss')}),"
+            f" device {train.get('device')}, {train.get('dtype')}."
+        )
     lines.append("")
     cols = ["em", "f1", "lf-rouge-l", "lf-bleu-4", "contains", "abstained", "not_found_rate", "target_perplexity", "words"]
     for s in sets:
@@ -111,10 +126,18 @@ def main() -> None:
             r = results[s][name]
             lines.append(f"| {name} | {r['n_answerable']} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
         lines.append("")
-    lines += ["em/f1: SQuAD rules, citations [n] removed; lf-rouge-l / lf-bleu-4: LLaMA-Factory style; contains: key in answer;",
-              "abstained: share of answerable questions answered 'not found'; not_found_rate: share of prompts whose blocks",
-              "lack the answer that got the NOT_FOUND sentence; target_perplexity: of the reference reply, assistant tokens only.", "",
-              "Command:", "", "```", args.command, "```", ""]
+    lines += [
+        "em/f1: SQuAD rules, citations [n] removed; lf-rouge-l / lf-bleu-4: LLaMA-Factory style; contains: key in answer;",
+        "abstained: share of answerable questions answered 'not found'; not_found_rate: share of prompts whose blocks",
+        "lack the answer that got the NOT_FOUND sentence; target_perplexity: of the reference reply, assistant tokens only.",
+        "",
+        "Command:",
+        "",
+        "```",
+        args.command,
+        "```",
+        "",
+    ]
     (out / f"finetune_{args.name}.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 

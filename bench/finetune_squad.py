@@ -14,6 +14,7 @@ Three stages, so that the GPU machine only trains and generates:
     python bench/finetune_squad.py gpu --data .gpu/squad --model MODEL_DIR --out $OUT
     python bench/finetune_squad.py score --gen DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,7 @@ def prep(args) -> None:
     docs = work / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     for i, art in enumerate(articles):
-        (docs / f"{i:02d}_{art['title'][:40].replace('/', '_')}.txt").write_text(
-            "\n\n".join(p["context"] for p in art["paragraphs"]), encoding="utf-8")
+        (docs / f"{i:02d}_{art['title'][:40].replace('/', '_')}.txt").write_text("\n\n".join(p["context"] for p in art["paragraphs"]), encoding="utf-8")
     settings = Settings.load()  # KBQA_* environment variables apply, as for the CLI
     kb = KnowledgeBase(work / "kb", settings)
     if kb.record is None:
@@ -136,18 +136,34 @@ def prep(args) -> None:
         if split == "test":
             refs = sorted({a["text"].strip() for a in qa["answers"]})
             ex = rag_example(pair, hits, split)
-            rows["test"].append({"id": qa["id"], "question": pair.question, "answers": refs, "found": result.found,
-                                 "messages": build_messages(pair.question, hits), "target": ex.messages[-1]["content"],
-                                 "kind": ex.meta["kind"]})
+            rows["test"].append(
+                {
+                    "id": qa["id"],
+                    "question": pair.question,
+                    "answers": refs,
+                    "found": result.found,
+                    "messages": build_messages(pair.question, hits),
+                    "target": ex.messages[-1]["content"],
+                    "kind": ex.meta["kind"],
+                }
+            )
             if len(rows["test_not_found"]) < args.test_not_found:
                 # blocks that hold none of the reference answers
                 lacking = [h for h in hits + spare if not any(r.lower() in h.chunk.text.lower() for r in refs)]
                 nf = not_found_example(pair, hits, split, spare=lacking)
                 nf = nf if nf is not None and not any(r.lower() in nf.messages[1]["content"].lower() for r in refs) else None
                 if nf is not None:
-                    rows["test_not_found"].append({"id": qa["id"] + "-nf", "question": pair.question, "answers": [],
-                                                   "found": True, "messages": nf.messages[:-1],
-                                                   "target": nf.messages[-1]["content"], "kind": "not_found"})
+                    rows["test_not_found"].append(
+                        {
+                            "id": qa["id"] + "-nf",
+                            "question": pair.question,
+                            "answers": [],
+                            "found": True,
+                            "messages": nf.messages[:-1],
+                            "target": nf.messages[-1]["content"],
+                            "kind": "not_found",
+                        }
+                    )
             continue
         ex = rag_example(pair, hits, split)
         rows[split].append({"messages": ex.messages, "split": split, "meta": ex.meta})
@@ -162,8 +178,9 @@ def prep(args) -> None:
     counts = {k: len(v) for k, v in rows.items()}
     counts["train_not_found"] = sum(r["meta"]["kind"] == "not_found" for r in rows["train"])
     counts["test_retrieval_missed"] = sum(r["kind"] == "not_found" for r in rows["test"])
-    (out / "prep.json").write_text(json.dumps({"counts": counts, "seed": args.seed, "k": kb.settings.retrieval.k,
-                                               "mode": kb.settings.retrieval.mode}, indent=2))
+    (out / "prep.json").write_text(
+        json.dumps({"counts": counts, "seed": args.seed, "k": kb.settings.retrieval.k, "mode": kb.settings.retrieval.mode}, indent=2)
+    )
     print(json.dumps(counts), n_data, n_test)
 
 
@@ -213,13 +230,26 @@ def gpu(args) -> None:
         rows = _densest_contexts(rows, args.dense_contexts)
     plain.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     adapter = out / "adapter"
-    info = {"device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "torch": torch.__version__}
-    cfg = TrainConfig(data=str(plain), output_dir=str(adapter), model=args.model, learning_rate=args.lr, lora_rank=args.rank,
-                      batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
-                      eval_every=args.eval_every, max_length=args.max_length, max_minutes=args.max_minutes,
-                      cache_dir=args.cache_dir, progress=args.progress, device=args.device, max_steps=args.max_steps,
-                      lora_last_layers=args.lora_last_layers, pack_shared_prefix=args.pack)
+    info = {"device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__}
+    cfg = TrainConfig(
+        data=str(plain),
+        output_dir=str(adapter),
+        model=args.model,
+        learning_rate=args.lr,
+        lora_rank=args.rank,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        epochs=args.epochs,
+        eval_every=args.eval_every,
+        max_length=args.max_length,
+        max_minutes=args.max_minutes,
+        cache_dir=args.cache_dir,
+        progress=args.progress,
+        device=args.device,
+        max_steps=args.max_steps,
+        lora_last_layers=args.lora_last_layers,
+        pack_shared_prefix=args.pack,
+    )
     if not args.no_train:
         started = time.perf_counter()
         metrics = train(cfg)
@@ -269,11 +299,18 @@ def main() -> None:
     a.add_argument("--test-not-found", dest="test_not_found", type=int, default=100)
     a.add_argument("--not-found-ratio", dest="not_found_ratio", type=float, default=0.15)
     a.add_argument("--seed", type=int, default=42)
-    a.add_argument("--train-distractors", dest="train_distractors", type=int,
-                   help="training prompts keep the first block holding the answer and only this many others "
-                        "(validation and test prompts keep all k)")
-    a.add_argument("--share-context", dest="share_context", action="store_true",
-                   help="training questions on one paragraph reuse one retrieval's blocks when they hold the answer (for --pack)")
+    a.add_argument(
+        "--train-distractors",
+        dest="train_distractors",
+        type=int,
+        help="training prompts keep the first block holding the answer and only this many others (validation and test prompts keep all k)",
+    )
+    a.add_argument(
+        "--share-context",
+        dest="share_context",
+        action="store_true",
+        help="training questions on one paragraph reuse one retrieval's blocks when they hold the answer (for --pack)",
+    )
     a.set_defaults(func=prep)
     g = sub.add_parser("gpu")
     g.add_argument("--data", default=".gpu/squad")
@@ -293,13 +330,23 @@ def main() -> None:
     g.add_argument("--max-steps", dest="max_steps", type=int)
     g.add_argument("--limit-test", dest="limit_test", type=int, help="only the first N test prompts (smoke runs)")
     g.add_argument("--gen-batch", dest="gen_batch", type=int, default=128)
-    g.add_argument("--also-adapter", dest="also_adapter", action="append", default=[],
-                   help="[NAME=]FOLDER: another adapter to generate with, as system adapter_NAME (e.g. the SQuAD adapter on the sample KB)")
+    g.add_argument(
+        "--also-adapter",
+        dest="also_adapter",
+        action="append",
+        default=[],
+        help="[NAME=]FOLDER: another adapter to generate with, as system adapter_NAME (e.g. the SQuAD adapter on the sample KB)",
+    )
     g.add_argument("--no-train", dest="no_train", action="store_true", help="generate only: base and --also-adapter folders")
     g.add_argument("--no-base", dest="no_base", action="store_true", help="do not generate with the base model")
     g.add_argument("--lora-last-layers", dest="lora_last_layers", type=int, default=0, help="LoRA only in the last n layers")
-    g.add_argument("--dense-contexts", dest="dense_contexts", type=int, default=0,
-                   help="train only on the N most-asked answerable contexts, plus 'not found' ones in the data's proportion (with --pack: most questions per token)")
+    g.add_argument(
+        "--dense-contexts",
+        dest="dense_contexts",
+        type=int,
+        default=0,
+        help="train only on the N most-asked answerable contexts, plus 'not found' ones in the data's proportion (with --pack: most questions per token)",
+    )
     g.add_argument("--pack", action="store_true", help="pack questions that share their blocks (prep --share-context)")
     g.add_argument("--progress", action="store_true", help="a training progress bar")
     g.add_argument("--only-set", dest="only_set", help="only the test prompts of this set (e.g. sample_qa)")

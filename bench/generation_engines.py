@@ -4,6 +4,7 @@ at batch 1 (greedy, `new_tokens` forced), peak RSS of this process after each en
 
     .venv/bin/python -m bench.generation_engines   # writes bench/results/generation.{json,md}
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ def _transformers(prompts, new_tokens: int) -> dict:
             t = time.perf_counter()
             model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
             total = time.perf_counter() - t
-        row[f"prompt_{n}"] = {"prompt_tokens": int(inputs["input_ids"].shape[1]), "ttft_s": round(ttft, 2),
-                              "decode_tokens_per_s": round((new_tokens - 1) / max(total - ttft, 1e-9), 1)}
+        row[f"prompt_{n}"] = {
+            "prompt_tokens": int(inputs["input_ids"].shape[1]),
+            "ttft_s": round(ttft, 2),
+            "decode_tokens_per_s": round((new_tokens - 1) / max(total - ttft, 1e-9), 1),
+        }
     row["peak_rss_mb"] = _rss_mb()
     return row
 
@@ -63,8 +67,13 @@ def _llama_cpp(prompts, new_tokens: int) -> dict:
         out = llama.create_chat_completion(messages=msgs, max_tokens=new_tokens, temperature=0.0, logit_bias={llama.token_eos(): -100.0})
         total = time.perf_counter() - t
         made = out["usage"]["completion_tokens"]
-        row[f"prompt_{n}"] = {"prompt_tokens": out["usage"]["prompt_tokens"], "content_tokens": tokens, "ttft_s": round(ttft, 2),
-                              "decode_tokens": made, "decode_tokens_per_s": round((made - 1) / max(total - ttft, 1e-9), 1)}
+        row[f"prompt_{n}"] = {
+            "prompt_tokens": out["usage"]["prompt_tokens"],
+            "content_tokens": tokens,
+            "ttft_s": round(ttft, 2),
+            "decode_tokens": made,
+            "decode_tokens_per_s": round((made - 1) / max(total - ttft, 1e-9), 1),
+        }
     row["peak_rss_mb"] = _rss_mb()
     return row
 
@@ -73,17 +82,27 @@ def main(new_tokens: int = 32) -> dict:
     from bench.speed_generation import _prompt_messages
 
     prompts = {n: _prompt_messages(n) for n in SIZES}
-    out = {"command": "python -m bench.generation_engines", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "loadavg_before": os.getloadavg(), "cpus": os.cpu_count(), "new_tokens": new_tokens}
+    out = {
+        "command": "python -m bench.generation_engines",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_before": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "new_tokens": new_tokens,
+    }
     out["llama_cpp"] = _llama_cpp(prompts, new_tokens)  # first: its peak RSS is not the transformers one
     out["transformers_fp32"] = _transformers(prompts, new_tokens)
     out["loadavg_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "generation.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"# Generation engines: `{out['command']}`", "",
-             f"{out['date']}, {out['cpus']} CPUs, load average before {out['loadavg_before']}, after {out['loadavg_after']}; "
-             f"{new_tokens} greedy tokens forced. Peak RSS is this process's after each engine (llama.cpp measured first).", "",
-             "| engine | load s | prompt tokens | TTFT s | decode tok/s (batch 1) | peak RSS MB |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Generation engines: `{out['command']}`",
+        "",
+        f"{out['date']}, {out['cpus']} CPUs, load average before {out['loadavg_before']}, after {out['loadavg_after']}; "
+        f"{new_tokens} greedy tokens forced. Peak RSS is this process's after each engine (llama.cpp measured first).",
+        "",
+        "| engine | load s | prompt tokens | TTFT s | decode tok/s (batch 1) | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for engine in ("transformers_fp32", "llama_cpp"):
         r = out[engine]
         for n in SIZES:

@@ -12,6 +12,7 @@ pydantic or chromadb needed). Inputs come from a folder (default ``.gpu/``):
 
     python -m bench.gpu --inputs .gpu --out results.json
 """
+
 from __future__ import annotations
 
 import argparse

@@ -16,6 +16,7 @@ base once, and `kbqa doctor` must be clean. Reported: p50/p95/p99 per kind, the 
 Writes bench/results/load_<name>.{json,md}; exit 1 when the run fails the bar above.
 `run_load(url, ...)` is the reusable part (tests/test_security_load.py runs a short form).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,8 +135,13 @@ def run_load(
         if kind == "list":
             return _outcome(http.get(f"/v1/kbs/{kb}/documents"))
         if kind in ("chat", "chat_stream"):
-            body = {"model": kb, "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens, "stream": kind == "chat_stream",
-                    "seed": rng.randrange(2**31)}  # a seed: the answer cache does not answer it, every chat is worked out
+            body = {
+                "model": kb,
+                "messages": [{"role": "user", "content": q}],
+                "max_tokens": max_tokens,
+                "stream": kind == "chat_stream",
+                "seed": rng.randrange(2**31),
+            }  # a seed: the answer cache does not answer it, every chat is worked out
             r = http.post("/v1/chat/completions", json=body)
             return _stream_outcome(r) if kind == "chat_stream" else _outcome(r)
         name, data = uploads[(n + i) % len(uploads)]
@@ -240,13 +246,25 @@ def verify_uploads(url: str, upload_kb: str, accepted: list[dict], token: str | 
     landed = [f for f in accepted if f["status"] in ("added", "replaced", "unchanged")]
     missing = sorted({f["name"] for f in landed} - set(names))
     duplicated = sorted({n for n in names if names.count(n) > 1})
-    return {"accepted": len(accepted), "landed": len(landed), "listed": len(listed), "missing": missing, "duplicated": duplicated,
-            "other_statuses": sorted({f["status"] for f in accepted} - {"added", "replaced", "unchanged"})}
+    return {
+        "accepted": len(accepted),
+        "landed": len(landed),
+        "listed": len(listed),
+        "missing": missing,
+        "duplicated": duplicated,
+        "other_statuses": sorted({f["status"] for f in accepted} - {"added", "replaced", "unchanged"}),
+    }
 
 
 def doctor(kb_dir: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", kb_dir, "--json"], capture_output=True, text=True,
-                         cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", kb_dir, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        timeout=600,
+    )
     try:
         return {"exit": out.returncode, **json.loads(out.stdout)}
     except json.JSONDecodeError:
@@ -269,8 +287,10 @@ RO_TOKEN, RW_TOKEN = "load-test-read-only-key", "load-test-read-write-key"
 
 
 def _keys_file(path: Path) -> Path:
-    path.write_text(f'[[key]]\nname = "ro"\ntoken = "{RO_TOKEN}"\nkbs = {{ "*" = "r" }}\n\n'
-                    f'[[key]]\nname = "rw"\ntoken = "{RW_TOKEN}"\nkbs = {{ "*" = "rw" }}\n', encoding="utf-8")
+    path.write_text(
+        f'[[key]]\nname = "ro"\ntoken = "{RO_TOKEN}"\nkbs = {{ "*" = "r" }}\n\n[[key]]\nname = "rw"\ntoken = "{RW_TOKEN}"\nkbs = {{ "*" = "rw" }}\n',
+        encoding="utf-8",
+    )
     return path
 
 
@@ -301,8 +321,13 @@ def passed(result: dict) -> bool:
     """Item 1's bar: no error (429/503 with Retry-After count as handled), no hung client, every
     accepted upload listed once, and `kbqa doctor` clean on every served knowledge base."""
     check = result.get("uploads_check") or {}
-    return (result["errors"] == 0 and not result.get("clients_hung") and not check.get("missing") and not check.get("duplicated")
-            and all(d.get("exit") == 0 for d in result.get("doctor", {}).values()))
+    return (
+        result["errors"] == 0
+        and not result.get("clients_hung")
+        and not check.get("missing")
+        and not check.get("duplicated")
+        and all(d.get("exit") == 0 for d in result.get("doctor", {}).values())
+    )
 
 
 def render_md(result: dict, meta: dict) -> str:
@@ -323,19 +348,26 @@ def render_md(result: dict, meta: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for kind, k in result["kinds"].items():
-        lines.append(f"| {kind} | {k['requests']} | {k['errors']} | {k['per_s']} | {k['p50_ms']} | {k['p95_ms']} | {k['p99_ms']} | "
-                     f"{k['max_ms']} | {k['share_503']:.1%} | {k['statuses']} |")
+        lines.append(
+            f"| {kind} | {k['requests']} | {k['errors']} | {k['per_s']} | {k['p50_ms']} | {k['p95_ms']} | {k['p99_ms']} | "
+            f"{k['max_ms']} | {k['share_503']:.1%} | {k['statuses']} |"
+        )
     lines.append("")
     if "rss_mb_start" in result:
-        lines.append(f"Server RSS: start {result['rss_mb_start']} MB, peak {result['rss_mb_max']} MB, end {result['rss_mb_end']} MB "
-                     f"(sampled every second; all samples in the JSON).")
+        lines.append(
+            f"Server RSS: start {result['rss_mb_start']} MB, peak {result['rss_mb_max']} MB, end {result['rss_mb_end']} MB "
+            f"(sampled every second; all samples in the JSON)."
+        )
     check = result.get("uploads_check")
     if check:
-        lines.append(f"Uploads: {check['accepted']} answered 200, {check['landed']} stored, {check['listed']} listed afterwards; "
-                     f"missing {check['missing'] or 'none'}, listed twice {check['duplicated'] or 'none'}.")
+        lines.append(
+            f"Uploads: {check['accepted']} answered 200, {check['landed']} stored, {check['listed']} listed afterwards; "
+            f"missing {check['missing'] or 'none'}, listed twice {check['duplicated'] or 'none'}."
+        )
     for name, d in result.get("doctor", {}).items():
-        lines.append(f"`kbqa doctor` on {name}: exit {d.get('exit')}, {d.get('documents')} documents, {d.get('chunks')} chunks, "
-                     f"problems {d.get('problems') or 'none'}.")
+        lines.append(
+            f"`kbqa doctor` on {name}: exit {d.get('exit')}, {d.get('documents')} documents, {d.get('chunks')} chunks, problems {d.get('problems') or 'none'}."
+        )
     for kind, k in result["kinds"].items():
         for e in k["error_samples"]:
             lines.append(f"- {kind} error: `{e}`")
@@ -371,15 +403,34 @@ def main(argv: list[str] | None = None) -> int:
             kb_dir = args.kb_dir
             if not kb_dir:
                 kb_dir = str(tmp / "sample")
-                subprocess.run([sys.executable, "-m", "kbqa.app.cli.ingest_main", str(ROOT / "data" / "sample"), "--kb", kb_dir, "--no-progress"],
-                               check=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(ROOT / "data" / "sample"), "--kb", kb_dir, "--no-progress"],
+                    check=True,
+                    cwd=ROOT,
+                    env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                    stdout=subprocess.DEVNULL,
+                )
             kb_dirs = {"sample": kb_dir, "uploads": str(tmp / "uploads")}
             port = _free_port()
-            proc = _start_server([f"{k}={v}" for k, v in kb_dirs.items()], port, tmp / "server.log", args.max_new_tokens,
-                                 _keys_file(tmp / "keys.toml"), ["--max-pending", str(args.max_pending)])
+            proc = _start_server(
+                [f"{k}={v}" for k, v in kb_dirs.items()],
+                port,
+                tmp / "server.log",
+                args.max_new_tokens,
+                _keys_file(tmp / "keys.toml"),
+                ["--max-pending", str(args.max_pending)],
+            )
             url, pid, ro, rw = f"http://127.0.0.1:{port}", proc.pid, RO_TOKEN, RW_TOKEN
-        result = run_load(url, clients=args.clients, duration_s=args.seconds, ro_token=ro, rw_token=rw, server_pid=pid,
-                          request_timeout_s=args.timeout, max_tokens=args.max_new_tokens)
+        result = run_load(
+            url,
+            clients=args.clients,
+            duration_s=args.seconds,
+            ro_token=ro,
+            rw_token=rw,
+            server_pid=pid,
+            request_timeout_s=args.timeout,
+            max_tokens=args.max_new_tokens,
+        )
         result["uploads_check"] = verify_uploads(url, "uploads", result.pop("uploads_accepted"), rw)
         result["doctor"] = {k: doctor(v) for k, v in kb_dirs.items()}
     finally:

@@ -11,6 +11,7 @@ runs for this model; `check` compares it with sentence-transformers on CPU.
 IN.npz holds `ids` (all token ids, uint16, concatenated) and `lengths` (per text), made by
 bench/retrieval_quality.py with the model's own tokenizer (truncation at 256 tokens).
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ reason, not as a quality figure). With --model (a local CrossEncoder folder) bot
 
 Writes bench/results/rerank.{json,md}; os.getloadavg() is recorded beside each figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,14 @@ def run(retriever: Retriever, qa: list[dict], rounds: int) -> dict:
                 sources = [Path(h.chunk.source).name for h in got.hits]
                 hit1 += bool(sources) and sources[0] == item["source"]
                 hit5 += item["source"] in sources
-    return {"p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1), "timed_queries": len(latencies),
-            "hit@1": round(hit1 / len(qa), 3), "hit@5": round(hit5 / len(qa), 3), "loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2)}
+    return {
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "timed_queries": len(latencies),
+        "hit@1": round(hit1 / len(qa), 3),
+        "hit@5": round(hit5 / len(qa), 3),
+        "loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2),
+    }
 
 
 def main() -> int:
@@ -82,21 +89,33 @@ def main() -> int:
         reranked = Retriever(kb.embedder, kb.store, kb.keyword_index, config=config, reranker=make_reranker(str(model), device="cpu"))
         for r in (base, reranked):
             r.retrieve("warm up the models", K)
-        out = {"baseline (hybrid, no rerank)": run(base, qa, args.rounds),
-               f"hybrid + rerank ({config.rerank_candidates} -> {K})": run(reranked, qa, args.rounds)}
+        out = {
+            "baseline (hybrid, no rerank)": run(base, qa, args.rounds),
+            f"hybrid + rerank ({config.rerank_candidates} -> {K})": run(reranked, qa, args.rounds),
+        }
         chunks = kb.store.count()
     base_row, rr_row = out.values()
     added = round(rr_row["p50_ms"] - base_row["p50_ms"], 1)
     threads = os.environ.get("OMP_NUM_THREADS")
-    meta = {"command": (f"OMP_NUM_THREADS={threads} " if threads else "") + "python bench/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, shared",
-            "reranker": args.model or "packaged MiniLM + untrained one-label head (latency only)", "chunks": chunks, "questions": len(qa),
-            "k": K, "candidates": config.rerank_candidates, "p50_added_ms": added}
+    meta = {
+        "command": (f"OMP_NUM_THREADS={threads} " if threads else "") + "python bench/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, shared",
+        "reranker": args.model or "packaged MiniLM + untrained one-label head (latency only)",
+        "chunks": chunks,
+        "questions": len(qa),
+        "k": K,
+        "candidates": config.rerank_candidates,
+        "p50_added_ms": added,
+    }
     res = ROOT / "bench" / "results"
     (res / "rerank.json").write_text(json.dumps({"meta": meta, "results": out}, indent=2) + "\n")
-    lines = [f"# Rerank latency, sample KB ({chunks} chunks, {len(qa)} questions x {args.rounds}), k={K}\n",
-             f"`{meta['command']}` ({meta['date']}, {meta['machine']}); reranker: {meta['reranker']}\n",
-             "| system | p50 ms | p95 ms | timed queries | hit@1 | hit@5 | load avg (1 min) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Rerank latency, sample KB ({chunks} chunks, {len(qa)} questions x {args.rounds}), k={K}\n",
+        f"`{meta['command']}` ({meta['date']}, {meta['machine']}); reranker: {meta['reranker']}\n",
+        "| system | p50 ms | p95 ms | timed queries | hit@1 | hit@5 | load avg (1 min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [f"| {name} | {x['p50_ms']} | {x['p95_ms']} | {x['timed_queries']} | {x['hit@1']} | {x['hit@5']} | {x['loadavg_1m']} |" for name, x in out.items()]
     lines.append(f"\nRerank adds {added} ms at p50 per query ({config.rerank_candidates} (question, chunk) pairs through the cross-encoder).")
     if not args.model:

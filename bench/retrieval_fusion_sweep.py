@@ -7,6 +7,7 @@ offline (RRF with several k, weighted sums with per-language weights, adaptive w
 Writes bench/results/retrieval_fusion_sweep.{json,md}. Uses the cached benchmark KBs of
 `kbqa eval retrieval` (built on first use).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,9 +95,15 @@ def floor_stats(name: str, backend: str, settings: Settings, foreign: list[str])
     grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
     # the floor that best separates them: most own questions above, most foreign ones below
     best = max(grid, key=lambda t: (own >= t).mean() + (other < t).mean())
-    return {"own_p05": round(float(np.percentile(own, 5)), 3), "own_median": round(float(np.median(own)), 3),
-            "foreign_median": round(float(np.median(other)), 3), "foreign_p95": round(float(np.percentile(other, 95)), 3),
-            "best_floor": float(best), "own_kept": round(float((own >= best).mean()), 3), "foreign_rejected": round(float((other < best).mean()), 3)}
+    return {
+        "own_p05": round(float(np.percentile(own, 5)), 3),
+        "own_median": round(float(np.median(own)), 3),
+        "foreign_median": round(float(np.median(other)), 3),
+        "foreign_p95": round(float(np.percentile(other, 95)), 3),
+        "best_floor": float(best),
+        "own_kept": round(float((own >= best).mean()), 3),
+        "foreign_rejected": round(float((other < best).mean()), 3),
+    }
 
 
 def score(bench, data, fuse) -> dict:
@@ -120,10 +127,18 @@ def variants(trusted_langs):
     for w in (0.3, 0.4, 0.5, 0.6, 0.7):
         for weak in (0.0, 0.1, 0.2):
             for adapt in (0.0, 0.5):
+
                 def fuse(lang, d, s, w=w, weak=weak, adapt=adapt):
-                    wd = dense_weight(w, language_supported=lang in trusted_langs, weak_language_weight=weak,
-                                      dense_scores=[x for _, x in d], sparse_scores=[x for _, x in s], adapt=adapt)
+                    wd = dense_weight(
+                        w,
+                        language_supported=lang in trusted_langs,
+                        weak_language_weight=weak,
+                        dense_scores=[x for _, x in d],
+                        sparse_scores=[x for _, x in s],
+                        adapt=adapt,
+                    )
                     return weighted_fuse(d, s, wd)
+
                 out[f"weighted w={w} weak={weak} adapt={adapt}"] = fuse
     return out
 
@@ -150,8 +165,12 @@ def main(argv=None) -> int:
             print(run, floors[run], file=sys.stderr)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"command": "python bench/retrieval_fusion_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:]), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()} {os.cpu_count()} cores", "pool": POOL}
+    meta = {
+        "command": "python bench/retrieval_fusion_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "pool": POOL,
+    }
     meta["load_average_end"] = round(os.getloadavg()[0], 2)
     (out / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results, "floors": floors}, indent=2))
     lines = ["# Fusion sweep\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}); candidates per retriever: {POOL}.\n"]
@@ -162,8 +181,11 @@ def main(argv=None) -> int:
             lines.append(f"| {label} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
     if floors:
         keys = list(next(iter(floors.values())))
-        lines += ["\n## Dense relevance floor: top-1 cosine of a set's own questions vs other sets' (off-topic) questions\n",
-                  "| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [
+            "\n## Dense relevance floor: top-1 cosine of a set's own questions vs other sets' (off-topic) questions\n",
+            "| run | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
         lines += [f"| {run} | " + " | ".join(str(v) for v in f.values()) + " |" for run, f in floors.items()]
     (out / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print((out / f"{args.out}.md").read_text())

@@ -5,6 +5,7 @@
 
 The machine is shared: os.getloadavg() is recorded beside each figure.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,15 +39,28 @@ def main() -> int:
             started = time.perf_counter()
             kb.search(q, 5, mode)
             latencies.append((time.perf_counter() - started) * 1000)
-        out[mode] = {"k": 5, "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
-                     "queries": len(latencies), "loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2)}
+        out[mode] = {
+            "k": 5,
+            "p50_ms": round(percentile(latencies, 50), 1),
+            "p95_ms": round(percentile(latencies, 95), 1),
+            "queries": len(latencies),
+            "loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2),
+        }
     threads = os.environ.get("OMP_NUM_THREADS")
-    meta = {"command": (f"OMP_NUM_THREADS={threads} " if threads else "") + "python bench/retrieval_latency.py", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, shared", "chunks": kb.store.count()}
+    meta = {
+        "command": (f"OMP_NUM_THREADS={threads} " if threads else "") + "python bench/retrieval_latency.py",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, shared",
+        "chunks": kb.store.count(),
+    }
     res = ROOT / "bench" / "results"
     (res / "retrieval_latency.json").write_text(json.dumps({"meta": meta, "results": out}, indent=2))
-    lines = [f"# Retrieval latency, SciFact KB ({meta['chunks']} chunks), k=5\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']})\n",
-             "| mode | p50 ms | p95 ms | queries | load avg (1 min) |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Retrieval latency, SciFact KB ({meta['chunks']} chunks), k=5\n",
+        f"`{meta['command']}` ({meta['date']}, {meta['machine']})\n",
+        "| mode | p50 ms | p95 ms | queries | load avg (1 min) |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {m} | {r['p50_ms']} | {r['p95_ms']} | {r['queries']} | {r['loadavg_1m']} |" for m, r in out.items()]
     (res / "retrieval_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -6,6 +6,7 @@ without rewriting them from the conversation (`retrieval.rewrite`).
 A hit: one of the top-k chunks comes from the expected document and holds the answer's key
 text. Writes bench/results/retrieval_multiturn.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,13 +55,21 @@ def main(argv=None) -> int:
     if not (path / "kb.json").is_file():
         kb.ingest([ROOT / "data" / "sample"])
     results = {mode: measure(kb, cases, mode=mode) for mode in ("hybrid", "bm25", "dense")}
-    meta = {"command": "python bench/retrieval_multiturn.py", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "embedder": f"{settings.embedder.backend}:{settings.embedder.model}"}
+    meta = {
+        "command": "python bench/retrieval_multiturn.py",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "embedder": f"{settings.embedder.backend}:{settings.embedder.model}",
+    }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "retrieval_multiturn.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, ensure_ascii=False))
-    lines = ["# Multi-turn retrieval (data/multiturn_qa.jsonl over data/sample)\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}, {meta['embedder']})\n",
-             "| mode | rewriting | hit@1 | hit@3 | hit@5 | cases |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Multi-turn retrieval (data/multiturn_qa.jsonl over data/sample)\n",
+        f"`{meta['command']}` ({meta['date']}, {meta['machine']}, {meta['embedder']})\n",
+        "| mode | rewriting | hit@1 | hit@3 | hit@5 | cases |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode, r in results.items():
         for label, m in r.items():
             lines.append(f"| {mode} | {label} | {m['hit@1']} | {m['hit@3']} | {m['hit@5']} | {m['cases']} |")

@@ -18,6 +18,7 @@ The SciFact corpus (~11k of our chunks, ~14k of the peer's) was embedded once on
 machine with bench/minilm_torch.py (plain torch, same weights; `check` matches
 sentence-transformers to cosine 1.0000): `--gpu-prep`, then `--gpu-finish VECTORS`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,7 +96,14 @@ def peer(bench: Benchmark, settings: Settings, k: int, build_with=None) -> dict:
         rankings[qid] = dedupe(d.metadata["doc_id"] for d in found)
     means, _ = evaluate_rankings(rankings, bench.qrels, bench.metrics)
     out = {m: round(v, 4) for m, v in means.items()}
-    out.update({"p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2), "queries": len(rankings), "latency_queries": len(latencies)})
+    out.update(
+        {
+            "p50_ms": round(percentile(latencies, 50), 2),
+            "p95_ms": round(percentile(latencies, 95), 2),
+            "queries": len(rankings),
+            "latency_queries": len(latencies),
+        }
+    )
     return out
 
 
@@ -176,7 +184,9 @@ def gpu_prep(names: list[str], settings: Settings) -> None:
     np.savez(GPU_DIR / "in.npz", ids=np.array([i for e in enc for i in e], dtype=np.uint16), lengths=np.array([len(e) for e in enc], dtype=np.int32))
     (GPU_DIR / "texts.json").write_text(json.dumps([_sha(t) for t in texts]))
     torch.save({k: v.half() for k, v in load_file(str(minilm_dir() / "model.safetensors")).items()}, GPU_DIR / "minilm.pt")
-    print(f"{len(texts)} texts ready in {GPU_DIR}; on the GPU machine: python bench/minilm_torch.py embed .gpu/retrieval/in.npz .gpu/retrieval/minilm.pt $OUT/vectors.npy")
+    print(
+        f"{len(texts)} texts ready in {GPU_DIR}; on the GPU machine: python bench/minilm_torch.py embed .gpu/retrieval/in.npz .gpu/retrieval/minilm.pt $OUT/vectors.npy"
+    )
 
 
 def gpu_finish(names: list[str], settings: Settings, vectors_path: str) -> None:
@@ -196,8 +206,7 @@ def gpu_finish(names: list[str], settings: Settings, vectors_path: str) -> None:
             for start in range(0, len(ids), 2000):
                 chunks = kb.store.get(ids[start : start + 2000])
                 kb.store.upsert(chunks, np.stack([table[_sha(c.text)] for c in chunks]))
-            mark_eval_kb_complete(eval_kb_root(bench, settings), bench,
-                                  embedded="bench/minilm_torch.py on a GPU machine (fp16 weights, fp32 compute)")
+            mark_eval_kb_complete(eval_kb_root(bench, settings), bench, embedded="bench/minilm_torch.py on a GPU machine (fp16 weights, fp32 compute)")
         peer(bench, settings, 1, build_with=_TableEmbeddings(table))
 
 
@@ -262,7 +271,10 @@ def _write(out_dir: Path, results: dict, settings: Settings) -> None:
         merged.setdefault(name, {}).update(table)
     results = merged
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=2, ensure_ascii=False))
-    lines = ["# Retrieval quality: tutorial peer vs ours\n", f"Machine: {meta['machine']}. Chunking: {meta['chunking']}. Retrieval settings: `{json.dumps(meta['settings'])}`.\n"]
+    lines = [
+        "# Retrieval quality: tutorial peer vs ours\n",
+        f"Machine: {meta['machine']}. Chunking: {meta['chunking']}. Retrieval settings: `{json.dumps(meta['settings'])}`.\n",
+    ]
     for name, table in results.items():
         rows = {k: v for k, v in table.items() if k != "label"}
         if not rows:

@@ -11,6 +11,7 @@ command, date and the load average before and after every part: on a shared mach
 figures are only as good as the load beside them. The GPU figures come from
 ``bench/gpu.py`` on a CUDA machine (``bench/results/gpu_*``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,9 @@ def serve_peak_rss(port: int = 8765) -> dict:
         kb_dir = Path(tmp) / "sample"
         KnowledgeBase(kb_dir, Settings()).ingest([ROOT / "data" / "sample"])
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "GRADIO_ANALYTICS_ENABLED": "False"}
-        proc = subprocess.Popen([str(exe), "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--kb", f"sample={kb_dir}", "--port", str(port), "--no-ui"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             started = time.perf_counter()
             while True:
@@ -80,7 +83,9 @@ def serve_peak_rss(port: int = 8765) -> dict:
                     time.sleep(1)
             ready_s = time.perf_counter() - started
             rss_ready = _rss(proc.pid)
-            body = json.dumps({"model": "sample", "messages": [{"role": "user", "content": "When did the Lanshan Mountain Railway open?"}], "max_tokens": 32}).encode()
+            body = json.dumps(
+                {"model": "sample", "messages": [{"role": "user", "content": "When did the Lanshan Mountain Railway open?"}], "max_tokens": 32}
+            ).encode()
             request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
             t = time.perf_counter()
             urllib.request.urlopen(request, timeout=600).read()
@@ -137,42 +142,60 @@ def _section(name: str, d: dict) -> list[str]:
     out = []
     if name == "ingestion":
         pdf = d.get("pdf_parsing", {})
-        out.append(f"PDF parsing: {pdf.get('pages')} pages of {pdf.get('pdfs')} PDFs ({pdf.get('failed')} failed: protected/scanned) in {pdf.get('seconds')} s = **{pdf.get('pages_per_s')} pages/s**")
+        out.append(
+            f"PDF parsing: {pdf.get('pages')} pages of {pdf.get('pdfs')} PDFs ({pdf.get('failed')} failed: protected/scanned) in {pdf.get('seconds')} s = **{pdf.get('pages_per_s')} pages/s**"
+        )
         c = d.get("corpus", {})
-        out.append(f"\nCorpus: {c.get('source')}, {c.get('documents')} documents, {c.get('characters')} characters; quality over {c.get('queries')} training queries.\n")
+        out.append(
+            f"\nCorpus: {c.get('source')}, {c.get('documents')} documents, {c.get('characters')} characters; quality over {c.get('queries')} training queries.\n"
+        )
         out.append("| pipeline | chunks | seconds | chunks/s | tokens/s | docs/s | nDCG@10 |")
         out.append("| --- | --- | --- | --- | --- | --- | --- |")
         k, e, p = d.get("kbqa", {}), d.get("embedder_only", {}), d.get("peer", {})
         q = k.get("quality", {})
-        out.append(f"| kbqa ingest (200-token chunks, Chroma, BM25) | {k.get('chunks')} | {k.get('seconds')} | {k.get('chunks_per_s')} | {k.get('tokens_per_s')} | {k.get('docs_per_s')} | dense {q.get('ndcg@10_dense')}, hybrid {q.get('ndcg@10_hybrid')} |")
+        out.append(
+            f"| kbqa ingest (200-token chunks, Chroma, BM25) | {k.get('chunks')} | {k.get('seconds')} | {k.get('chunks_per_s')} | {k.get('tokens_per_s')} | {k.get('docs_per_s')} | dense {q.get('ndcg@10_dense')}, hybrid {q.get('ndcg@10_hybrid')} |"
+        )
         out.append(f"| embedder only, same chunks | {k.get('chunks')} | {e.get('seconds')} | {e.get('chunks_per_s')} | {e.get('tokens_per_s')} | | |")
         if "error" in p:
             out.append(f"| LangChain peer | | | | | | {p['error']} |")
         else:
-            out.append(f"| LangChain tutorial peer (1000/200 chars) | {p.get('chunks')} | {p.get('seconds')} | {p.get('chunks_per_s')} | {p.get('tokens_per_s')} | {p.get('docs_per_s')} | dense {p.get('quality', {}).get('ndcg@10_dense')} |")
-        out.append(f"\nkbqa end to end = {k.get('fraction_of_bound')} of the embedder-only bound; vs the peer: {d.get('speedup_vs_peer_chunks_per_s')}x chunks/s, {d.get('speedup_vs_peer_corpus_seconds')}x on time for the whole corpus.")
+            out.append(
+                f"| LangChain tutorial peer (1000/200 chars) | {p.get('chunks')} | {p.get('seconds')} | {p.get('chunks_per_s')} | {p.get('tokens_per_s')} | {p.get('docs_per_s')} | dense {p.get('quality', {}).get('ndcg@10_dense')} |"
+            )
+        out.append(
+            f"\nkbqa end to end = {k.get('fraction_of_bound')} of the embedder-only bound; vs the peer: {d.get('speedup_vs_peer_chunks_per_s')}x chunks/s, {d.get('speedup_vs_peer_corpus_seconds')}x on time for the whole corpus."
+        )
     elif name == "reingest":
         c = d.get("corpus", {})
-        out.append(f"Corpus: {c.get('source')} ({c.get('files')} files, {c.get('characters')} characters); {c.get('edited_files')} files edited ({c.get('edit')}).\n")
+        out.append(
+            f"Corpus: {c.get('source')} ({c.get('files')} files, {c.get('characters')} characters); {c.get('edited_files')} files edited ({c.get('edit')}).\n"
+        )
         out.append("| run | seconds | files replaced | chunks added | embedded | reused | load before / after |")
         out.append("| --- | --- | --- | --- | --- | --- | --- |")
         for key in ("initial", "reuse_on", "restore", "reuse_off"):
             r = d.get(key)
             if r:
-                out.append(f"| {r['run']} | {r['seconds']} | {r['files_replaced']} | {r['chunks_added']} | {r['chunks_embedded']} | {r['chunks_reused']} | {r['load_before']} / {r['load_after']} |")
+                out.append(
+                    f"| {r['run']} | {r['seconds']} | {r['files_replaced']} | {r['chunks_added']} | {r['chunks_embedded']} | {r['chunks_reused']} | {r['load_before']} / {r['load_after']} |"
+                )
         out.append(f"\nRe-ingest with reuse on: {d.get('speedup_on_vs_off')}x faster than with it off ({d.get('embedded_on_vs_off')} embedded).")
     elif name == "retrieval":
         from bench.speed_retrieval import markdown
 
         out += markdown(d)
     elif name == "generation":
-        out.append(f"Model: {d.get('model')}; prompt {d.get('prompt_tokens')} tokens (5 chunks), {d.get('new_tokens')} new tokens forced, {d.get('threads')} threads.\n")
+        out.append(
+            f"Model: {d.get('model')}; prompt {d.get('prompt_tokens')} tokens (5 chunks), {d.get('new_tokens')} new tokens forced, {d.get('threads')} threads.\n"
+        )
         out.append("| variant | TTFT s | prefill tok/s | decode tok/s batch 1 | decode tok/s batch 4 |")
         out.append("| --- | --- | --- | --- | --- |")
         for v in ("fp32", "int8_dynamic"):
             r = d.get(v)
             if r and "error" not in r:
-                out.append(f"| {v} | {r['ttft_s']} | {r['prefill_tokens_per_s']} | {r['decode_tokens_per_s_batch1']} | {r.get('decode_tokens_per_s_batch4', '')} |")
+                out.append(
+                    f"| {v} | {r['ttft_s']} | {r['prefill_tokens_per_s']} | {r['decode_tokens_per_s_batch1']} | {r.get('decode_tokens_per_s_batch4', '')} |"
+                )
         f = d.get("fp32", {})
         if "ttft_s_2_chunks" in f:
             out.append(f"\nTTFT with 2 chunks ({f['prompt_tokens_2_chunks']} prompt tokens): {f['ttft_s_2_chunks']} s.")
@@ -180,7 +203,9 @@ def _section(name: str, d: dict) -> list[str]:
         if "greedy_24_tokens_identical_to_fp32" in i8:
             out.append(f"int8 greedy output identical to fp32 over 24 tokens: {i8['greedy_24_tokens_identical_to_fp32']}.")
         c = d.get("answer_cache", {})
-        out.append(f"\nAnswer cache: first ask {c.get('first_ask_ms')} ms, repeated identical question p50 **{c.get('cached_ask_ms_p50')} ms** (max {c.get('cached_ask_ms_max')} ms).")
+        out.append(
+            f"\nAnswer cache: first ask {c.get('first_ask_ms')} ms, repeated identical question p50 **{c.get('cached_ask_ms_p50')} ms** (max {c.get('cached_ask_ms_max')} ms)."
+        )
     elif name == "serve":
         out.append("```\n" + json.dumps(d, indent=2) + "\n```")
     return out

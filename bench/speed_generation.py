@@ -6,6 +6,7 @@ The prompt: a question with five SciFact abstracts as context (about 1,200 token
 size the issue's target names). Decoding is greedy and forced to `new_tokens` tokens
 (no early stop), so that every configuration does the same work.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,12 @@ def run(quick: bool = False, cache_dir: Path | None = None) -> dict:
     inputs = tok([prompt], return_tensors="pt", add_special_tokens=False)
     n_prompt = int(inputs["input_ids"].shape[1])
     new_tokens = 32 if quick else 64
-    out: dict = {"model": "SmolLM2-135M-Instruct (packaged, dequantized, fp32)", "prompt_tokens": n_prompt, "new_tokens": new_tokens, "threads": torch.get_num_threads()}
+    out: dict = {
+        "model": "SmolLM2-135M-Instruct (packaged, dequantized, fp32)",
+        "prompt_tokens": n_prompt,
+        "new_tokens": new_tokens,
+        "threads": torch.get_num_threads(),
+    }
     _time_generate(model, tok(["Hello"], return_tensors="pt"), 4)  # warm up
     variants = {"fp32": model}
     if not quick:

@@ -9,6 +9,7 @@ line, abstract). Retrieval quality on the subset (nDCG@10 over those queries, ch
 deduplicated to their document) is measured for both sides, so that speed is compared at
 known quality.
 """
+
 from __future__ import annotations
 
 import json

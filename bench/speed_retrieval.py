@@ -7,6 +7,7 @@ approximate index look bad), texts of 40 words drawn from a Zipf-distributed voc
 of 30,000 invented words. Queries are perturbed copies of stored vectors plus five of
 their text's words. Latency excludes embedding the query (measured separately, once).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -208,8 +209,12 @@ def markdown(d: dict) -> list[str]:
     out = [f"Data: {d.get('data')}\n"]
     eq = d.get("embed_query_cpu", {})
     out.append(f"Embedding one query (MiniLM, CPU): p50 {eq.get('p50_ms')} ms, p95 {eq.get('p95_ms')} ms (not included below).\n")
-    out.append("Each cell: wall-clock p50 (CPU time p50, all threads of the process) / wall-clock p95, in ms. On a shared machine the wall clock includes waiting for a core; the CPU time is the work.\n")
-    out.append("| chunks | store (index) | dense k=10 | BM25 k=10 | hybrid k=10 (default: serial) | hybrid, BM25 in a thread (`retrieval.parallel`) | recall@10 vs exact | upsert s | index build s |")
+    out.append(
+        "Each cell: wall-clock p50 (CPU time p50, all threads of the process) / wall-clock p95, in ms. On a shared machine the wall clock includes waiting for a core; the CPU time is the work.\n"
+    )
+    out.append(
+        "| chunks | store (index) | dense k=10 | BM25 k=10 | hybrid k=10 (default: serial) | hybrid, BM25 in a thread (`retrieval.parallel`) | recall@10 vs exact | upsert s | index build s |"
+    )
     out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     parts = []
     for size, r in d.items():
@@ -232,11 +237,17 @@ def markdown(d: dict) -> list[str]:
                 p = s["parts"]
                 parts.append(f"| {int(size):,} | {backend} | {cell(p['dense_ids_pool'])} | {cell(p['bm25_pool'])} | {cell(p['fetch_top_k'])} |")
     if parts:
-        out.append("\nThe hybrid's parts, each timed alone: the dense candidates as ids, BM25's normalised candidates, reading the fused top 10's texts and metadata.\n")
+        out.append(
+            "\nThe hybrid's parts, each timed alone: the dense candidates as ids, BM25's normalised candidates, reading the fused top 10's texts and metadata.\n"
+        )
         out.append("| chunks | store | dense ids, 50 | BM25, 50 | texts of the top 10 |")
         out.append("| --- | --- | --- | --- | --- |")
         out += parts
     sizes = [int(size) for size in d if size.isdigit()]
     if sizes:
-        out.append("\nSeconds per size (data, BM25 build, every store's upsert, build and queries): " + ", ".join(f"{n:,}: {d[str(n)].get('seconds')}" for n in sizes) + ".")
+        out.append(
+            "\nSeconds per size (data, BM25 build, every store's upsert, build and queries): "
+            + ", ".join(f"{n:,}: {d[str(n)].get('seconds')}" for n in sizes)
+            + "."
+        )
     return out

@@ -61,8 +61,7 @@ STATIONS = [
             "12 spaces for disabled drivers and 8 charging points for electric cars. "
             "Parking costs CNY 20 per day. Left-luggage lockers (42 lockers in total) "
             "are found beside the main entrance and cost CNY 10 per day.",
-            "The station cafe, the Platform Nine Cafe, serves coffee, noodles and "
-            "steamed buns. Its speciality is the osmanthus cake, baked every morning.",
+            "The station cafe, the Platform Nine Cafe, serves coffee, noodles and steamed buns. Its speciality is the osmanthus cake, baked every morning.",
         ],
         [
             ("Altitude", "412 m above sea level"),

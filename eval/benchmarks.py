@@ -8,6 +8,7 @@
 Scoring them needs a knowledge base, so the runs live in ``app/evaluation.py``. Errors are
 `BenchmarkError`, a `DatasetError` that names the file (and line or field).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,7 @@ def load_beir(directory: str | Path, split: str = "test") -> Benchmark:
             raise BenchmarkError(f"{where}: needs an object with fields _id and text")
         title = (row.get("title") or "").strip()
         docs.append((str(row["_id"]), f"{title}\n\n{row['text']}" if title else str(row["text"])))
-    all_queries = {str(r["_id"]): str(r["text"]) for _, _, r in iter_jsonl(queries_path, BenchmarkError)
-                   if isinstance(r, dict) and "_id" in r and "text" in r}
+    all_queries = {str(r["_id"]): str(r["text"]) for _, _, r in iter_jsonl(queries_path, BenchmarkError) if isinstance(r, dict) and "_id" in r and "text" in r}
     qrels: dict[str, dict[str, float]] = {}
     for n, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split("\t")

@@ -16,6 +16,7 @@ modified n-gram precision with clipped counts, brevity penalty exp(1 - r/c) when
 when unsmoothed (so its per-order score is about 1e-308, reported as is).
 Scores are in [0, 1].
 """
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@
 - MCQ csv (evalscope ``general_mcq``): header ``id,question,A,B,C,D,answer`` (any number of
   option letters).
 """
+
 from __future__ import annotations
 
 import csv
@@ -155,7 +156,11 @@ def read_squad(path: str | Path, *, every_question: bool = False) -> tuple[list[
                 refs = list(dict.fromkeys(t.strip() for t in answers if isinstance(t, str) and t.strip()))
                 if not refs and not every_question:
                     raise DatasetError(f"{qwhere}: field 'answers' has no answer text")
-                items.append(QAItem(question=question if every_question else question.strip(), references=refs, id=str(qa.get("id", f"{pid}-q{q}")), source=pid, keys=refs))
+                items.append(
+                    QAItem(
+                        question=question if every_question else question.strip(), references=refs, id=str(qa.get("id", f"{pid}-q{q}")), source=pid, keys=refs
+                    )
+                )
     if skipped:
         log.warning("%s: skipped %d question(s) with empty text: %s", path, len(skipped), ", ".join(s.split(": ", 1)[1] for s in skipped[:5]))
     return paragraphs, items

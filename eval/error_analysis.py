@@ -5,6 +5,7 @@ An answer counts as correct when the short answer (or reference) is contained in
 token F1 is at least `F1_CORRECT`. The gold source is known when the QA line names one
 (``source``: a document path or file name) or, for SQuAD-style data, the gold paragraph.
 """
+
 from __future__ import annotations
 
 from collections import Counter

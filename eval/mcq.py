@@ -1,4 +1,5 @@
 """Multiple-choice questions (evalscope ``general_mcq``): the prompt, and reading the model's letter."""
+
 from __future__ import annotations
 
 import re

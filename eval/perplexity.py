@@ -5,6 +5,7 @@ has no prediction and is not counted. Texts come from a .txt file (paragraphs se
 blank line) or a .jsonl file (``text``, ``query``+``response``, ``question``+``answer`` or
 ``messages``), read by `read_texts`.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,4 +71,9 @@ def perplexity_of_texts(model, tokenizer, texts: Sequence[str], *, max_length: i
         total_tokens += ids.shape[1] - 1
     if total_tokens == 0:
         raise ValueError("no text was long enough to score (at least 2 tokens)")
-    return {"perplexity": perplexity_from_nll(total_nll, total_tokens), "nll_per_token": total_nll / total_tokens, "tokens": float(total_tokens), "texts": float(len(texts))}
+    return {
+        "perplexity": perplexity_from_nll(total_nll, total_tokens),
+        "nll_per_token": total_nll / total_tokens,
+        "tokens": float(total_tokens),
+        "texts": float(len(texts)),
+    }

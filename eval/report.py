@@ -1,4 +1,5 @@
 """Rendering a run: the evalscope-style table, report.md with error analysis, a PNG chart."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

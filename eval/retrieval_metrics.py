@@ -7,6 +7,7 @@ document). *Relevant* is a mapping ``doc id -> graded relevance`` (BEIR qrels; a
 Per-query functions return a float; `evaluate_rankings` returns a flat dict of means plus
 per-item scores, the form every kbqa metric takes.
 """
+
 from __future__ import annotations
 
 import math

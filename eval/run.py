@@ -4,6 +4,7 @@ A run folder holds ``metrics.json`` (meta + means), ``predictions.jsonl`` (one r
 question: question, reference, answer, sources, gold source and rank, per-item scores,
 outcome, latency), ``report.md`` and ``metrics.png``. `compare_runs` reads two of them.
 """
+
 from __future__ import annotations
 
 import json
@@ -139,8 +140,27 @@ def compare_runs(a: str | Path, b: str | Path, top: int = 10) -> dict[str, Any]:
         if other is None:
             continue
         sa, sb = r["scores"].get(primary, 0.0), other["scores"].get(primary, 0.0)
-        changed.append({"id": r.get("id"), "question": r["question"], "reference": r["reference"], "a": sa, "b": sb, "delta": sb - sa,
-                        "answer_a": r["answer"], "answer_b": other["answer"], "outcome_a": r.get("outcome"), "outcome_b": other.get("outcome")})
+        changed.append(
+            {
+                "id": r.get("id"),
+                "question": r["question"],
+                "reference": r["reference"],
+                "a": sa,
+                "b": sb,
+                "delta": sb - sa,
+                "answer_a": r["answer"],
+                "answer_b": other["answer"],
+                "outcome_a": r.get("outcome"),
+                "outcome_b": other.get("outcome"),
+            }
+        )
     changed.sort(key=lambda c: -abs(c["delta"]))
-    return {"a": str(a), "b": str(b), "primary": primary, "matched": len(changed), "metrics": deltas,
-            "outcomes": {"a": pa.get("outcomes", {}), "b": pb.get("outcomes", {})}, "changed": [c for c in changed if c["delta"]][:top]}
+    return {
+        "a": str(a),
+        "b": str(b),
+        "primary": primary,
+        "matched": len(changed),
+        "metrics": deltas,
+        "outcomes": {"a": pa.get("outcomes", {}), "b": pb.get("outcomes", {})},
+        "changed": [c for c in changed if c["delta"]][:top],
+    }

@@ -6,6 +6,7 @@ LLaMA-Factory (``lf-rouge-{1,2,l}``, ``lf-bleu-4``), SQuAD (``em``, ``f1``) and 
 (the short answer ``key`` when the QA line has one, else the reference, found inside the answer).
 All in [0, 1].
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence

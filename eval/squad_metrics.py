@@ -6,6 +6,7 @@ CJK ideograph): punctuation removed and each CJK character is one token, runs of
 or digits one token each (as the CMRC 2018 evaluation segments text). EM compares the token
 sequences. With several references the best score is taken (SQuAD's max over ground truths).
 """
+
 from __future__ import annotations
 
 import re

@@ -21,6 +21,7 @@ Tokenization:
 An empty hypothesis or reference scores 0 (rouge-chinese raises; evalscope then drops the item,
 LLaMA-Factory scores 0).
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ predicts whether the reader's best span is right (a reference and it contain one
 `out_of_fold` gives each item a log-odds from a model that never saw its question, so that the
 threshold is chosen on scores as honest as those of new questions.
 """
+
 from __future__ import annotations
 
 import random

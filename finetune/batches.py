@@ -1,5 +1,6 @@
 """Fine-tuning's data side: train and validation examples, their token ids, the micro-batches
 of the endless shuffled stream, the padded tensors, and the loss over assistant tokens."""
+
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from kbqa.finetune.packing import pack_attention_mask
 
 
 # ---- examples and batches ------------------------------------------------------------------
+
 
 def split_examples(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
     """Train and validation examples: an explicit file, else the 'split' field, else a seeded fraction."""
@@ -79,6 +81,7 @@ def micro_batch(data: list[dict], index: int, batch_size: int, seed: int) -> lis
 
 # ---- losses --------------------------------------------------------------------------------
 
+
 def _autocast(device: str):
     import contextlib
 
@@ -104,8 +107,7 @@ def batch_loss(model, batch: dict, device: str):
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = targets != IGNORE
     with _autocast(device):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch.get("position_ids"), logits_to_keep=keep).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch.get("position_ids"), logits_to_keep=keep).logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets[targets != IGNORE])
 
 

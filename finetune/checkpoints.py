@@ -1,6 +1,7 @@
 """Resumable checkpoints of a training run: ``checkpoint-<step>/`` folders in the output
 folder with the trainable weights, the optimizer, schedule and RNG state, and `State`
 (step, best validation loss, history); at most ``save_total_limit`` of them are kept."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,7 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: State, limit:
     folder = out / f"checkpoint-{state.step}"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(trainable_state(model), folder / "trainable.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, folder / "optim.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, folder / "optim.pt")
     (folder / "state.json").write_text(json.dumps(state.__dict__), encoding="utf-8")
     for old in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-limit]:
         shutil.rmtree(old)

@@ -4,6 +4,7 @@ Defaults follow common community practice for LoRA on small instruct models:
 rank 8, alpha 32, every linear layer, learning rate 1e-4, 5% warm-up then cosine decay,
 AdamW, gradient clipping at 1.0.
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ LLaMA-Factory users write them); all become a list of ``{"role", "content"}`` me
 Other keys (``split``, ``meta``) are kept aside and ignored by training. Loss is taken on
 the assistant turns only: `encode` labels every other token -100.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,7 @@ def _history(value: Any, where: str) -> list[Message]:
             q, a = pair["query"], pair["response"]
         else:
             raise FormatError(f"{where}[{i}]: expected [query, response]")
-        out += [{"role": "user", "content": _text(q, f"{where}[{i}][0]")},
-                {"role": "assistant", "content": _text(a, f"{where}[{i}][1]")}]
+        out += [{"role": "user", "content": _text(q, f"{where}[{i}][0]")}, {"role": "assistant", "content": _text(a, f"{where}[{i}][1]")}]
     return out
 
 
@@ -89,8 +89,10 @@ def _from_query(record: dict, where: str) -> list[Message]:
     return (
         _system(record, where)
         + _history(record.get("history"), f"{where}: field 'history'")
-        + [{"role": "user", "content": _text(record["query"], f"{where}: field 'query'")},
-           {"role": "assistant", "content": _text(record["response"], f"{where}: field 'response'")}]
+        + [
+            {"role": "user", "content": _text(record["query"], f"{where}: field 'query'")},
+            {"role": "assistant", "content": _text(record["response"], f"{where}: field 'response'")},
+        ]
     )
 
 
@@ -109,8 +111,7 @@ def _from_sharegpt(record: dict, where: str) -> list[Message]:
                 raise FormatError(f"{f}: expected an object with 'human' and 'assistant'")
             if t.get("system"):
                 out.append({"role": "system", "content": _text(t["system"], f"{f}.system")})
-            out += [{"role": "user", "content": _text(t["human"], f"{f}.human")},
-                    {"role": "assistant", "content": _text(t["assistant"], f"{f}.assistant")}]
+            out += [{"role": "user", "content": _text(t["human"], f"{f}.human")}, {"role": "assistant", "content": _text(t["assistant"], f"{f}.assistant")}]
         return out
     turns = record["conversations"]
     if not isinstance(turns, list) or not turns:
@@ -135,8 +136,7 @@ def _from_alpaca(record: dict, where: str) -> list[Message]:
     return (
         _system(record, where)
         + _history(record.get("history"), f"{where}: field 'history'")
-        + [{"role": "user", "content": prompt},
-           {"role": "assistant", "content": _text(record["output"], f"{where}: field 'output'")}]
+        + [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(record["output"], f"{where}: field 'output'")}]
     )
 
 
@@ -204,6 +204,7 @@ def write_examples(path: str | Path, examples: Iterable[Example]) -> int:
 
 
 # ---- tokenization with assistant-only labels ----------------------------------------------
+
 
 def _render(tokenizer, messages: list[Message], generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)

@@ -13,6 +13,7 @@
 4. `split_groups` assigns whole groups (a chunk, or an article) to train/validation/test
    (70/15/15, seeded), so no chunk's facts leak across splits.
 """
+
 from __future__ import annotations
 
 import random
@@ -49,7 +50,12 @@ _EN_FACTS = [
     (re.compile(rf"\b(?:{_MONTHS}) \d{{4}}\b"), "what month"),
     (re.compile(r"\b(?:1[5-9]|20)\d\d\b(?![\d,.])"), "what year"),
     (re.compile(r"\b\d{1,2}:\d\d\b"), "what time"),
-    (re.compile(r"(?:\d[\d,.]*\s?(?:%|per cent|km/h|km|mm|cm|kg|m|metres|meters|minutes|hours|yuan|silver dollars|seats|tunnels|bridges|stations|labourers|people|passengers|years|days)\b)"), "what amount"),
+    (
+        re.compile(
+            r"(?:\d[\d,.]*\s?(?:%|per cent|km/h|km|mm|cm|kg|m|metres|meters|minutes|hours|yuan|silver dollars|seats|tunnels|bridges|stations|labourers|people|passengers|years|days)\b)"
+        ),
+        "what amount",
+    ),
     (re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)+\b"), "what name"),
 ]
 _ZH_FACTS = [
@@ -99,7 +105,7 @@ def template_pairs(chunks: Iterable[Chunk], per_chunk: int = 12) -> list[QAPair]
         made = 0
         for sentence in (_ZH_SENT if zh else _EN_SENT).findall(chunk.text):
             sentence = _BULLET.sub("", " ".join(sentence.split()))
-            for question, key in (_zh_questions(sentence) if zh else _en_questions(sentence)):
+            for question, key in _zh_questions(sentence) if zh else _en_questions(sentence):
                 if made < per_chunk:
                     pairs.append(QAPair(question, sentence, key, group=chunk.id, chunk_id=chunk.id))
                     made += 1
@@ -117,6 +123,7 @@ def dedupe(pairs: Iterable[QAPair]) -> list[QAPair]:
 
 
 # ---- RAG form --------------------------------------------------------------------------------
+
 
 def holds(hit: Hit, key: str) -> bool:
     return key.lower() in hit.chunk.text.lower()
@@ -145,6 +152,7 @@ def rag_example(pair: QAPair, hits: Sequence[Hit], split: str | None = None) -> 
 
 def lacking_blocks(pair: QAPair, hits: Sequence[Hit], spare: Sequence[Hit] = ()) -> list[Hit]:
     """The blocks of `hits` that lack the answer, topped up from `spare` to as many blocks as `hits`."""
+
     def lacks(h: Hit) -> bool:
         return not holds(h, pair.key) and h.chunk.id != pair.chunk_id
 
@@ -176,6 +184,7 @@ def not_found_example(pair: QAPair, hits: Sequence[Hit], split: str | None = Non
 
 
 # ---- splits ----------------------------------------------------------------------------------
+
 
 def split_groups(groups: Iterable[str], seed: int = 42, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, str]:
     """Group -> split name, whole groups at a time, seeded; every split gets a group when there are 3+."""

@@ -1,6 +1,7 @@
 """Fine-tuning's model side: find the base model, load it, choose what trains (LoRA adapters
 or the last decoder layers), save the result, and fold an adapter into its base (`merge`).
 torch, transformers and peft are imported on first use."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,17 +64,17 @@ def make_trainable(model, cfg: TrainConfig):
             if targets == "all-linear":  # peft takes layers_to_transform only with named modules
                 import torch
 
-                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in decoder.named_modules()
-                                  if isinstance(mod, torch.nn.Linear)})
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
+                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in decoder.named_modules() if isinstance(mod, torch.nn.Linear)})
+        lora = LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM"
+        )
         return get_peft_model(model, lora)
     layers = _decoder_layers(model)
     if cfg.freeze_last_layers > len(layers):
         raise ConfigError(f"freeze_last_layers: the model has only {len(layers)} layers (got {cfg.freeze_last_layers})")
     for p in model.parameters():
         p.requires_grad_(False)
-    for layer in layers[-cfg.freeze_last_layers:]:
+    for layer in layers[-cfg.freeze_last_layers :]:
         for p in layer.parameters():
             p.requires_grad_(True)
     return model

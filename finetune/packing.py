@@ -13,6 +13,7 @@ prefix is computed once instead of once per question.
 An encoded example is ``{"input_ids": [...], "labels": [...]}`` (finetune.formats.encode).
 A pack adds ``position_ids`` and ``segments`` (0 = the shared prefix, n = the n-th member).
 """
+
 from __future__ import annotations
 
 from kbqa.finetune.formats import IGNORE
@@ -34,8 +35,7 @@ def _build(members: list[dict], shared: int) -> dict:
     if len(members) == 1:
         only = members[0]
         n = len(only["input_ids"])
-        return {"input_ids": list(only["input_ids"]), "labels": list(only["labels"]),
-                "position_ids": list(range(n)), "segments": [1] * n, "examples": 1}
+        return {"input_ids": list(only["input_ids"]), "labels": list(only["labels"]), "position_ids": list(range(n)), "segments": [1] * n, "examples": 1}
     ids, labels = list(members[0]["input_ids"][:shared]), [IGNORE] * shared
     positions, segments = list(range(shared)), [0] * shared
     for n, m in enumerate(members, start=1):
@@ -44,8 +44,7 @@ def _build(members: list[dict], shared: int) -> dict:
         labels += m["labels"][shared:]
         positions += range(shared, shared + rest)
         segments += [n] * rest
-    return {"input_ids": ids, "labels": labels, "position_ids": positions, "segments": segments,
-            "examples": len(members)}
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "segments": segments, "examples": len(members)}
 
 
 def pack_shared_prefix(data: list[dict], max_length: int, min_shared: int = 32) -> list[dict]:
@@ -67,9 +66,12 @@ def pack_shared_prefix(data: list[dict], max_length: int, min_shared: int = 32) 
         ex = data[i]
         if group:
             # sorted order: the group's common prefix is the one of its first and newest member
-            cand = min(shared if len(group) > 1 else len(group[0]["input_ids"]),
-                       _common_prefix(group[0]["input_ids"], ex["input_ids"]),
-                       _first_label(ex["labels"]) - 1, _first_label(group[0]["labels"]) - 1)
+            cand = min(
+                shared if len(group) > 1 else len(group[0]["input_ids"]),
+                _common_prefix(group[0]["input_ids"], ex["input_ids"]),
+                _first_label(ex["labels"]) - 1,
+                _first_label(group[0]["labels"]) - 1,
+            )
             length = cand + sum(len(m["input_ids"]) - cand for m in group) + len(ex["input_ids"]) - cand
             if cand >= min_shared and length <= max_length:
                 group.append(ex)

@@ -11,6 +11,7 @@ as a right one gains: the threshold never buys a right answer with a wrong one. 
 threshold reaches the floor, the one that maximises the mean of "answered correctly" and
 "rejected" is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,10 @@ def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bo
     folder = Path(folder)
     scored = score_items(SpanReader(folder), items, progress)
     langs = [detect_language(it.question) for it in items]
-    scores = [{"score": s[0] if s[0] != float("-inf") else None, "answerable": s[1], "correct": s[2], "lang": lang,
-               "question": it.question, "features": s[3]} for s, lang, it in zip(scored, langs, items)]
+    scores = [
+        {"score": s[0] if s[0] != float("-inf") else None, "answerable": s[1], "correct": s[2], "lang": lang, "question": it.question, "features": s[3]}
+        for s, lang, it in zip(scored, langs, items)
+    ]
     (folder / SCORES).write_text(json.dumps(scores) + "\n", encoding="utf-8")  # to study other thresholds without re-reading
     return choose_thresholds(folder, answerability)
 
@@ -128,8 +131,9 @@ def choose_thresholds(folder: str | Path, answerability: bool = True) -> dict:
     langs = [s["lang"] for s in saved]
     flags = [(s["answerable"], s["correct"]) for s in saved]
     result = choose_threshold([(c, *f) for c, f in zip(overall, flags)])
-    per_lang = {lang: choose_threshold([(c, *f) for c, f, l in zip(by_lang, flags, langs) if l == lang]) | {"items": langs.count(lang)}
-                for lang in sorted(set(langs))}
+    per_lang = {
+        lang: choose_threshold([(c, *f) for c, f, l in zip(by_lang, flags, langs) if l == lang]) | {"items": langs.count(lang)} for lang in sorted(set(langs))
+    }
     config_path = folder / CONFIG
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["threshold"] = round(result["threshold"], 4)

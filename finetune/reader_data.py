@@ -10,6 +10,7 @@ kind of distractor (the RGB "negative rejection" setting).
 Splits never cut a paragraph: SQuAD by article (`--articles 0-15`), CMRC by a hash of the
 paragraph's text (`split_of`), so no passage is both trained on and tested.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ the examples into windows with their start/end labels (position 0 = no answer), 
 with AdamW and a linear warm-up and decay, then pick the no-answer threshold on the
 validation set and save the weights, the config and the loss log into one folder.
 """
+
 from __future__ import annotations
 
 import json

@@ -13,6 +13,7 @@ The parts: the model (loading, what trains, saving, `merge`) in finetune/model_l
 examples, batches and the loss in finetune/batches.py; checkpoints in
 finetune/checkpoints.py; the loop here. Their public names are importable from here too.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,26 @@ from kbqa.finetune.model_load import load_base, make_trainable, merge, resolve_m
 from kbqa.finetune.packing import pack_shared_prefix
 
 __all__ = [
-    "CURVE_NAME", "METRICS_NAME", "State", "batch_loss", "collate", "encode_all", "evaluate", "latest_checkpoint",
-    "load_base", "load_checkpoint", "make_trainable", "merge", "micro_batch", "plot_loss_curve", "resolve_model",
-    "save_checkpoint", "save_model", "split_examples", "train", "trainable_state",
+    "CURVE_NAME",
+    "METRICS_NAME",
+    "State",
+    "batch_loss",
+    "collate",
+    "encode_all",
+    "evaluate",
+    "latest_checkpoint",
+    "load_base",
+    "load_checkpoint",
+    "make_trainable",
+    "merge",
+    "micro_batch",
+    "plot_loss_curve",
+    "resolve_model",
+    "save_checkpoint",
+    "save_model",
+    "split_examples",
+    "train",
+    "trainable_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +85,7 @@ class _Run:
 
 
 # ---- the loop ------------------------------------------------------------------------------
+
 
 def train(cfg: TrainConfig, resume: str | bool | None = None) -> dict:
     """Train; return the metrics (also written to output_dir/metrics.json).

@@ -3,6 +3,7 @@ short texts where it cannot, and names that decode the way browsers and editors 
 
 Used by `ingest.encoding.decode_text` once BOMs and UTF-8 have been ruled out.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -40,8 +41,16 @@ _DECODE_AS = {
 # Web labels Python does not know, and a declared UTF-16/32 in a file whose declaration could be
 # read as ASCII (it is really UTF-8, as the HTML standard says).
 _LABELS = {
-    "windows-31j": "cp932", "x-sjis": "cp932", "sjis": "cp932", "x-gbk": "gb18030", "x-euc-kr": "cp949",
-    "x-big5": "big5", "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8", "utf-32": "utf-8",
+    "windows-31j": "cp932",
+    "x-sjis": "cp932",
+    "sjis": "cp932",
+    "x-gbk": "gb18030",
+    "x-euc-kr": "cp949",
+    "x-big5": "big5",
+    "utf-16": "utf-8",
+    "utf-16le": "utf-8",
+    "utf-16be": "utf-8",
+    "utf-32": "utf-8",
 }
 # Python codecs that are no character set a document could be written in.
 _NOT_CHARSETS = {"idna", "punycode", "unicode_escape", "raw_unicode_escape", "undefined", "utf_7", "charmap", "mbcs", "oem"}

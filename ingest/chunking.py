@@ -1,4 +1,5 @@
 """One document's bytes -> clean, de-duplicated chunks with stable ids."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,14 @@ def chunk_document(
     """Return (chunks, number of pages). Raises LoadError naming the file and reason."""
     pages = load_document(path, data, password=password)
     chunks = chunk_pages(
-        path, pages, key=key, source=source, doc_hash=content_hash(data), count_tokens=count_tokens,
-        chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+        path,
+        pages,
+        key=key,
+        source=source,
+        doc_hash=content_hash(data),
+        count_tokens=count_tokens,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
     )
     return chunks, len(pages)
 

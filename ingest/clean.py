@@ -1,4 +1,5 @@
 """Text cleaning: HTML remnants out, NFKC (full-width to half-width), whitespace normalised."""
+
 from __future__ import annotations
 
 import html

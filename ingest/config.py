@@ -2,6 +2,7 @@
 tree (`kbqa.app.settings.Settings` composes them). Each default is declared here only:
 `ingest.pipeline.Ingestor` and the parser workers take theirs from these models. A new ingestion
 setting goes into its section here."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -33,5 +34,11 @@ class IngestSettings(Section):
     # keep chunk vectors in DIR/embed_cache.sqlite so that a changed file embeds only its new chunk texts (ingest/embed_cache.py)
     reuse_embeddings: bool = True
     ocr: Literal["auto", "always", "never"] = Field(
-        "auto", description="OCR (ingest/page_ocr.py): auto reads a page with OCR when its text layer is missing, too small or implausible")
-    ocr_dpi: int = Field(200, ge=72, le=600, description="resolution at which PDF pages are rendered for OCR (at 150 the recogniser drops spaces between English words of small print)")
+        "auto", description="OCR (ingest/page_ocr.py): auto reads a page with OCR when its text layer is missing, too small or implausible"
+    )
+    ocr_dpi: int = Field(
+        200,
+        ge=72,
+        le=600,
+        description="resolution at which PDF pages are rendered for OCR (at 150 the recogniser drops spaces between English words of small print)",
+    )

@@ -12,6 +12,7 @@ They do nothing unless their environment variable is set; only the tests set the
 - ``KBQATEST_PARSE_HANG=NAME``: parsing a file of this name never returns
   (``ingest/workers.py``; the per-file time limit test in ``tests/test_bad_input.py``).
 """
+
 from __future__ import annotations
 
 import errno

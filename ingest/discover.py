@@ -4,6 +4,7 @@ Inside a folder given to `ingest`, symbolic links are followed only while they s
 that folder: a link to a file or folder elsewhere is reported and not followed (so a link to
 ``/`` cannot make ingest walk the whole disk). Files and folders named directly are allowed.
 """
+
 from __future__ import annotations
 
 import errno

@@ -15,6 +15,7 @@ base. The cache is only an optimisation: a file SQLite cannot read is deleted an
 rebuilt with a warning, any other SQLite failure turns the cache off for the run with
 a warning; neither ever fails an ingest.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """Decode text files whose encoding is unknown: a BOM, a declared charset, UTF-8, UTF-8 mixed
 line by line with a legacy codec, then the codec charset-normalizer finds (`ingest.charset`)."""
+
 from __future__ import annotations
 
 from kbqa.ingest.charset import codec_for_label, decode_as, detect
@@ -44,7 +45,7 @@ def decode_text(data: bytes, declared: str | None = None) -> tuple[str, str]:
             except UnicodeDecodeError as exc:
                 if name != "utf-8-sig":
                     raise NotTextError(f"starts with a {name.upper()} byte-order mark but is not valid {name.upper()} (byte {exc.start})") from exc
-                data = data[len(bom):]  # a UTF-8 BOM, then lines in another encoding: go on
+                data = data[len(bom) :]  # a UTF-8 BOM, then lines in another encoding: go on
             break
     reason = binary_reason(data)
     if reason:

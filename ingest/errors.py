@@ -1,4 +1,5 @@
 """The one error type loaders raise: it names the file and the reason."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ saying who holds the lock, and gives up with a clear error after ``timeout_s``.
 The kernel drops the lock when its holder dies (even by SIGKILL), so a crashed run
 never leaves the knowledge base locked.
 """
+
 from __future__ import annotations
 
 import errno
@@ -17,7 +18,6 @@ from pathlib import Path
 from kbqa.retrieval.kbdir import LOCK_FILE
 
 log = logging.getLogger(__name__)
-
 
 
 class KBLockedError(ValueError):
@@ -60,7 +60,9 @@ class KBLock:
                 deadline = time.monotonic() + self.timeout_s
                 log.warning(
                     "knowledge base %s is locked by another process (pid %s); waiting up to %.0f s",
-                    self.kb_path, self.holder(), self.timeout_s,
+                    self.kb_path,
+                    self.holder(),
+                    self.timeout_s,
                 )
                 while True:
                     if time.monotonic() >= deadline:

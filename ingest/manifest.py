@@ -2,6 +2,7 @@
 
 SQLite, so that each document's change is one transaction.
 """
+
 from __future__ import annotations
 
 import json

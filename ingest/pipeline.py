@@ -15,6 +15,7 @@ from the manifest so that it is ingested again. So a run killed at any point
 (SIGKILL included) is finished by the next one, every chunk present exactly once.
 The crash tests kill the process at the `crash_point`s below (test-only, ingest/crash_hooks.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -174,10 +175,7 @@ class Ingestor:
     def _check_chunk_size(self) -> None:
         limit = self.embedder.max_tokens - 2  # room for [CLS] and [SEP]
         if self.chunk_tokens > limit:
-            raise ValueError(
-                f"chunking.chunk_tokens={self.chunk_tokens} exceeds what the embedder {self.embedder.name} "
-                f"reads ({limit} tokens); lower it"
-            )
+            raise ValueError(f"chunking.chunk_tokens={self.chunk_tokens} exceeds what the embedder {self.embedder.name} reads ({limit} tokens); lower it")
 
     def _plan(self, files: list[Path], summary: IngestSummary) -> list[_Planned]:
         """Hash every file: unchanged ones and duplicates (same bytes under another name) are not parsed."""
@@ -225,8 +223,7 @@ class Ingestor:
 
     def _parse_embed_store(self, planned: list[_Planned], summary: IngestSummary, password: str | None) -> None:
         by_path = {str(p.path): p for p in planned}
-        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes, self.strip_injections, self.ocr, self.ocr_dpi)
-                 for p in planned]
+        tasks = [ParseTask(str(p.path), password, self.redact_pii, self.max_file_bytes, self.strip_injections, self.ocr, self.ocr_dpi) for p in planned]
         pool = ParsePool(self.workers, self.file_timeout_s, ahead=max(2, 2 * self.workers))
         parse_bar = tqdm(total=len(tasks), desc="parsing", unit="file", disable=None if self.progress and tasks else True, position=0)
         embed_bar = tqdm(total=0, desc="embedding", unit="chunk", disable=None if self.progress and tasks else True, position=1)
@@ -281,8 +278,13 @@ class Ingestor:
         notes = page_notes(parsed.pages)
         if parsed.redactions:
             notes.append("redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(parsed.redactions.items())))
-        result = FileResult(item.source, "replaced" if item.old else "added", chunks=len(chunks), reason="; ".join(notes) or None,
-                            ocr_pages=sum(1 for p in parsed.pages if p.ocr))
+        result = FileResult(
+            item.source,
+            "replaced" if item.old else "added",
+            chunks=len(chunks),
+            reason="; ".join(notes) or None,
+            ocr_pages=sum(1 for p in parsed.pages if p.ocr),
+        )
         return _Pending(result, item.key, item.source, parsed.doc_hash, chunks, len(parsed.pages), parsed.size, item.old.chunk_ids if item.old else [])
 
     def _commit_group(self, group: list[_Pending], summary: IngestSummary, bar) -> None:

@@ -3,6 +3,7 @@ manifest, the source of truth, after a run that was interrupted (ingest/pipeline
 docstring says why this makes a killed run safe). Each run starts with it; `kbqa doctor
 --repair` (app/doctor.py) runs it too.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

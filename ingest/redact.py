@@ -6,6 +6,7 @@ for deployments such as a medical or customer-service assistant. Pattern-based: 
 catches the common written forms, not every possible one, and says how many of each
 kind it replaced.
 """
+
 from __future__ import annotations
 
 import re

@@ -17,6 +17,7 @@ Wherever a span's count is the sum of its clauses' counts -- always for MiniLM's
 WordPiece, which splits at the spaces and punctuation where clauses end -- the chunks are
 exactly those of counting every clause.
 """
+
 from __future__ import annotations
 
 import math

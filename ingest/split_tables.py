@@ -9,6 +9,7 @@ chunk still says what each value means. A row too long for a chunk even alone is
 prose, each piece under the header. Table chunks carry no overlap: the header is their context.
 A table whose header alone takes more than half a chunk is split as prose.
 """
+
 from __future__ import annotations
 
 import re

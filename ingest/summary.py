@@ -1,4 +1,5 @@
 """What one ingest run did, per file and in total; text for people, JSON for programs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -17,6 +17,7 @@ between 0 (noise) and 1 (language) from cheap signals that need no model:
 `repair` joins Latin words split into spaced letters and drops runs of stray single
 digits beside Chinese text.
 """
+
 from __future__ import annotations
 
 import re
@@ -81,7 +82,7 @@ def _han_score(text: str) -> tuple[float, int]:
         i = 0
         while i < len(run):  # greedy longest match, up to 4 characters
             for n in (4, 3, 2):
-                if i + n <= len(run) and run[i:i + n] in words:
+                if i + n <= len(run) and run[i : i + n] in words:
                     covered += n
                     i += n
                     break

@@ -7,6 +7,7 @@ and queues their results, at most ``ahead`` of them. A file that takes longer th
 worker that dies (a parser crash, memory) fails only the file it was on. With
 ``workers=0`` files are parsed in the calling thread, with no time limit.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 
 Nothing heavy is imported here; backends import their libraries on first use.
 """
+
 from kbqa.retrieval.types import Chunk, Hit
 
 __all__ = ["Chunk", "Hit"]

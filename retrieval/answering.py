@@ -9,6 +9,7 @@ check against its cited blocks, or "not found".
   replaced by the reader's quote, or "not found".
 - `CheckedStream`: the same for a stream of text; the verdict is known when it ends.
 """
+
 from __future__ import annotations
 
 import re
@@ -89,8 +90,9 @@ def checked_answer(text: str, hits: Sequence[Hit], lang: str, fallback: Callable
     if verdict.grounded:
         return Grounded(stripped, "generative")
     replacement = fallback() if fallback is not None else not_found(lang, "generative")
-    return Grounded(replacement.text, "generative", found=replacement.found, grounded=False,
-                    unsupported=verdict.unsupported, evidence=replacement.evidence, replaced=True)
+    return Grounded(
+        replacement.text, "generative", found=replacement.found, grounded=False, unsupported=verdict.unsupported, evidence=replacement.evidence, replaced=True
+    )
 
 
 def text_pieces(text: str) -> list[str]:

@@ -13,6 +13,7 @@ the highest idf), which bounds it since each term adds at most its idf. The norm
 score reads as "how much of the query's information this chunk matches", comparable
 across queries and knowledge bases, which a relevance floor needs.
 """
+
 from __future__ import annotations
 
 import json

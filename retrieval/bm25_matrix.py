@@ -21,6 +21,7 @@ by looking up the non-essential terms one by one (binary search in their sorted 
 ``rest`` shrinking and ``theta`` rising after each, so fewer survive each lookup. The result
 equals scoring every document (ties broken by document number).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

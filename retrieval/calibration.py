@@ -10,6 +10,7 @@ squad:e5,cmrc:e5,squad:sentence-transformers,cmrc:sentence-transformers --floors
 retrieval_fusion_sweep_e5`). An embedder missing from the table gets MiniLM's values; a
 setting given explicitly wins.
 """
+
 from __future__ import annotations
 
 # cross_language_min_score None: not measured, no match in another language passes on its own

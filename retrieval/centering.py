@@ -25,6 +25,7 @@ Measured (bench/results/crosslingual_study.md, bench/results/crosslingual.md): e
 data/crosslingual_qa.jsonl 0.0 -> 0.86 (zh->en) and 0.03 -> 0.71 (en->zh); same-language
 questions lose up to 0.1 hit@1 (the sample's Chinese ones) and about nothing at hit@5.
 """
+
 from __future__ import annotations
 
 import threading
@@ -44,8 +45,7 @@ DenseSearch = Callable[[np.ndarray, int], list[tuple[str, float]]]
 def store_vectors(store, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
     fetch = getattr(store, "vectors", None)
     if fetch is None:
-        raise ValueError(f"retrieval.language_centering needs a vector store that returns its vectors "
-                         f"(chroma or faiss), not {type(store).__name__}")
+        raise ValueError(f"retrieval.language_centering needs a vector store that returns its vectors (chroma or faiss), not {type(store).__name__}")
     return fetch(list(ids))
 
 

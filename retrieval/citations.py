@@ -3,6 +3,7 @@
 `strip_citations` removes them (scoring compares the answer's words, not its markers);
 `cited_numbers` reads which blocks a piece of text cites.
 """
+
 from __future__ import annotations
 
 import re

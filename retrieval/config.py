@@ -9,6 +9,7 @@ stores' defaults are `StoreSettings()`'s). A new retrieval setting goes into its
 
 Only pydantic is imported: this module is cheap to import from anywhere in the core.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -51,8 +52,12 @@ class StoreSettings(Section):
     faiss_nlist: int | None = Field(None, ge=1, description="IVF lists; None: 4 * sqrt(chunks) when the index is built")
     faiss_nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query; None: enough lists for faiss_probe_vectors")
     faiss_probe_vectors: int = Field(30_000, ge=1, description="IVF: vectors scanned per query when faiss_nprobe is None")
-    faiss_ef_search: int = Field(256, ge=1, description="HNSW search breadth (faiss_index = hnsw); recall@10 0.97 on hard synthetic data at 20k (bench/results/speed.md)")
-    chroma_ef_search: int = Field(400, ge=1, description="Chroma's HNSW search breadth (Chroma's default 100 gave recall@10 0.75 at 20k chunks, 400 gave 0.975)")
+    faiss_ef_search: int = Field(
+        256, ge=1, description="HNSW search breadth (faiss_index = hnsw); recall@10 0.97 on hard synthetic data at 20k (bench/results/speed.md)"
+    )
+    chroma_ef_search: int = Field(
+        400, ge=1, description="Chroma's HNSW search breadth (Chroma's default 100 gave recall@10 0.75 at 20k chunks, 400 gave 0.975)"
+    )
 
     def faiss_options(self) -> dict[str, Any]:
         """`FaissStore`'s index arguments."""
@@ -72,23 +77,47 @@ class RetrievalSettings(Section):
 
     k: int = Field(5, ge=1, le=200, description="passages retrieved per question (the API's, the CLI's and the adapters' default)")
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    min_score: float | None = Field(None, description="relevance floor (dense cosine) below which nothing is 'found'; None: the embedder's own (retrieval/calibration.py)")
+    min_score: float | None = Field(
+        None, description="relevance floor (dense cosine) below which nothing is 'found'; None: the embedder's own (retrieval/calibration.py)"
+    )
     # issue 3: hybrid fusion, keyword floor, context assembly, query rewriting
     min_keyword_score: float = Field(0.3, ge=0.0, le=1.0, description="relevance floor for the normalised BM25 score (idf share of the query matched)")
     min_keyword_score_zh: float = Field(0.11, ge=0.0, le=1.0, description="the same for Chinese questions (their normalised scores run lower)")
     fusion: Literal["weighted", "rrf"] = "weighted"
-    dense_weight: float | None = Field(None, ge=0.0, le=1.0, description="hybrid: dense weight when the embedder covers the query's language; None: the embedder's own (retrieval/calibration.py)")
-    weak_language_weight: float = Field(0.0, ge=0.0, le=1.0, description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties (measured best on CMRC with MiniLM)")
-    adapt: float | None = Field(None, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores; None: the embedder's own")
+    dense_weight: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="hybrid: dense weight when the embedder covers the query's language; None: the embedder's own (retrieval/calibration.py)",
+    )
+    weak_language_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="hybrid: dense weight when it does not (e.g. English MiniLM, Chinese query); 0 = keywords rank, dense breaks ties (measured best on CMRC with MiniLM)",
+    )
+    adapt: float | None = Field(
+        None, ge=0.0, le=1.0, description="hybrid: shift weight towards the retriever with the more peaked scores; None: the embedder's own"
+    )
     candidates: int = Field(50, ge=1, description="candidates per retriever before fusion")
-    parallel: bool = Field(False, description="hybrid: BM25 in a worker thread beside embedding + dense search; did not pay on the shared 2-core machine (1M chunks p50 8.7 ms vs 7.8 ms serial; bench/results/speed_retrieval.md); meant for idle cores and large indexes")
+    parallel: bool = Field(
+        False,
+        description="hybrid: BM25 in a worker thread beside embedding + dense search; did not pay on the shared 2-core machine (1M chunks p50 8.7 ms vs 7.8 ms serial; bench/results/speed_retrieval.md); meant for idle cores and large indexes",
+    )
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR diversification (None: off)")
     dense_languages: list[str] | None = Field(None, description="languages the embedder covers (None: guessed from the embedder)")
     # issue 20: cross-lingual questions (retrieval/centering.py, bench/results/crosslingual_study.md)
-    language_centering: bool = Field(False, description="language-neutral dense scores in a KB of two languages (weighted fusion only); off: same-language hit@1 may drop")
-    cross_language_min_score: float | None = Field(None, description="raw-cosine floor for a top chunk in another language than the question (with language_centering); None: the embedder's own")
+    language_centering: bool = Field(
+        False, description="language-neutral dense scores in a KB of two languages (weighted fusion only); off: same-language hit@1 may drop"
+    )
+    cross_language_min_score: float | None = Field(
+        None, description="raw-cosine floor for a top chunk in another language than the question (with language_centering); None: the embedder's own"
+    )
     # issue 20: a second stage after fusion (retrieval/rerankers, bench/results/rerank.md); no reranker weights ship
-    rerank: str = Field("none", description="none, or a local sentence-transformers CrossEncoder folder that re-scores the first stage's top rerank_candidates (\"found\" still decided by the floors)")
+    rerank: str = Field(
+        "none",
+        description='none, or a local sentence-transformers CrossEncoder folder that re-scores the first stage\'s top rerank_candidates ("found" still decided by the floors)',
+    )
     rerank_candidates: int = Field(30, ge=1, le=200, description="first-stage hits the reranker re-scores; the best k are kept")
     context_neighbors: int = Field(1, ge=0, description="adjacent chunks added around a hit (small-to-big)")
     rewrite: bool = Field(True, description="rewrite follow-up questions into standalone queries from the history")

@@ -12,6 +12,7 @@ A passage is a `Hit` whose chunk is the first chunk of its span (source, page an
 index for the citation) with the merged text, and whose score is its best hit's score.
 Passages come back in rank order. Pure logic: the caller supplies the lookups.
 """
+
 from __future__ import annotations
 
 import hashlib

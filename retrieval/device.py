@@ -1,4 +1,5 @@
 """Resolve a device setting ("auto", "cpu", "cuda", "cuda:1") to a torch device string."""
+
 from __future__ import annotations
 
 

@@ -14,6 +14,7 @@ embedder understands the query's language, a small one when it does not (an Engl
 embedder on a Chinese query ranks almost at random), and it shifts weight towards the
 retriever whose score distribution shows a clear winner (see `peakedness`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

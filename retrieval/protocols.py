@@ -3,6 +3,7 @@
 Streaming is a generator of strings. Constructors of implementations are cheap:
 models and clients load on first use.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -113,7 +114,9 @@ class LLM(Protocol):
         """As `generate`, yielding the reply's text in pieces as they are generated."""
         ...
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None
+    ) -> list[str]:
         """`generate` for each conversation, replies in the same order."""
         ...
 

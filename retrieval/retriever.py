@@ -26,6 +26,7 @@ scores, so a reranker never changes what is answered and what is not.
 On the sample knowledge base (MiniLM) these floors find all 40 sample questions and none
 of 20 off-topic ones in English and Chinese (tests/test_retrieval_abstention.py).
 """
+
 from __future__ import annotations
 
 import threading
@@ -123,7 +124,7 @@ class Retriever:
         if config.fusion not in ("weighted", "rrf"):
             raise ValueError(f"retrieval.fusion: unknown fusion {config.fusion!r} (weighted or rrf)")
         if config.language_centering and config.fusion != "weighted":
-            raise ValueError("retrieval.language_centering works with retrieval.fusion = \"weighted\" only")
+            raise ValueError('retrieval.language_centering works with retrieval.fusion = "weighted" only')
         self.embedder = embedder
         self.store = store
         self.keyword = keyword
@@ -227,8 +228,14 @@ class Retriever:
 
     def _weight(self, trusted: bool, dense, sparse) -> float:
         c = self.config
-        return dense_weight(c.dense_weight, language_supported=trusted, weak_language_weight=c.weak_language_weight,
-                            dense_scores=[s for _, s in dense], sparse_scores=[s for _, s in sparse], adapt=c.adapt)
+        return dense_weight(
+            c.dense_weight,
+            language_supported=trusted,
+            weak_language_weight=c.weak_language_weight,
+            dense_scores=[s for _, s in dense],
+            sparse_scores=[s for _, s in sparse],
+            adapt=c.adapt,
+        )
 
     def _centered_found(self, centered: Candidates, fused, sparse, trusted: bool, language: str, keyword_floor: float, pool: int) -> bool:
         """The usual weighted-fusion floor on the raw cosines, or a top chunk in another language

@@ -9,6 +9,7 @@ own (no pronoun or elliptical opening, enough words of its own) is left unchange
 A heuristic on purpose: a 135M-parameter model rewrites worse than this and costs a second.
 Works for English and Chinese (jieba words).
 """
+
 from __future__ import annotations
 
 import re
@@ -19,15 +20,15 @@ from kbqa.retrieval.tokenize import CHINESE_STOP_WORDS, ENGLISH_STOP_WORDS, word
 
 Message = dict[str, str]
 
-EN_ANAPHORA = frozenset(
-    "it its it's they them their theirs this that these those there he him his she her hers one ones same such".split()
-)
+EN_ANAPHORA = frozenset("it its it's they them their theirs this that these those there he him his she her hers one ones same such".split())
 EN_OPENINGS = ("and ", "also ", "what about", "how about", "and what", "and how", "then ", "so ", "but ", "or ")
 ZH_ANAPHORA = ("它", "它们", "其", "他", "她", "他们", "这", "那", "该", "此", "这个", "那个", "这些", "那些", "上述", "前者", "后者")
 ZH_OPENINGS = ("那", "还", "另外", "而", "并且", "以及", "再", "那么")
 # question words and fillers carry no topic
 EN_NON_TOPIC = ENGLISH_STOP_WORDS | frozenset("many much long take takes cost costs please tell know also else".split())
-ZH_NON_TOPIC = CHINESE_STOP_WORDS | frozenset("请 告诉 我 你 们 吗 呢 需要 可以 怎样 多久 多长 时间 还有 另外 那么 它 它们 其 他 她 该 此 这个 那个 这些 那些".split())
+ZH_NON_TOPIC = CHINESE_STOP_WORDS | frozenset(
+    "请 告诉 我 你 们 吗 呢 需要 可以 怎样 多久 多长 时间 还有 另外 那么 它 它们 其 他 她 该 此 这个 那个 这些 那些".split()
+)
 
 MIN_OWN_TERMS = {"en": 3, "zh": 3}
 MAX_CARRIED = 8

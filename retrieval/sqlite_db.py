@@ -5,6 +5,7 @@ Used by the FAISS row store (``retrieval/stores/faiss_rows.py``), the manifest
 (``ingest/manifest.py``) and the embedding cache (``ingest/embed_cache.py``). Each of them
 keeps its own schema; this module only opens the file and runs the batched statements.
 """
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,4 +1,5 @@
 """Plain data types shared by every layer."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -5,6 +5,7 @@ every number, date and name in it occurs in the blocks it cites (in any block, w
 cites none). `verify_answer` returns the verdict and the unsupported parts; the caller
 replaces a failed answer by a quote or by "not found". Pure functions, no model.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,9 +23,45 @@ _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|de|von|van|the|and)?\s*[A-Z][\w'’-]*)*")
 _QUOTED = re.compile(r"[《“\"「]([^》”\"」]{1,40})[》”\"」]")
 _COMMON_CAPS = {
-    "I", "A", "An", "The", "It", "Its", "This", "That", "These", "Those", "He", "She", "They", "We", "You",
-    "In", "On", "At", "By", "For", "From", "To", "Of", "And", "But", "Or", "If", "As", "Yes", "No", "There",
-    "According", "Context", "Answer", "Question", "Block", "Blocks", "Source", "Sources",
+    "I",
+    "A",
+    "An",
+    "The",
+    "It",
+    "Its",
+    "This",
+    "That",
+    "These",
+    "Those",
+    "He",
+    "She",
+    "They",
+    "We",
+    "You",
+    "In",
+    "On",
+    "At",
+    "By",
+    "For",
+    "From",
+    "To",
+    "Of",
+    "And",
+    "But",
+    "Or",
+    "If",
+    "As",
+    "Yes",
+    "No",
+    "There",
+    "According",
+    "Context",
+    "Answer",
+    "Question",
+    "Block",
+    "Blocks",
+    "Source",
+    "Sources",
 }
 
 

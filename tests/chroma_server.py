@@ -1,4 +1,5 @@
 """A real Chroma server (`chroma run`, chromadb's own CLI) on a free port, for the tests."""
+
 from __future__ import annotations
 
 import os

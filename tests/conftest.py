@@ -1,4 +1,5 @@
 """Shared fixtures: real packaged models, loaded once per test session; Chroma under tmp paths."""
+
 from __future__ import annotations
 
 import os

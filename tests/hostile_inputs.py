@@ -4,6 +4,7 @@ Used by tests/test_hostile_inputs.py and bench/bad_input.py: zip bombs and XML e
 DOCX, XLSX and PPTX, cyclic and oversized PDF page trees, PNG decompression bombs. Nothing here is read
 from disk except the good DOCX that python-docx builds.
 """
+
 from __future__ import annotations
 
 import io
@@ -48,8 +49,7 @@ def raw_zip(members: list[tuple[str, bytes, int, int]]) -> bytes:
         offset = out.tell()
         fname = name.encode()
         out.write(struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), size, len(fname), 0) + fname + data)
-        central.write(struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(data), size,
-                                  len(fname), 0, 0, 0, 0, 0, offset) + fname)
+        central.write(struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(data), size, len(fname), 0, 0, 0, 0, 0, offset) + fname)
     cd = central.getvalue()
     start = out.tell()
     out.write(cd + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(members), len(members), len(cd), start, 0))
@@ -121,9 +121,11 @@ _W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 
 
 def _document(doctype: str, body_text: str) -> str:
-    return (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n{doctype}\n'
-            f'<w:document xmlns:w="{_W}"><w:body><w:p><w:r><w:t>Entity follows: {body_text}</w:t></w:r></w:p>'
-            "<w:p><w:r><w:t>Bicycles travel free.</w:t></w:r></w:p></w:body></w:document>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n{doctype}\n'
+        f'<w:document xmlns:w="{_W}"><w:body><w:p><w:r><w:t>Entity follows: {body_text}</w:t></w:r></w:p>'
+        "<w:p><w:r><w:t>Bicycles travel free.</w:t></w:r></w:p></w:body></w:document>"
+    )
 
 
 def docx_billion_laughs(levels: int = 10) -> bytes:

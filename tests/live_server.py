@@ -1,4 +1,5 @@
 """A real uvicorn server in a background thread, for the API and browser tests."""
+
 from __future__ import annotations
 
 import socket

@@ -9,6 +9,7 @@ purpose (tests/test_faults.py, the fair-queue test). Set `server.mode`:
 
 `requests` counts the chat requests received.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ ANSWER = ["The Lanshan Mountain Railway ", "opened in ", "1898 ", "[1]."]
 
 def _event(piece: str | None, finish: str | None = None) -> bytes:
     delta = {"content": piece} if piece is not None else {}
-    body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     return f"data: {json.dumps(body)}\n\n".encode()
 
 

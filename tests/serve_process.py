@@ -1,5 +1,6 @@
 """A real `kbqa serve` subprocess on 127.0.0.1 for the fault and security tests: started,
 waited for (/healthz), and stopped (or found already killed) when the block ends."""
+
 from __future__ import annotations
 
 import os

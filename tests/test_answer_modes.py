@@ -1,5 +1,6 @@
 """Answer modes and the check of generated answers: pure logic, with a stand-in reader
 where the reader's choice is not what is tested (the real reader: tests/test_reader.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,10 +38,17 @@ def test_auto_is_generative_for_a_capable_model_unless_it_lacks_the_language():
 
 
 # ---- citations ---------------------------------------------------------------------------
-@pytest.mark.parametrize("text, stripped", [
-    ("eight [1]", "eight"), ("eight [1][2].", "eight."), ("答案是六岁【1】。", "答案是六岁。"),
-    ("Denver Broncos [1, 2]", "Denver Broncos"), ("no marker", "no marker"), ("in 1909 [3] and 1911 [4]", "in 1909 and 1911"),
-])
+@pytest.mark.parametrize(
+    "text, stripped",
+    [
+        ("eight [1]", "eight"),
+        ("eight [1][2].", "eight."),
+        ("答案是六岁【1】。", "答案是六岁。"),
+        ("Denver Broncos [1, 2]", "Denver Broncos"),
+        ("no marker", "no marker"),
+        ("in 1909 [3] and 1911 [4]", "in 1909 and 1911"),
+    ],
+)
 def test_strip_citations(text, stripped):
     assert strip_citations(text) == stripped
 

@@ -3,6 +3,7 @@ resolved once per request, and `ask`, `ask_batch` and the stream answering alike
 
 Real embedder and retrieval over a two-document knowledge base; the LLM is a fake that
 records what it is sent, so the prompts can be compared."""
+
 from __future__ import annotations
 
 import pytest

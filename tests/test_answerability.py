@@ -1,5 +1,6 @@
 """The reader's answerability model: its features, its fit, the thresholds chosen on it, and
 the reader using it (pure logic on small made-up inputs; the shipped reader is in test_reader.py)."""
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,9 @@ def test_thresholds_are_chosen_on_the_model_and_the_reader_uses_it(tmp_path):
             for answerable in (True, False):
                 score = rng.gauss(8 if answerable else 1, 3)
                 f = dict.fromkeys(FEATURES, 0.0) | {"span_score": score, "question_in_sentence": 0.7 if answerable else 0.1 * rng.random()}
-                saved.append({"score": score, "answerable": answerable, "correct": answerable and score > 3, "lang": lang,
-                              "question": f"{lang}{q}", "features": f})
+                saved.append(
+                    {"score": score, "answerable": answerable, "correct": answerable and score > 3, "lang": lang, "question": f"{lang}{q}", "features": f}
+                )
     (folder / SCORES).write_text(json.dumps(saved), encoding="utf-8")
     plain = choose_thresholds(folder, answerability=False)
     config = json.loads((folder / "reader_config.json").read_text(encoding="utf-8"))

@@ -4,6 +4,7 @@ Two knowledge bases: "sample" (the session's sample KB, read-only here) and "scr
 (empty at start, for uploads). Three keys: admin (read-write everywhere), reader (read
 "sample"), scratcher (read-write "scratch" only).
 """
+
 from __future__ import annotations
 
 import httpx
@@ -48,9 +49,7 @@ def http(server, who: str | None = "admin") -> httpx.Client:
 # ---- chat ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def plain_answer(server):
-    return client(server, "reader").chat.completions.create(
-        model="sample", messages=[{"role": "user", "content": HISTORY_Q["query"]}], max_tokens=24
-    )
+    return client(server, "reader").chat.completions.create(model="sample", messages=[{"role": "user", "content": HISTORY_Q["query"]}], max_tokens=24)
 
 
 def test_chat_answers_with_sources(plain_answer):
@@ -349,8 +348,14 @@ def test_each_serve_worker_takes_the_max_pending_limit(tmp_path, monkeypatch):
     from kbqa.app.server import ServerConfig
     from kbqa.app.server.worker_app import SPEC_ENV, create_app_from_env
 
-    spec = {"kbs": [str(tmp_path / "kb")], "settings": {}, "keys": None, "config": asdict(ServerConfig(ui=False, metrics_dir=str(tmp_path))),
-            "warm_up": False, "max_pending": 3}
+    spec = {
+        "kbs": [str(tmp_path / "kb")],
+        "settings": {},
+        "keys": None,
+        "config": asdict(ServerConfig(ui=False, metrics_dir=str(tmp_path))),
+        "warm_up": False,
+        "max_pending": 3,
+    }
     monkeypatch.setenv(SPEC_ENV, json.dumps(spec))
     app = create_app_from_env()
     assert app.state.service.max_pending == 3

@@ -21,6 +21,7 @@
    first, loads none of torch, transformers, chromadb, gradio: each import runs in a
    fresh interpreter, and a failure names the import chain that pulled the library in.
 """
+
 from __future__ import annotations
 
 import ast
@@ -163,7 +164,7 @@ FRONT_ENDS = ("app.server", "app.cli")  # inside app/: imported only from these 
 
 def _dotted(target: str) -> str:
     """``kbqa.app.server.api`` -> ``app.server.api``: the name inside our tree."""
-    return target[len("kbqa."):] if target.startswith("kbqa.") else target
+    return target[len("kbqa.") :] if target.startswith("kbqa.") else target
 
 
 def front_end_violations(path: Path) -> list[str]:
@@ -350,7 +351,11 @@ def test_import_loads_no_heavy_library(module):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, module, ",".join(HEAVY)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, f"import {module} failed:\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])

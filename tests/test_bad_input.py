@@ -2,6 +2,7 @@
 
 Fixtures are generated here (fpdf2, python-docx, raw bytes), nothing from ../shared.
 """
+
 from __future__ import annotations
 
 import io

@@ -2,6 +2,7 @@
 in-memory knowledge base whose vectors carry a strong direction per language, as multilingual e5's
 do, a question finds the chunk of the other language that answers it only with centering; a
 knowledge base of one language searches exactly as without it; the cross-language floor."""
+
 from __future__ import annotations
 
 import numpy as np

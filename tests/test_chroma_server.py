@@ -1,6 +1,7 @@
 """Scale-out: knowledge bases whose vectors live on a Chroma server (`chroma run`), shared
 by several workers. The store contract itself runs against the server in
 test_store_contract.py (`chroma_server_factory`)."""
+
 from __future__ import annotations
 
 import os
@@ -61,7 +62,20 @@ def test_serve_workers_share_a_knowledge_base_on_a_chroma_server(server_kb, tmp_
     # more workers: `kbqa serve --workers 2` in another process, on the same directory and server
     port = free_port()
     env = dict(os.environ, KBQA_STORE__CHROMA_URL=server_url, KBQA_CACHE_DIR=str(s.cache_dir), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"railway={kb_dir}", "--port", str(port), "--workers", "2", "--no-ui", "--no-warm-up"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kbqa.app.cli.kbqa_main",
+        "serve",
+        "--kb",
+        f"railway={kb_dir}",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--no-ui",
+        "--no-warm-up",
+    ]
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

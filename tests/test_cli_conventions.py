@@ -1,6 +1,7 @@
 """CLI conventions (issue #21): every command and option has a --help text, `--version`,
 `ask --json` says whether the answer was found and how it was made, errors go to stderr
 with the file and the reason, and progress bars stay off a pipe."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,7 @@ import pytest
 from tests.conftest import ROOT
 
 TINY_DOC = (
-    "The Lanshan Mountain Railway opened in 1923.\n\n"
-    "Its track gauge is 800 mm, and the journey from Lanshan Foot to Cloud Peak Summit takes 95 minutes.\n"
+    "The Lanshan Mountain Railway opened in 1923.\n\nIts track gauge is 800 mm, and the journey from Lanshan Foot to Cloud Peak Summit takes 95 minutes.\n"
 )
 
 
@@ -91,8 +91,13 @@ def tiny_ingest(tmp_path_factory):
     doc = root / "railway.txt"
     doc.write_text(TINY_DOC, encoding="utf-8")
     kb = root / "kb"
-    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.ingest_main", str(doc), str(root / "missing.txt"), "--kb", str(kb)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(doc), str(root / "missing.txt"), "--kb", str(kb)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     return kb, out
 
 
@@ -105,12 +110,12 @@ def test_ingest_reports_failures_on_stderr_and_draws_no_bars_on_a_pipe(tiny_inge
     assert "%|" not in out.stderr and "\r" not in out.stderr, out.stderr  # no tqdm bar
 
 
-@pytest.mark.parametrize(("question", "found"), [("What is the track gauge of the railway?", True),
-                                                 ("What is the capital of Peru?", False)])
+@pytest.mark.parametrize(("question", "found"), [("What is the track gauge of the railway?", True), ("What is the capital of Peru?", False)])
 def test_ask_json_says_whether_found_and_the_answer_mode(tiny_ingest, question, found):
     kb, _ = tiny_ingest
-    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", question, "--kb", str(kb), "--json"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", question, "--kb", str(kb), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["found"] is found

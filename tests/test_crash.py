@@ -5,6 +5,7 @@ ids a clean ingest of the same files produces) and manifest, vector store and BM
 index (read back from disk) agree; `kbqa doctor` finds nothing to repair.
 The kill comes from a test-only hook (``KBQATEST_CRASH_AT=POINT:N`` in ingest/crash_hooks.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -118,7 +119,10 @@ def test_killed_replacement_and_doctor_repair(crash_docs, reference_ids, tmp_pat
     assert any("not in the manifest" in p for p in before.problems), before.problems
     doctor = subprocess.run(
         [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--repair", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert doctor.returncode == 0, doctor.stderr
     out = json.loads(doctor.stdout)
@@ -161,6 +165,7 @@ def test_second_writer_waits_for_the_lock_then_runs(tmp_path, settings):
     handler.emit = lambda record: waiting.set() if "locked by another process" in record.getMessage() else None
     logging.getLogger("kbqa.ingest.lock").addHandler(handler)
     try:
+
         def release():
             waiting.wait(300)
             holder.release()

@@ -2,6 +2,7 @@
 the English sample documents and English questions answered only by the Chinese ones. Its shape,
 its keys against the documents' text, and a retrieval floor for the embedder that carries meaning
 across the two languages (bench/crosslingual.py measures every embedder and mode)."""
+
 from __future__ import annotations
 
 import json
@@ -56,6 +57,7 @@ def test_use_dense_retrieval_finds_the_other_language_passage(use_sample_kb):
     """USE v3 dense measured 0.72 (zh->en) and 0.82 (en->zh) at hit@5; multilingual-e5-small
     found almost none (its own-language chunks outrank the right passage, bench/results/crosslingual.md),
     so it has no floor here."""
+
     def hit(case):
         hits = use_sample_kb.search(case["query"], 5, "dense").hits
         return any(Path(h.chunk.source).name == case["source"] and case["key"] in h.chunk.text for h in hits)

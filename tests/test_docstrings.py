@@ -4,6 +4,7 @@ In the modules below, every public class (name not starting with ``_``) and ever
 function or method of the module or of a public class, properties included, has a
 docstring. Members of private classes and functions nested in functions are not checked.
 """
+
 from __future__ import annotations
 
 import ast

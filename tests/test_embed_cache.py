@@ -3,6 +3,7 @@
 On real parts (packaged MiniLM, Chroma on disk), with a thin wrapper around the real
 embedder that records which texts reach it; the cache's own logic on plain vectors.
 """
+
 from __future__ import annotations
 
 import logging
@@ -186,7 +187,11 @@ def test_run_killed_between_store_and_cache_is_finished_by_the_next(tmp_path, do
     env = dict(os.environ, KBQA_INGEST__BATCH_CHUNKS="1", KBQA_INGEST__WORKERS="0", KBQATEST_CRASH_AT="after_upsert:2")
     killed = subprocess.run(
         [sys.executable, "-m", "kbqa.app.cli.ingest_main", str(docs), "--kb", str(kb_path), "--json", "--no-progress"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     rec = Recording(embedder)
@@ -204,6 +209,7 @@ def test_run_killed_between_store_and_cache_is_finished_by_the_next(tmp_path, do
 
 
 # ---- the cache on its own (pure logic, plain vectors) ---------------------------------
+
 
 def _vec(seed: int, dim: int = 8) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)

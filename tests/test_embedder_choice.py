@@ -1,5 +1,6 @@
 """embedder.backend = auto: the embedder is chosen by the corpus's languages at the first ingest,
 recorded in kb.json, reported in the summary, and kept afterwards (app/embedder_choice.py)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,10 @@ def _write(folder, files: dict[str, str]):
     return folder
 
 
-ENGLISH = {"refunds.md": "# Refunds\n\nRefunds are paid to the original card within ten working days.\n",
-           "trains.txt": "The night train to Harbin leaves from platform seven at nine in the evening.\n"}
+ENGLISH = {
+    "refunds.md": "# Refunds\n\nRefunds are paid to the original card within ten working days.\n",
+    "trains.txt": "The night train to Harbin leaves from platform seven at nine in the evening.\n",
+}
 CHINESE = {"faq.md": "# 常见问题\n\n未满6周岁的儿童乘车免费，须由成年旅客陪同。\n", "notes.txt": "退款在十个工作日内原路退回。\n"}
 
 

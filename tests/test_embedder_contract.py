@@ -1,4 +1,5 @@
 """The `Embedder` contract, run against every embedder backend (packaged MiniLM, USE, e5)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,10 +46,12 @@ def test_token_counts_are_what_the_model_reads(backend):
 
 def test_question_finds_its_passage_in_its_own_and_the_other_language(backend):
     emb, multilingual = backend
-    passages = ["Children under six travel free of charge on all trains.",
-                "The museum restaurant on the third floor closes at half past four.",
-                "未满6周岁的儿童乘车免费。",
-                "馆内餐厅位于三楼，营业到下午四点半。"]
+    passages = [
+        "Children under six travel free of charge on all trains.",
+        "The museum restaurant on the third floor closes at half past four.",
+        "未满6周岁的儿童乘车免费。",
+        "馆内餐厅位于三楼，营业到下午四点半。",
+    ]
     P = emb.embed_documents(passages)
     assert int(np.argmax(P @ emb.embed_query("Do small children need a ticket?"))) in (0, 2)
     if multilingual:

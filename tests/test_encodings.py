@@ -1,6 +1,7 @@
 """Legacy encodings (issue #21): Shift-JIS, EUC-KR, cp1252, Big5, GBK and UTF-16 files decode to
 the exact text, short ones included; HTML honours its declared charset and a BOM; bad bytes get
 a reason that names the file. The fixtures are written by the tests, from the texts below."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -148,7 +149,11 @@ def test_charset_labels():
         ("page.html", b"<html>\x01\x02\x03\x04\x05\x06\x07\x08" * 50, r"page\.html: binary data, not text \(\d+% control characters"),
         ("notes.md", bytes(range(0x80, 0x100)) * 4, r"notes\.md: undecodable bytes: not UTF-8, and no other text encoding fits"),
         ("odd.txt", b"\xff\xfe" + "半".encode("utf-16-le") + b"\x41", r"odd\.txt: starts with a UTF-16 byte-order mark but is not valid UTF-16"),
-        ("bad.html", b'<meta charset="shift_jis">' + b"\x80\x81\x8d\x8f\x90\x9d" * 20, r"bad\.html: undecodable bytes: .*declared charset 'shift_jis' does not fit either"),
+        (
+            "bad.html",
+            b'<meta charset="shift_jis">' + b"\x80\x81\x8d\x8f\x90\x9d" * 20,
+            r"bad\.html: undecodable bytes: .*declared charset 'shift_jis' does not fit either",
+        ),
     ],
 )
 def test_bad_bytes_get_a_reason_naming_the_file(name, data, reason):

@@ -1,5 +1,6 @@
 """End to end on the bundled sample knowledge base: retrieval cites the right document,
 the packaged model's answer holds the key fact, and the CLI speaks JSON."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,9 @@ def test_cli_ask_json_cites_the_document(sample_kb_dir):
     item = next(q for q in QA if q["key"] == "800 mm")
     out = subprocess.run(
         [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", item["query"], "--kb", str(sample_kb_dir), "--json", "--max-new-tokens", "48"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -76,7 +79,9 @@ def test_cli_ask_json_cites_the_document(sample_kb_dir):
 def test_cli_retrieve_json_is_a_list(sample_kb_dir):
     out = subprocess.run(
         [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "retrieve", "儿童身高不足多少需要陪同", "--kb", str(sample_kb_dir), "--json", "-k", "3"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -115,7 +120,9 @@ def test_llamaindex_retriever(sample_kb):
 def test_cli_refuses_a_directory_that_is_not_a_kb(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", "anything", "--kb", str(tmp_path / "nope")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2 and "not a knowledge base" in out.stderr
 
@@ -125,7 +132,9 @@ def test_cli_chat_repl_answers_with_sources_and_follow_ups(sample_kb_dir):
     out = subprocess.run(
         [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "chat", "--kb", str(sample_kb_dir), "--max-new-tokens", "24"],
         input="How long is the Cloudgate Tunnel?\nAnd when did the railway open?\n\n",
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr
     answers = out.stdout.split("\n> ")

@@ -1,6 +1,7 @@
 """One SQuAD/CMRC reader (issue #24): `kbqa eval squad` and `kbqa eval retrieval --squad` read
 a file through `eval.datasets.read_squad`, with the same paragraph ids and the same errors,
 and the evaluation knowledge bases of both are built by one cached builder."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,10 @@ def test_answering_skips_the_empty_question_and_says_so(caplog):
         ('{"version": 1}', "expected a SQuAD-style object with a 'data' list"),
         ('{"data": [{"title": "t"}]}', "data[0]: missing field 'paragraphs'"),
         ('{"data": [{"paragraphs": [{"context": "", "qas": []}]}]}', "data[0].paragraphs[0]: field 'context' must be a non-empty string"),
-        ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"question": 3, "answers": []}]}]}]}',
-         "data[0].paragraphs[0].qas[0]: field 'question' must be a non-empty string"),
+        (
+            '{"data": [{"paragraphs": [{"context": "c", "qas": [{"question": 3, "answers": []}]}]}]}',
+            "data[0].paragraphs[0].qas[0]: field 'question' must be a non-empty string",
+        ),
     ],
 )
 def test_both_commands_name_the_same_defect(tmp_path, text, message):

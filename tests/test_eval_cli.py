@@ -1,4 +1,5 @@
 """Evaluation file readers, run folders and the `kbqa eval qa|squad|mcq|compare` commands."""
+
 from __future__ import annotations
 
 import json
@@ -133,8 +134,22 @@ def test_eval_qa_bad_predictions_file(tmp_path, capsys):
 def test_eval_qa_full_rag_path_on_sample_kb(sample_kb_dir, tmp_path, capsys):
     """Two questions through retrieval and the packaged model (short answers to keep it quick)."""
     out = tmp_path / "rag"
-    code = main(["eval", "qa", str(ROOT / "data" / "sample_qa.jsonl"), "--kb", str(sample_kb_dir), "--limit", "2",
-                 "--max-new-tokens", "24", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "eval",
+            "qa",
+            str(ROOT / "data" / "sample_qa.jsonl"),
+            "--kb",
+            str(sample_kb_dir),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == 2
@@ -227,8 +242,23 @@ def test_eval_squad_strips_citations_and_counts_not_found_and_wrong(tmp_path, ca
 
 def test_squad_question_with_empty_text_is_skipped(tmp_path, caplog):
     path = tmp_path / "s.json"
-    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
-        {"id": "a", "question": "", "answers": [{"text": "x"}]}, {"id": "b", "question": "q?", "answers": [{"text": "x"}]}]}]}]}), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "paragraphs": [
+                            {
+                                "context": "c",
+                                "qas": [{"id": "a", "question": "", "answers": [{"text": "x"}]}, {"id": "b", "question": "q?", "answers": [{"text": "x"}]}],
+                            }
+                        ]
+                    }
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
     _, items = read_squad(path)
     assert [it.id for it in items] == ["b"]
     assert "skipped 1 question(s) with empty text: data[0].paragraphs[0].qas[0]" in caplog.text

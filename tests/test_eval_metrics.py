@@ -1,5 +1,6 @@
 """Metrics pinned to the reference implementations (rouge-chinese, rouge-score, NLTK, sacrebleu)
 on fixed inputs, and to values worked out by hand."""
+
 from __future__ import annotations
 
 import math

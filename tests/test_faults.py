@@ -14,6 +14,7 @@
   quiet past the timeout: a clean error, no partial answer cached, the next request works.
   With the answer queue full of held answers, retrieval is still served.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ QUESTION = "When did the Lanshan Mountain Railway open?"
 
 
 def _doctor(kb, *extra):
-    result = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json", *extra],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json", *extra], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     return result.returncode, json.loads(result.stdout)
 
@@ -67,7 +69,10 @@ def _upload(url, name, data):
 # ---- the server killed mid-upload ---------------------------------------------------
 # where the kill comes, and what the restarted server then holds: before the manifest the half
 # document is deleted (the retry adds it); after it the document is whole (the retry finds it unchanged)
-KILLS = [("after_upsert:1", ["safety_rules.txt"], "added"), pytest.param("keyword_save:1", ["history.md", "safety_rules.txt"], "unchanged", marks=pytest.mark.slow)]
+KILLS = [
+    ("after_upsert:1", ["safety_rules.txt"], "added"),
+    pytest.param("keyword_save:1", ["history.md", "safety_rules.txt"], "unchanged", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("crash_at,after_restart,retried", KILLS)
@@ -273,8 +278,14 @@ def test_unreachable_chroma_server_is_named_and_repair_drops_nothing(built_kb, t
     shutil.copytree(built_kb, kb)
     env = dict(os.environ, HF_HUB_OFFLINE="1", KBQA_STORE__CHROMA_URL=f"http://127.0.0.1:{free_port()}")
     for extra in ([], ["--repair"]):
-        result = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json", *extra],
-                                capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+        result = subprocess.run(
+            [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "doctor", "--kb", str(kb), "--json", *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env=env,
+        )
         assert result.returncode == 1, (result.stdout, result.stderr[-2000:])
         assert "Chroma server at http://127.0.0.1:" in result.stdout + result.stderr
     code, report = _doctor(kb)  # the local store again: nothing was dropped
@@ -285,8 +296,15 @@ def test_unreachable_chroma_server_is_named_and_repair_drops_nothing(built_kb, t
 @pytest.fixture(scope="module")
 def generative(tmp_path_factory, sample_kb_dir):
     tmp = tmp_path_factory.mktemp("llm-faults")
-    env = {"KBQA_ANSWER__MODE": "generative", "KBQA_ANSWER__VERIFY": "false", "KBQA_LLM__BACKEND": "openai", "KBQA_LLM__MODEL": "m",
-           "KBQA_LLM__ADAPTER": "base", "KBQA_LLM__TIMEOUT_S": "2", "KBQA_LLM__MAX_RETRIES": "0"}
+    env = {
+        "KBQA_ANSWER__MODE": "generative",
+        "KBQA_ANSWER__VERIFY": "false",
+        "KBQA_LLM__BACKEND": "openai",
+        "KBQA_LLM__MODEL": "m",
+        "KBQA_LLM__ADAPTER": "base",
+        "KBQA_LLM__TIMEOUT_S": "2",
+        "KBQA_LLM__MAX_RETRIES": "0",
+    }
     with misbehaving_llm() as llm:
         env["KBQA_LLM__BASE_URL"] = llm.url
         with kbqa_serve([f"sample={sample_kb_dir}"], tmp / "server.log", env=env, args=("--max-pending", "2")) as served:
@@ -344,8 +362,10 @@ def test_retrieval_is_served_while_the_answer_queue_is_full(generative):
     llm.mode, llm.release = "hold", threading.Event()
     start = llm.requests
     results = []
-    held = [threading.Thread(target=lambda q=q: results.append(_chat(served.url, q, stream=True))) for q in
-            ("Can I bring my dog on the train?", "Who surveyed the route?")]
+    held = [
+        threading.Thread(target=lambda q=q: results.append(_chat(served.url, q, stream=True)))
+        for q in ("Can I bring my dog on the train?", "Who surveyed the route?")
+    ]
     for t in held:
         t.start()
     try:

@@ -1,6 +1,7 @@
 """Fine-tuning: data formats and their errors, make-data logic, config validation, and a tiny real
 training run on the packaged SmolLM2 (CPU): loss falls, the adapter saves, reloads, changes the
 output, resumes, and merges to the same logits."""
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,28 @@ def _write(path, rows):
 
 # ---- formats ---------------------------------------------------------------------------------
 
+
 def test_all_formats_load_to_the_same_messages(tmp_path):
-    want = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q0"}, {"role": "assistant", "content": "A0"},
-            {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    want = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q0"},
+        {"role": "assistant", "content": "A0"},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A"},
+    ]
     rows = [
         {"messages": want},
         {"system": "S", "history": [["Q0", "A0"]], "query": "Q", "response": "A"},
         {"system": "S", "conversation": [{"human": "Q0", "assistant": "A0"}, {"human": "Q", "assistant": "A"}]},
-        {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q0"}, {"from": "gpt", "value": "A0"},
-                           {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        {
+            "conversations": [
+                {"from": "system", "value": "S"},
+                {"from": "human", "value": "Q0"},
+                {"from": "gpt", "value": "A0"},
+                {"from": "human", "value": "Q"},
+                {"from": "gpt", "value": "A"},
+            ]
+        },
         {"system": "S", "history": [["Q0", "A0"]], "instruction": "Q", "input": "", "output": "A"},
     ]
     examples = load_examples(_write(tmp_path / "d.jsonl", rows))
@@ -53,8 +67,7 @@ def test_alpaca_input_is_appended_to_the_instruction():
         ({"conversation": [{"human": "q"}]}, "conversation[0]'"),
         ({"instruction": "q"}, "field 'output' is missing"),
         ({"text": "plain"}, "unknown format"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]},
-         "must alternate"),
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}, "must alternate"),
     ],
 )
 def test_malformed_lines_name_the_line_and_field(tmp_path, row, needle):
@@ -65,9 +78,13 @@ def test_malformed_lines_name_the_line_and_field(tmp_path, row, needle):
 
 
 def test_labels_cover_only_the_assistant_replies(tokenizer):
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
-            {"role": "assistant", "content": "Paris [1]."}, {"role": "user", "content": "And Italy?"},
-            {"role": "assistant", "content": "Rome."}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris [1]."},
+        {"role": "user", "content": "And Italy?"},
+        {"role": "assistant", "content": "Rome."},
+    ]
     enc = encode(tokenizer, msgs, 512)
     learned = tokenizer.decode([i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE])
     assert learned == "Paris [1].<|im_end|>Rome.<|im_end|>"
@@ -77,13 +94,16 @@ def test_labels_cover_only_the_assistant_replies(tokenizer):
 
 # ---- make-data -------------------------------------------------------------------------------
 
+
 def _hit(id_, text, score=1.0):
     return Hit(Chunk(id=id_, text=text, source=f"{id_}.md"), score)
 
 
 def test_template_pairs_are_grounded_in_their_chunk():
-    chunks = [Chunk("c1", "Ground was broken on 3 March 1908 by the company. The route was surveyed by the engineer Hollis Wrenfield.", "h.md"),
-              Chunk("c2", "全线最长隧道内每隔150米设有一处应急照明灯。本须知自2024年4月1日起施行。", "s.txt")]
+    chunks = [
+        Chunk("c1", "Ground was broken on 3 March 1908 by the company. The route was surveyed by the engineer Hollis Wrenfield.", "h.md"),
+        Chunk("c2", "全线最长隧道内每隔150米设有一处应急照明灯。本须知自2024年4月1日起施行。", "s.txt"),
+    ]
     pairs = template_pairs(chunks)
     assert {p.key for p in pairs} == {"3 March 1908", "Hollis Wrenfield", "150", "2024年4月1日"}
     for p in pairs:
@@ -124,9 +144,11 @@ def test_splits_are_seeded_whole_groups_and_deduplicated():
 
 def test_share_context_asks_a_chunks_questions_over_the_same_blocks():
     chunk = "The line opened on 3 March 1908 and was 42 km long. Its engineer was Hollis Wrenfield."
-    pairs = [QAPair("When did it open?", "3 March 1908", "3 March 1908", "c1", "c1"),
-             QAPair("How long was it?", "42 km", "42 km", "c1", "c1"),
-             QAPair("Who built the depot?", "Ada Coyle", "Ada Coyle", "c1", "c1")]  # not in the blocks
+    pairs = [
+        QAPair("When did it open?", "3 March 1908", "3 March 1908", "c1", "c1"),
+        QAPair("How long was it?", "42 km", "42 km", "c1", "c1"),
+        QAPair("Who built the depot?", "Ada Coyle", "Ada Coyle", "c1", "c1"),
+    ]  # not in the blocks
     calls = []
 
     def search(question):
@@ -158,8 +180,7 @@ def test_config_validation_names_the_field(tmp_path):
 
 # ---- real training on the packaged model (CPU) ------------------------------------------------
 
-FACTS = [("Lanshan Railway opened", "14 June 1911"), ("track gauge", "800 mm"), ("tunnel count", "17 tunnels"),
-         ("Cloudgate Tunnel length", "1,146 m")]
+FACTS = [("Lanshan Railway opened", "14 June 1911"), ("track gauge", "800 mm"), ("tunnel count", "17 tunnels"), ("Cloudgate Tunnel length", "1,146 m")]
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +202,22 @@ def trained(tmp_path_factory, settings):
     root = tmp_path_factory.mktemp("ft")
     rows = [{"query": f"What is the {k}?", "response": f"The {k} is {v}."} for k, v in FACTS] * 3
     data = _write(root / "data.jsonl", rows)
-    cfg = TrainConfig(data=str(data), output_dir=str(root / "adapter"), max_length=48, batch_size=4, grad_accum=1,
-                      max_steps=4, eval_every=1, learning_rate=2e-3, val_fraction=0.2, save_total_limit=2,
-                      early_stopping_patience=0,
-                      cache_dir=str(settings.cache_dir), progress=False, device="cpu")
+    cfg = TrainConfig(
+        data=str(data),
+        output_dir=str(root / "adapter"),
+        max_length=48,
+        batch_size=4,
+        grad_accum=1,
+        max_steps=4,
+        eval_every=1,
+        learning_rate=2e-3,
+        val_fraction=0.2,
+        save_total_limit=2,
+        early_stopping_patience=0,
+        cache_dir=str(settings.cache_dir),
+        progress=False,
+        device="cpu",
+    )
     return cfg, train(cfg)
 
 
@@ -267,9 +300,21 @@ def test_freeze_mode_trains_only_the_last_layers(tmp_path, settings):
 
     torch.set_num_threads(1)
     rows = [{"query": f"What is the {k}?", "response": f"The {k} is {v}."} for k, v in FACTS] * 2
-    cfg = TrainConfig(data=str(_write(tmp_path / "d.jsonl", rows)), output_dir=str(tmp_path / "model"), mode="freeze",
-                      freeze_last_layers=1, max_length=48, batch_size=4, grad_accum=1, max_steps=1, learning_rate=1e-3, warmup_ratio=0.0,
-                      cache_dir=str(settings.cache_dir), progress=False, device="cpu")
+    cfg = TrainConfig(
+        data=str(_write(tmp_path / "d.jsonl", rows)),
+        output_dir=str(tmp_path / "model"),
+        mode="freeze",
+        freeze_last_layers=1,
+        max_length=48,
+        batch_size=4,
+        grad_accum=1,
+        max_steps=1,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        cache_dir=str(settings.cache_dir),
+        progress=False,
+        device="cpu",
+    )
     metrics = train(cfg)
     base = load_file(str(__import__("pathlib").Path(resolve_model("smollm2", str(settings.cache_dir))) / "model.safetensors"))
     model = AutoModelForCausalLM.from_pretrained(cfg.output_dir)  # a plain model folder, usable with --llm-model
@@ -281,6 +326,7 @@ def test_freeze_mode_trains_only_the_last_layers(tmp_path, settings):
 
 
 # ---- the CLI -----------------------------------------------------------------------------------
+
 
 def test_cli_train_reports_the_bad_line(tmp_path, capsys):
     from kbqa.app.cli.kbqa_main import main
@@ -315,8 +361,9 @@ def test_batch_loss_projects_only_labelled_positions_and_matches_the_full_loss(s
     from kbqa.finetune.train import batch_loss, collate, load_base, resolve_model
 
     model, _ = load_base(resolve_model("smollm2", str(settings.cache_dir)), "cpu")
-    items = [encode(tokenizer, [{"role": "user", "content": f"What is the {k}?"}, {"role": "assistant", "content": f"The {k} is {v}."}], 64)
-             for k, v in FACTS[:3]]
+    items = [
+        encode(tokenizer, [{"role": "user", "content": f"What is the {k}?"}, {"role": "assistant", "content": f"The {k} is {v}."}], 64) for k, v in FACTS[:3]
+    ]
     batch = collate(items, tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
         full = model(**batch).loss
@@ -332,12 +379,37 @@ def test_cli_train_packs_shared_prompts_and_adapts_only_the_last_layers(tmp_path
 
     torch.set_num_threads(1)
     context = "Context:\n[1] (line.md)\n<<<\n" + " ".join(f"The {k} is {v}." for k, v in FACTS) + "\n>>>\n\n"
-    rows = [{"messages": [{"role": "user", "content": context + f"Question: What is the {k}?"},
-                          {"role": "assistant", "content": f"{v} [1]"}]} for k, v in FACTS] * 2
+    rows = [
+        {"messages": [{"role": "user", "content": context + f"Question: What is the {k}?"}, {"role": "assistant", "content": f"{v} [1]"}]} for k, v in FACTS
+    ] * 2
     data = _write(tmp_path / "rag.jsonl", rows)
     out = tmp_path / "adapter"
-    assert main(["finetune", "train", str(data), "--out", str(out), "--pack", "--lora-last-layers", "2", "--max-steps", "2",
-                 "--batch-size", "1", "--grad-accum", "1", "--max-length", "512", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "train",
+                str(data),
+                "--out",
+                str(out),
+                "--pack",
+                "--lora-last-layers",
+                "2",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "1",
+                "--grad-accum",
+                "1",
+                "--max-length",
+                "512",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_sequences"] < metrics["train_examples"]  # questions over one context share it
     saved = json.loads((out / "kbqa_train_config.json").read_text())

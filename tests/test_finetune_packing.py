@@ -1,4 +1,5 @@
 """Shared-prefix packing: the grouping rules, and the same loss as unpacked on the real SmolLM2."""
+
 from __future__ import annotations
 
 import pytest
@@ -68,11 +69,10 @@ def test_packed_loss_equals_the_unpacked_loss(settings):
     model, tok = load_base(resolve_model("smollm2", str(settings.cache_dir)), "cpu")
     model.eval()
     context = "Context:\n[1] (rail.txt)\n<<<\nThe line opened in 1901 with a track gauge of 1,435 mm and ran 42 km.\n>>>\n\n"
-    convs = [[{"role": "system", "content": "Answer from the blocks."},
-              {"role": "user", "content": context + "Question: " + q},
-              {"role": "assistant", "content": a}]
-             for q, a in [("When did the line open?", "In 1901 [1]."), ("How long was it?", "42 km [1]."),
-                          ("What was the gauge?", "1,435 mm [1].")]]
+    convs = [
+        [{"role": "system", "content": "Answer from the blocks."}, {"role": "user", "content": context + "Question: " + q}, {"role": "assistant", "content": a}]
+        for q, a in [("When did the line open?", "In 1901 [1]."), ("How long was it?", "42 km [1]."), ("What was the gauge?", "1,435 mm [1].")]
+    ]
     data = [encode(tok, c, 512) for c in convs]
     packs = pack_shared_prefix(data, max_length=512, min_shared=16)
     assert [p["examples"] for p in packs] == [3]

@@ -1,6 +1,7 @@
 """Grounded answers on the sample knowledge base, with the shipped reader: the extractive
 default in both languages, "not found", and generated answers that fail their check (a
 stand-in LLM forges them) being replaced, in `ask`, streaming, the CLI and the REST API."""
+
 from __future__ import annotations
 
 import json
@@ -53,10 +54,13 @@ def test_extractive_default_says_not_found_for_the_capital_of_peru(sample_kb):
     assert answer.answer == NOT_FOUND["en"] and not answer.found and answer.sources == []
 
 
-@pytest.mark.parametrize("query, key", [
-    ("What is the track gauge of the Lanshan Mountain Railway?", "800"),
-    ("How long is the Cloudgate Tunnel?", "1,146"),
-])
+@pytest.mark.parametrize(
+    "query, key",
+    [
+        ("What is the track gauge of the Lanshan Mountain Railway?", "800"),
+        ("How long is the Cloudgate Tunnel?", "1,146"),
+    ],
+)
 def test_extractive_answers_in_english_hold_the_key_fact(sample_kb, sample_kb_dir, settings, query, key):
     from kbqa.app.kb import KnowledgeBase
 
@@ -104,8 +108,13 @@ def test_streaming_carries_the_verdict_at_the_end(sample_kb_dir, settings):
 
 
 def test_ask_json_shows_the_mode_and_the_verdict(sample_kb_dir):
-    out = subprocess.run([sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", "多大的儿童可以免票？", "--kb", str(sample_kb_dir), "--json"],
-                         capture_output=True, text=True, timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "ask", "多大的儿童可以免票？", "--kb", str(sample_kb_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     payload = json.loads(out.stdout)
     assert payload["answer_mode"] == "extractive" and payload["grounded"] is True and payload["found"] is True
     assert "6周岁" in payload["answer"] and payload["evidence"]

@@ -1,4 +1,5 @@
 """Ingestion on real parts: packaged MiniLM, Chroma PersistentClient under tmp_path."""
+
 from __future__ import annotations
 
 import json

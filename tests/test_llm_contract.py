@@ -5,6 +5,7 @@ and vllm (where vLLM can be imported; skipped otherwise).
 Through `kbqa serve` the user message is a question answered from the sample knowledge
 base, so the conversations are questions about the sample railway.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,5 +1,6 @@
 """`llm.precision` on the transformers backend: int8 (dynamic int8 Linear layers) is chosen by
 the setting, loads the packaged SmolLM2, answers, and keeps LoRA adapters working."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Loaders, cleaning and encodings on the project's own fixtures."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -104,14 +105,13 @@ def test_pdf_without_a_page_tree_is_salvaged_page_by_page(tmp_path):
     from fpdf import FPDF
 
     pdf = FPDF()
-    for text in ("First page about wirewound resistors and their power rating.",
-                 "Second page: the bushing mounts and rotary switches are described here."):
+    for text in ("First page about wirewound resistors and their power rating.", "Second page: the bushing mounts and rotary switches are described here."):
         pdf.add_page()
         pdf.set_font("helvetica", size=12)
         pdf.multi_cell(0, 6, text)
     data = bytes(pdf.output())
     tree = re.search(rb"(?m)^1 0 obj.*?endobj", data, re.S)
     assert b"/Type /Pages" in tree.group(0)
-    data = data[:tree.start()] + b" " * (tree.end() - tree.start()) + data[tree.end():]
+    data = data[: tree.start()] + b" " * (tree.end() - tree.start()) + data[tree.end() :]
     pages = load_document(tmp_path / "no_tree.pdf", data)
     assert [(p.page, p.text.split(":")[0][:10]) for p in pages] == [(1, "First page"), (2, "Second pag")]

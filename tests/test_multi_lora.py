@@ -3,6 +3,7 @@
 Each request picks an adapter by name; the answer must match what an independently loaded
 peft model with that single adapter generates, and switching must never reload the base.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -126,8 +127,15 @@ def test_api_model_field_picks_knowledge_base_and_adapter(lora_setup, settings, 
 
     _, adapters = lora_setup
     s = settings.with_overrides(
-        {"llm.adapters": adapters, "llm.adapter": "base", "llm.max_new_tokens": MAX_TOKENS, "retrieval.k": 2, "retrieval.context_neighbors": 0,
-         "answer.mode": "generative", "answer.verify": False}
+        {
+            "llm.adapters": adapters,
+            "llm.adapter": "base",
+            "llm.max_new_tokens": MAX_TOKENS,
+            "retrieval.k": 2,
+            "retrieval.context_neighbors": 0,
+            "answer.mode": "generative",
+            "answer.verify": False,
+        }
     )
     service = QAService.open([f"sample={sample_kb_dir}"], s)
     kb = service.kb("sample")

@@ -1,6 +1,7 @@
 """PPTX, XLSX and CSV (issue #19, item 4): slides and sheets as pages, rows kept with their
 headers, bounds on huge sheets, broken and hostile files; a cell's question retrieved through a
 real ingest. Every fixture is made here with python-pptx, openpyxl or plain bytes."""
+
 from __future__ import annotations
 
 import io
@@ -74,8 +75,12 @@ def test_xlsx_one_page_per_sheet_with_headers(tmp_path):
     lines = pages[0].text.split("\n")
     assert lines[:3] == ["Sheet: 价格表", "| 型号 | 功率 (W) | 价格 (元) |", "| --- | --- | --- |"]
     assert "| KB-1000 | 300 | 1000 |" in lines and len(lines) == 3 + len(PRODUCTS)
-    assert pages[1].text.split("\n")[1:] == ["| Name | Room | Phone extension |", "| --- | --- | --- |",
-                                              "| Ada Lovelace | B12 | 4417 |", "| Grace Hopper | C07 | 4471 |"]
+    assert pages[1].text.split("\n")[1:] == [
+        "| Name | Room | Phone extension |",
+        "| --- | --- | --- |",
+        "| Ada Lovelace | B12 | 4417 |",
+        "| Grace Hopper | C07 | 4471 |",
+    ]
     assert pages[2].text == "" and pages[2].problem == "empty sheet"
 
 
@@ -91,11 +96,14 @@ def test_pptx_one_page_per_slide_with_title_order_table_and_notes(tmp_path):
     assert pages[2].problem == "no text on the slide"
 
 
-@pytest.mark.parametrize("name,encoding,raw", [
-    ("cities.csv", "gbk", "城市;人口（万）;面积\n北京;2189;16410\n上海;2487;6340\n"),
-    ("cities.tsv", "utf-8-sig", "City\tPopulation\nLyon\t522,250\nNice\t342,669\n"),
-    ("quoted.csv", "utf-8", 'Name,Note\n"Smith, J.","said ""hello""\nthen left"\n'),
-])
+@pytest.mark.parametrize(
+    "name,encoding,raw",
+    [
+        ("cities.csv", "gbk", "城市;人口（万）;面积\n北京;2189;16410\n上海;2487;6340\n"),
+        ("cities.tsv", "utf-8-sig", "City\tPopulation\nLyon\t522,250\nNice\t342,669\n"),
+        ("quoted.csv", "utf-8", 'Name,Note\n"Smith, J.","said ""hello""\nthen left"\n'),
+    ],
+)
 def test_csv_charset_and_delimiter(tmp_path, name, encoding, raw):
     path = tmp_path / name
     path.write_bytes(raw.encode(encoding))
@@ -118,8 +126,7 @@ def test_pipes_in_cells_are_escaped():
 def test_long_sheet_chunks_repeat_sheet_and_header(tmp_path, embedder):
     path = make_xlsx(tmp_path / "products.xlsx")
     pages = _load(path)
-    chunks = chunk_pages(path, pages, key="k", source="products.xlsx", doc_hash="h", count_tokens=embedder.count_tokens,
-                         chunk_tokens=120, overlap_tokens=16)
+    chunks = chunk_pages(path, pages, key="k", source="products.xlsx", doc_hash="h", count_tokens=embedder.count_tokens, chunk_tokens=120, overlap_tokens=16)
     sheet = [c for c in chunks if c.page == 1]
     assert len(sheet) > 5
     rows_seen = []
@@ -154,16 +161,19 @@ def test_cell_limit_stops_later_sheets(tmp_path, monkeypatch):
 
 
 # ---- broken and hostile files ---------------------------------------------------------------
-@pytest.mark.parametrize("name,make,needle", [
-    ("truncated.xlsx", lambda tmp: make_xlsx(tmp / "x.xlsx").read_bytes()[:3000], "corrupt or truncated XLSX"),
-    ("truncated.pptx", lambda tmp: make_pptx(tmp / "x.pptx").read_bytes()[:5000], "corrupt or truncated PPTX"),
-    ("locked.xlsx", lambda tmp: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "password-protected or is a legacy .xls"),
-    ("docx_renamed.xlsx", lambda tmp: H.good_docx(), "XLSX"),
-    ("docx_renamed.pptx", lambda tmp: H.good_docx(), "PPTX"),
-    ("zip_bomb.xlsx", lambda tmp: H.xlsx_zip_bomb(), "MAX_MEMBER_BYTES"),
-    ("laughs.pptx", lambda tmp: H.pptx_billion_laughs(), "DOCTYPE"),
-    ("binary.csv", lambda tmp: bytes(range(256)) * 40, "binary data"),
-])
+@pytest.mark.parametrize(
+    "name,make,needle",
+    [
+        ("truncated.xlsx", lambda tmp: make_xlsx(tmp / "x.xlsx").read_bytes()[:3000], "corrupt or truncated XLSX"),
+        ("truncated.pptx", lambda tmp: make_pptx(tmp / "x.pptx").read_bytes()[:5000], "corrupt or truncated PPTX"),
+        ("locked.xlsx", lambda tmp: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "password-protected or is a legacy .xls"),
+        ("docx_renamed.xlsx", lambda tmp: H.good_docx(), "XLSX"),
+        ("docx_renamed.pptx", lambda tmp: H.good_docx(), "PPTX"),
+        ("zip_bomb.xlsx", lambda tmp: H.xlsx_zip_bomb(), "MAX_MEMBER_BYTES"),
+        ("laughs.pptx", lambda tmp: H.pptx_billion_laughs(), "DOCTYPE"),
+        ("binary.csv", lambda tmp: bytes(range(256)) * 40, "binary data"),
+    ],
+)
 def test_broken_and_hostile_files_fail_naming_the_file(tmp_path, name, make, needle):
     path = tmp_path / name
     path.write_bytes(make(tmp_path))
@@ -219,12 +229,15 @@ def test_ingest_summary_lists_the_empty_sheet_and_slide(office_kb):
     assert "page 3 left out: no text on the slide" in by_name["deck.pptx"].reason
 
 
-@pytest.mark.parametrize("question,row", [
-    ("What is the price of model KB-1057?", "| KB-1057 | 699 | 1741 |"),
-    ("型号 KB-1093 的功率是多少？", "| KB-1093 | 951 | 2209 |"),
-    ("上海的人口是多少？", "| 上海 | 2487 | 6340 |"),
-    ("How much does the GPU node cost?", "| GPU node | 41,500 |"),
-])
+@pytest.mark.parametrize(
+    "question,row",
+    [
+        ("What is the price of model KB-1057?", "| KB-1057 | 699 | 1741 |"),
+        ("型号 KB-1093 的功率是多少？", "| KB-1093 | 951 | 2209 |"),
+        ("上海的人口是多少？", "| 上海 | 2487 | 6340 |"),
+        ("How much does the GPU node cost?", "| GPU node | 41,500 |"),
+    ],
+)
 def test_a_cells_question_retrieves_its_row_with_the_header(office_kb, question, row):
     kb, _ = office_kb
     hits = kb.retrieve(question, 3)

@@ -7,6 +7,7 @@ that `max_tokens`, `stop`, `seed` and `usage` act on generated text; answers are
 Verification is off here so that the text asserted is the generated one (a cut answer that
 fails its check is replaced by the reader's quote: tests/test_grounded_answers.py).
 """
+
 from __future__ import annotations
 
 import base64
@@ -82,8 +83,9 @@ def test_seed_repeats_a_sampled_answer(oa):
 def test_system_and_developer_messages_reach_the_prompt(oa):
     plain = ask(oa, max_tokens=2).usage.prompt_tokens
     note = "Always answer in the register of a railway timetable, with dates first. " * 4
-    told = ask(oa, max_tokens=2, messages=[{"role": "system", "content": note}, {"role": "developer", "content": note},
-                                           {"role": "user", "content": QUESTION}]).usage.prompt_tokens
+    told = ask(
+        oa, max_tokens=2, messages=[{"role": "system", "content": note}, {"role": "developer", "content": note}, {"role": "user", "content": QUESTION}]
+    ).usage.prompt_tokens
     assert told - plain >= 2 * 40  # both messages, each about 60 tokens, are in the prompt
 
 

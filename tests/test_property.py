@@ -1,6 +1,7 @@
 """Property tests: random bytes and random Unicode never crash or hang the loaders, the
 cleaner, the splitter, the BM25 tokenizer or the redactor. A loader may refuse input, but
 only with a LoadError that names the file and a reason."""
+
 from __future__ import annotations
 
 from datetime import timedelta

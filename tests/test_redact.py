@@ -1,4 +1,5 @@
 """PII redaction at ingestion (ingest/redact.py): Chinese and English formats, off by default."""
+
 from __future__ import annotations
 
 import pytest

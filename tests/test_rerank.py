@@ -2,6 +2,7 @@
 backend with a small CrossEncoder folder built here offline (the packaged MiniLM with a fresh
 one-label head, seeded), its errors, the factory and settings, and the retriever's wiring on the
 sample knowledge base (candidates in, top k out, "found" unchanged, off = unchanged)."""
+
 from __future__ import annotations
 
 import builtins

@@ -1,4 +1,5 @@
 """`kbqa eval retrieval` on tiny fixtures: exact JSON keys, cached knowledge base reused, bad input named."""
+
 from __future__ import annotations
 
 import json

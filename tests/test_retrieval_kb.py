@@ -1,5 +1,6 @@
 """Retrieval through the real KnowledgeBase (packaged MiniLM, Chroma on disk): BM25 kept in step
 with the vector store, abstention, calibrated scores, multi-turn rewriting, context assembly."""
+
 from __future__ import annotations
 
 import json
@@ -140,8 +141,7 @@ def test_e5_language_centering_finds_the_other_language_and_still_abstains(e5_sa
     cases = [json.loads(line) for line in (ROOT / "data" / "crosslingual_qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     for lang, floor in (("zh", 0.8), ("en", 0.65)):
         mine = [c for c in cases if c["lang"] == lang]
-        hits = [any(Path(h.chunk.source).name == c["source"] and c["key"] in h.chunk.text for h in kb.search(c["query"], 5).hits)
-                for c in mine]
+        hits = [any(Path(h.chunk.source).name == c["source"] and c["key"] in h.chunk.text for h in kb.search(c["query"], 5).hits) for c in mine]
         assert sum(hits) / len(mine) >= floor, lang
     assert [qa["query"] for qa in load_qa() if not kb.search(qa["query"]).found] == []
     assert [q for q in OFF_TOPIC if kb.ask(q).found] == []

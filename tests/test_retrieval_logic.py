@@ -1,4 +1,5 @@
 """Pure logic of retrieval: fusion, metrics (values by hand), query rewriting, context assembly."""
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@ log (for accepted and refused requests), tokens compared with hmac.compare_diges
 every key, per-key rate limits (429 with Retry-After), CORS off, upload names that can never
 leave the knowledge base's uploads folder, sizes limited.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.live_server import free_port
 
-KEYS = {"admin": "admin-secret-token-0001", "reader": "reader-secret-token-0002", "other": "other-secret-token-0003",
-        "limited": "limited-secret-token-0004"}
+KEYS = {"admin": "admin-secret-token-0001", "reader": "reader-secret-token-0002", "other": "other-secret-token-0003", "limited": "limited-secret-token-0004"}
 WRONG = ["admin-secret-token-0000", "x" * 5000, "Bearer admin-secret-token-0001", KEYS["admin"][:-1], KEYS["admin"].upper()]
 
 
@@ -41,9 +41,28 @@ def serve(tmp_path_factory, sample_kb_dir):
     log = open(tmp / "server.log", "w+", encoding="utf-8")
     env = dict(os.environ, HF_HUB_OFFLINE="1", KBQA_LLM__MAX_NEW_TOKENS="8")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kbqa.app.cli.kbqa_main", "serve", "--kb", f"sample={sample_kb_dir}", "--kb", f"other={tmp / 'other-kb'}",
-         "--port", str(port), "--keys", str(keys), "--no-ui", "--no-warm-up", "--max-upload-mb", "0.05"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "kbqa.app.cli.kbqa_main",
+            "serve",
+            "--kb",
+            f"sample={sample_kb_dir}",
+            "--kb",
+            f"other={tmp / 'other-kb'}",
+            "--port",
+            str(port),
+            "--keys",
+            str(keys),
+            "--no-ui",
+            "--no-warm-up",
+            "--max-upload-mb",
+            "0.05",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -204,9 +223,20 @@ def test_per_key_rate_limit_answers_429_with_retry_after(serve):
     assert others == [200] * 6  # another key's bucket is its own
 
 
-ESCAPES = ["../../../../tmp/escaped.md", "/etc/escaped.md", "..\\..\\escaped.md", "C:\\Windows\\Temp\\escaped.md",
-           "sub/../../escaped.md", "....//....//escaped.md", "esc\x00aped.md", "..", "../", "\\\\server\\share\\escaped.md",
-           "..／..／escaped.md", "%2e%2e%2fescaped.md"]
+ESCAPES = [
+    "../../../../tmp/escaped.md",
+    "/etc/escaped.md",
+    "..\\..\\escaped.md",
+    "C:\\Windows\\Temp\\escaped.md",
+    "sub/../../escaped.md",
+    "....//....//escaped.md",
+    "esc\x00aped.md",
+    "..",
+    "../",
+    "\\\\server\\share\\escaped.md",
+    "..／..／escaped.md",
+    "%2e%2e%2fescaped.md",
+]
 
 
 @pytest.mark.parametrize("raw", ESCAPES, ids=[repr(e) for e in ESCAPES])
@@ -230,8 +260,13 @@ def test_an_upload_name_never_leaves_the_uploads_folder(raw, serve, tmp_path):
 def test_cors_preflight_is_refused_on_every_route(serve):
     url, *_ = serve
     for method, path, kwargs in ROUTES:
-        r = _call(url, "OPTIONS", path, None, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": method,
-                                                        "Access-Control-Request-Headers": "authorization"})
+        r = _call(
+            url,
+            "OPTIONS",
+            path,
+            None,
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": method, "Access-Control-Request-Headers": "authorization"},
+        )
         assert not [h for h in r.headers if h.lower().startswith("access-control-")], (path, dict(r.headers))
         r = _call(url, method, path, KEYS["admin"] if method == "GET" else None, headers={"Origin": "null"}, **({} if method == "GET" else kwargs))
         assert not [h for h in r.headers if h.lower().startswith("access-control-")], (path, dict(r.headers))

@@ -6,6 +6,7 @@ replaces instruction-like text before it is stored. The packaged SmolLM2-135M do
 obey the injected orders in these cases, but it tends to copy context blocks verbatim,
 injected lines included; so the filter is what keeps injected text out of answers.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@ and not, document listing, uploads of real files) from concurrent clients with a
 read-write key, against a real uvicorn server on 127.0.0.1. It checks that every request is
 answered (200, or 429/503 with Retry-After), that each accepted upload is listed once, and that
 the run ends by itself (no latency thresholds)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,16 @@ def test_short_load_run_has_no_errors(tmp_path, settings, sample_kb_dir):
     keys = KeyRing([ApiKey("ro", "read-only-key-0001", {"*": "r"}), ApiKey("rw", "read-write-key-0002", {"*": "rw"})])
     app = build_app(service, keys, ServerConfig(ui=False))
     with running(app) as url:
-        result = run_load(url, clients=4, duration_s=8, ro_token="read-only-key-0001", rw_token="read-write-key-0002",
-                          server_pid=os.getpid(), max_tokens=4, request_timeout_s=300)
+        result = run_load(
+            url,
+            clients=4,
+            duration_s=8,
+            ro_token="read-only-key-0001",
+            rw_token="read-write-key-0002",
+            server_pid=os.getpid(),
+            max_tokens=4,
+            request_timeout_s=300,
+        )
         uploads = verify_uploads(url, "uploads", result["uploads_accepted"], "read-write-key-0002")
     assert result["errors"] == 0 and result["clients_hung"] == 0, result["kinds"]
     kinds = result["kinds"]
@@ -59,8 +68,12 @@ def test_one_client_flooding_chat_does_not_starve_retrieval(tmp_path, settings, 
             for i in range(200):
                 if done.is_set():
                     return
-                chats.append(http.post(f"{url}/v1/chat/completions", json={"model": "sample", "seed": n * 1000 + i,
-                                       "messages": [{"role": "user", "content": f"What does a return ticket cost? ({i})"}]}))
+                chats.append(
+                    http.post(
+                        f"{url}/v1/chat/completions",
+                        json={"model": "sample", "seed": n * 1000 + i, "messages": [{"role": "user", "content": f"What does a return ticket cost? ({i})"}]},
+                    )
+                )
 
     with running(app) as url:
         flooders = [threading.Thread(target=flood, args=(n,)) for n in range(4)]

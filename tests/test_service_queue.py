@@ -1,5 +1,6 @@
 """The answer queue is bounded: beyond `max_pending`, requests are refused (503), and every
 way a stream can end frees its place. Pure admission logic, with a stand-in knowledge base."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """One typed settings object: defaults < file < environment < overrides."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@ the section models with their defaults, `app/settings.py` composes them, and no 
 declared twice: the retriever, the stores, the ingestor and the embedder factory take theirs
 from the settings models. The last test runs the real `kbqa serve` entry point with
 ``KBQA_RETRIEVAL__K`` in its environment and asks /v1/retrieve without a k."""
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_tree_is_composed_of_the_parts_models():
     s = app_settings.Settings()
-    owned = {"embedder": EmbedderSettings, "store": StoreSettings, "retrieval": RetrievalSettings, "llm": LLMSettings,
-             "answer": AnswerSettings, "chunking": ChunkingSettings, "ingest": IngestSettings}
+    owned = {
+        "embedder": EmbedderSettings,
+        "store": StoreSettings,
+        "retrieval": RetrievalSettings,
+        "llm": LLMSettings,
+        "answer": AnswerSettings,
+        "chunking": ChunkingSettings,
+        "ingest": IngestSettings,
+    }
     for section, model in owned.items():
         assert type(getattr(s, section)) is model, section
         assert getattr(app_settings, model.__name__) is model  # the old import path still works
@@ -71,7 +79,7 @@ def _literal_defaults(path: Path, name: str) -> dict[str, object]:
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == name:
             args = node.args
-            pairs = list(zip(args.args[len(args.args) - len(args.defaults):], args.defaults))
+            pairs = list(zip(args.args[len(args.args) - len(args.defaults) :], args.defaults))
             pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
             found.update({a.arg: d.value for a, d in pairs if isinstance(d, ast.Constant)})
         elif isinstance(node, ast.ClassDef) and node.name == name:
@@ -110,7 +118,10 @@ def test_ingest_and_embedder_defaults_come_from_the_settings():
     assert not set(IngestSettings.model_fields) & set(_literal_defaults(ROOT / "ingest" / "pipeline.py", "__init__"))
     embedder = inspect.signature(make_embedder).parameters
     assert [embedder[n].default for n in ("device", "batch_size", "precision")] == [
-        EmbedderSettings().device, EmbedderSettings().batch_size, EmbedderSettings().precision]
+        EmbedderSettings().device,
+        EmbedderSettings().batch_size,
+        EmbedderSettings().precision,
+    ]
     assert not _literal_defaults(ROOT / "retrieval" / "embedders" / "factory.py", "make_embedder")
 
 

@@ -1,5 +1,6 @@
 """The chat's source viewer and conversation store, without a browser: passages found and
 marked in text and on PDF pages (English and Chinese), conversations saved, listed, capped."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,7 +56,9 @@ def test_highlight_html_cuts_long_text_around_the_passage():
 
 def test_highlight_html_chinese():
     text = "退票规则：\n发车前24小时以内、2小时以上退票，收取票面价格20%的手续费。\n其他"
-    assert "<mark>发车前24小时以内、2小时以上退票，收取票面价格20%的手续费。</mark>" in highlight_html(text, "发车前24小时以内、2小时以上退票，收取票面价格20%的手续费。")
+    assert "<mark>发车前24小时以内、2小时以上退票，收取票面价格20%的手续费。</mark>" in highlight_html(
+        text, "发车前24小时以内、2小时以上退票，收取票面价格20%的手续费。"
+    )
 
 
 def test_document_html_joins_neighbours_and_falls_back_to_the_stored_chunk():
@@ -93,7 +96,14 @@ def _yellow(image, box) -> int:
 
 def test_mark_pdf_passage_boxes_the_lines_of_the_passage(tmp_path):
     path = tmp_path / "guide.pdf"
-    path.write_bytes(_pdf([["Page one is about something else."], ["Pine Terrace Station sits in a forest.", "The Pine Trail is a loop walk of 2.4 km.", "A different closing line."]]))
+    path.write_bytes(
+        _pdf(
+            [
+                ["Page one is about something else."],
+                ["Pine Terrace Station sits in a forest.", "The Pine Trail is a loop walk of 2.4 km.", "A different closing line."],
+            ]
+        )
+    )
     marked = mark_pdf_passage(path, 2, "Pine Terrace Station sits in a forest. The Pine Trail is a loop walk of 2.4 km.", width=800)
     assert marked.pages == 2 and abs(marked.image.width - 800) <= 2
     assert len(marked.boxes) == 2  # one per line
@@ -121,7 +131,12 @@ def test_source_label():
 
 
 def _turn(q: str, answer: str = "an answer") -> dict:
-    return {"q": q, "a": answer, "shown": answer + "\n\n*✓ quoted*", "sources": [{"source": "d/history.md", "page": None, "chunk": 2, "score": 0.5, "text": "passage"}]}
+    return {
+        "q": q,
+        "a": answer,
+        "shown": answer + "\n\n*✓ quoted*",
+        "sources": [{"source": "d/history.md", "page": None, "chunk": 2, "score": 0.5, "text": "passage"}],
+    }
 
 
 def test_conversations_save_list_reopen_and_remove():

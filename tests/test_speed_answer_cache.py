@@ -1,5 +1,6 @@
 """The answer cache: repeated identical questions are answered without the model, and any
 change to the question, settings or knowledge base's content misses the cache."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """BM25 score matrix built with numpy (`retrieval.bm25_matrix`) against bm25s's, and the exact
 top k by MaxScore against scoring every document with bm25s."""
+
 from __future__ import annotations
 
 import math

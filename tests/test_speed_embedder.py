@@ -1,4 +1,5 @@
 """The fast embedding path gives the same vectors as sentence-transformers' own `encode`."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """FAISS store specifics beyond the shared contract: index kind by size, the saved index
 caught up after writes, dead labels dropped by a rebuild, IVF and HNSW recall, IVF retrained
 as the store grows, settings reaching the store, a knowledge base on FAISS."""
+
 from __future__ import annotations
 
 import json

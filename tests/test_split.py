@@ -1,4 +1,5 @@
 """The splitter: sizes in tokens, Chinese and English sentence ends, overlap."""
+
 from __future__ import annotations
 
 import random
@@ -46,13 +47,13 @@ def test_empty_text():
 
 # --- one long line (a minified dump, a Chinese text without line breaks) -------------------
 
+
 def _one_line_english(chars: int) -> str:
     """Numbered records, commas and colons but no sentence end: one 'sentence', a clause per word."""
     stations = ["Lanshan", "Cloudgate", "Pine Terrace", "Summit Ridge", "Tea Market"]
     parts, size, i = [], 0, 0
     while size < chars:
-        part = (f"record {i} lists {stations[i % 5]} station at {1000 + i * 7 % 900} m, "
-                f"{i % 13 + 2} trains a day: first at {6 + i % 3}:{i % 60:02d}, ")
+        part = f"record {i} lists {stations[i % 5]} station at {1000 + i * 7 % 900} m, {i % 13 + 2} trains a day: first at {6 + i % 3}:{i % 60:02d}, "
         parts.append(part)
         size += len(part)
         i += 1
@@ -84,7 +85,7 @@ def _assert_covers_in_order(text: str, chunks: list[str]) -> None:
         assert at != -1, f"chunk not found in order: {chunk[:60]!r}"
         assert text[covered:at].strip() == "", f"text lost before {chunk[:60]!r}: {text[covered:at][:60]!r}"
         rebuilt.append(text[covered:at])  # whitespace between chunks
-        rebuilt.append(chunk[max(0, covered - at):])  # the chunk less its overlap
+        rebuilt.append(chunk[max(0, covered - at) :])  # the chunk less its overlap
         covered, start = max(covered, at + len(chunk)), at
     assert text[covered:].strip() == ""
     assert "".join(rebuilt) + text[covered:] == text

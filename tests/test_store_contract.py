@@ -4,6 +4,7 @@ To add a backend, write a factory fixture `(path, dim) -> store` and add its nam
 `STORE_FACTORIES`. A factory must return a store that persists under `path` (or, for
 a server, under a collection that a second call with the same `path` reopens).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,10 +78,7 @@ def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
 
 
 def _chunks(n: int, prefix: str = "c", source: str = "doc.md") -> list[Chunk]:
-    return [
-        Chunk(f"{prefix}{i}", f"text {prefix}{i} 中文", source, page=(i % 3) or None, chunk=i, doc_hash="h" * 8, extra={"lang": "en"})
-        for i in range(n)
-    ]
+    return [Chunk(f"{prefix}{i}", f"text {prefix}{i} 中文", source, page=(i % 3) or None, chunk=i, doc_hash="h" * 8, extra={"lang": "en"}) for i in range(n)]
 
 
 @pytest.mark.parametrize("factory_name", STORE_FACTORIES)

@@ -2,6 +2,7 @@
 one line per row, merged cells lined up; long tables split between rows with the header in
 every chunk; a question about one cell retrieves its row through a real ingest. Every fixture
 is made here (python-docx, fpdf2, HTML text)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,11 +91,11 @@ def test_docx_table_is_markdown_with_merged_cells_lined_up(tmp_path):
     [page] = _load(make_docx(tmp_path / "pumps.docx", PUMPS[:3]))
     lines = page.text.split("\n")
     at = lines.index(HEADER)
-    assert lines[at - 2:at] == ["水泵选型表如下。", ""]
+    assert lines[at - 2 : at] == ["水泵选型表如下。", ""]
     assert lines[at + 1] == "| --- | --- | --- |"
     assert lines[at + 2] == "| P-200 | 40 | 1.5 |"
     assert lines[at + 5] == "| 合计（两列合并） |  | — |"  # the merged cell once, its columns kept
-    assert "以上数据来自二〇二五年的测试。" in lines[at + 6:]
+    assert "以上数据来自二〇二五年的测试。" in lines[at + 6 :]
 
 
 def test_html_tables_caption_colspan_and_nested():
@@ -128,8 +129,7 @@ def test_pdf_ruled_table_is_markdown_in_place(tmp_path):
     [page] = _load(path)
     lines = [line for line in page.text.split("\n") if line.strip()]
     assert lines[0] == "Motor ratings for line 2"
-    assert lines[1:6] == ["| Model | Power (kW) | Speed (rpm) |", "| --- | --- | --- |",
-                          "| M-11 | 7.5 | 1450 |", "| M-12 | 11 | 2900 |", "| M-13 | 15 | 980 |"]
+    assert lines[1:6] == ["| Model | Power (kW) | Speed (rpm) |", "| --- | --- | --- |", "| M-11 | 7.5 | 1450 |", "| M-12 | 11 | 2900 |", "| M-13 | 15 | 980 |"]
     assert lines[6] == "Measured at the plant in Leeds, March 2025."
 
 
@@ -168,8 +168,7 @@ def test_ruling_is_judged_on_the_page_not_in_the_drawing_space(tmp_path, angle, 
 
 def test_long_docx_table_chunks_repeat_the_header(tmp_path, embedder):
     path = make_docx(tmp_path / "pumps.docx")
-    chunks = chunk_pages(path, _load(path), key="k", source="pumps.docx", doc_hash="h",
-                         count_tokens=embedder.count_tokens, chunk_tokens=100, overlap_tokens=16)
+    chunks = chunk_pages(path, _load(path), key="k", source="pumps.docx", doc_hash="h", count_tokens=embedder.count_tokens, chunk_tokens=100, overlap_tokens=16)
     tables = [c for c in chunks if "| --- |" in c.text]
     assert len(tables) > 3
     rows = []
@@ -177,7 +176,7 @@ def test_long_docx_table_chunks_repeat_the_header(tmp_path, embedder):
         lines = chunk.text.split("\n")
         assert lines[:2] == [HEADER, "| --- | --- | --- |"], chunk.text
         rows += lines[2:]
-    assert rows[:len(PUMPS)] == [f"| {m} | {f} | {h} |" for m, f, h in PUMPS]
+    assert rows[: len(PUMPS)] == [f"| {m} | {f} | {h} |" for m, f, h in PUMPS]
 
 
 @pytest.fixture(scope="module")
@@ -190,18 +189,23 @@ def table_kb(tmp_path_factory, settings):
     (docs / "rooms.html").write_text(
         "<h1>会议室</h1><table><tr><th>房间</th><th>楼层</th><th>座位</th></tr>"
         + "".join(f"<tr><td>{n}号会议室</td><td>{n % 9 + 1}楼</td><td>{6 + n}</td></tr>" for n in range(1, 40))
-        + "</table>", encoding="utf-8")
+        + "</table>",
+        encoding="utf-8",
+    )
     kb = KnowledgeBase(root / "kb", settings)
     summary = kb.ingest([docs])
     assert summary.ok, summary.render()
     return kb
 
 
-@pytest.mark.parametrize("question,row,header", [
-    ("型号 P-247 的扬程是多少？", "| P-247 | 181 | 6.2 |", HEADER),
-    ("What is the speed of motor M-12?", "| M-12 | 11 | 2900 |", "| Model | Power (kW) | Speed (rpm) |"),
-    ("27号会议室有多少座位？", "| 27号会议室 | 1楼 | 33 |", "| 房间 | 楼层 | 座位 |"),
-])
+@pytest.mark.parametrize(
+    "question,row,header",
+    [
+        ("型号 P-247 的扬程是多少？", "| P-247 | 181 | 6.2 |", HEADER),
+        ("What is the speed of motor M-12?", "| M-12 | 11 | 2900 |", "| Model | Power (kW) | Speed (rpm) |"),
+        ("27号会议室有多少座位？", "| 27号会议室 | 1楼 | 33 |", "| 房间 | 楼层 | 座位 |"),
+    ],
+)
 def test_a_cells_question_retrieves_its_row(table_kb, question, row, header):
     hits = table_kb.retrieve(question, 3)
     holding = [h for h in hits if row in h.chunk.text]
@@ -214,7 +218,8 @@ def test_a_table_of_codes_keeps_its_layer_under_ocr_auto(tmp_path):
     and the Markdown table read from the layer must not be swapped for OCR's reading of it."""
     rows = [("Flight", "From", "To", "Departs", "Gate")] + [
         (f"ZB{300 + i * 7}", ("Millbrook", "Redcliff", "Ashford")[i % 3], ("Westmoor", "Fairhaven")[i % 2], f"{6 + i % 14:02d}:{15 * (i % 4):02d}", f"C{i + 1}")
-        for i in range(30)]
+        for i in range(30)
+    ]
     path = make_pdf(tmp_path / "flights.pdf", rows, "Winter timetable")
     for mode in ("auto", "never"):
         [page] = _load(path, mode)

@@ -7,6 +7,7 @@ are listed; "New chat" starts another and the list reopens the old one; the sour
 shows a Markdown passage marked in its text and a PDF passage boxed on its page. Screenshots go to the test's tmp
 dir (set KBQA_SCREENSHOT_TO_DOCS=1 to also refresh docs/screenshot-chat.png).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,7 @@ PDF_QUESTION = next(q for q in load_qa() if q["source"] == "stations_guide.pdf" 
 ZH_QUESTION = next(q for q in load_qa() if q["source"] == "safety_rules.txt" and "风速" in q["query"])
 WAIT_MS = 300_000  # generous: the CPU is shared; no assertion depends on time
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install -y chromium, or set KBQA_CHROMIUM)"
-)
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install -y chromium, or set KBQA_CHROMIUM)")
 
 # records every distinct text of the chat box while the answer streams
 OBSERVE = """() => {

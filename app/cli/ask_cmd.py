@@ -1,4 +1,5 @@
 """`kbqa retrieve`, `kbqa ask` and `kbqa chat` (a terminal REPL)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ask", help="answer a question from the knowledge base, with sources")
     p.add_argument("question", help="the question to answer")
     p.add_argument("--kb", required=True, help=KB_HELP)
-    p.add_argument("--json", action="store_true",
-                   help='print one JSON object: {"answer", "found", "answer_mode", "grounded", "unsupported", "evidence", "sources", "timings"}')
-    p.add_argument("--history", help="JSON file with earlier turns: [{\"role\", \"content\"}, ...]")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"answer", "found", "answer_mode", "grounded", "unsupported", "evidence", "sources", "timings"}',
+    )
+    p.add_argument("--history", help='JSON file with earlier turns: [{"role", "content"}, ...]')
     add_settings_flags(p)
     p.set_defaults(func=cmd_ask)
 
@@ -64,7 +68,7 @@ def _history(path: str | None):
     except (OSError, json.JSONDecodeError) as exc:
         fail(f"--history {path}: {exc}")
     if not isinstance(turns, list) or not all(isinstance(t, dict) and {"role", "content"} <= set(t) for t in turns):
-        fail(f"--history {path}: expected a JSON list of {{\"role\", \"content\"}} objects")
+        fail(f'--history {path}: expected a JSON list of {{"role", "content"}} objects')
     return turns
 
 

@@ -1,4 +1,5 @@
 """Flags shared by the commands, and building the one Settings object from them."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,24 +45,43 @@ def add_settings_flags(parser: argparse.ArgumentParser, *, retrieval: bool = Tru
         parser.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help=f"retrieval mode (default {_default('retrieval.mode')})")
         parser.add_argument("--min-score", type=float, dest="min_score", help="relevance floor (dense cosine)")
     if llm:
-        parser.add_argument("--llm-backend", dest="llm_backend", choices=["auto", "transformers", "llama_cpp", "openai", "vllm"],
-                            help="how the LLM runs: in this process (transformers, vllm) or behind an OpenAI-compatible server (openai)")
+        parser.add_argument(
+            "--llm-backend",
+            dest="llm_backend",
+            choices=["auto", "transformers", "llama_cpp", "openai", "vllm"],
+            help="how the LLM runs: in this process (transformers, vllm) or behind an OpenAI-compatible server (openai)",
+        )
         parser.add_argument("--llm-model", dest="llm_model", help="'smollm2' (packaged), a model folder, or a served model name")
         parser.add_argument("--adapter", help="LoRA adapter folder")
-        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=f"most tokens the LLM generates per answer (default {_default('llm.max_new_tokens')})")
+        parser.add_argument(
+            "--max-new-tokens", dest="max_new_tokens", type=int, help=f"most tokens the LLM generates per answer (default {_default('llm.max_new_tokens')})"
+        )
         parser.add_argument("--device", help="auto, cpu or cuda")
         parser.add_argument("--base-url", dest="base_url", help="OpenAI-compatible server URL (llm backend openai)")
-        parser.add_argument("--answer-mode", dest="answer_mode", choices=["auto", "extractive", "generative"],
-                            help=f"extractive: quote the answering span of a source; generative: the LLM writes it, then it is checked (default {_default('answer.mode')})")
+        parser.add_argument(
+            "--answer-mode",
+            dest="answer_mode",
+            choices=["auto", "extractive", "generative"],
+            help=f"extractive: quote the answering span of a source; generative: the LLM writes it, then it is checked (default {_default('answer.mode')})",
+        )
     if ingest:
         parser.add_argument("--embedder", help="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers folder")
-        parser.add_argument("--embedder-backend", dest="embedder_backend", choices=["sentence-transformers", "use", "e5", "auto"],
-                            help=f"embedder family for a new knowledge base (default {_default('embedder.backend')})")
+        parser.add_argument(
+            "--embedder-backend",
+            dest="embedder_backend",
+            choices=["sentence-transformers", "use", "e5", "auto"],
+            help=f"embedder family for a new knowledge base (default {_default('embedder.backend')})",
+        )
         parser.add_argument("--store", choices=["chroma", "faiss"], help="vector store for a new knowledge base")
-        parser.add_argument("--ocr", choices=["auto", "always", "never"],
-                            help="read scans, images and damaged text layers with OCR: auto (when a page needs it), always, never")
-        parser.add_argument("--chunk-tokens", dest="chunk_tokens", type=int, help=f"chunk size in the embedder's tokens (default {_default('chunking.chunk_tokens')})")
-        parser.add_argument("--overlap-tokens", dest="overlap_tokens", type=int, help=f"tokens shared by consecutive chunks (default {_default('chunking.overlap_tokens')})")
+        parser.add_argument(
+            "--ocr", choices=["auto", "always", "never"], help="read scans, images and damaged text layers with OCR: auto (when a page needs it), always, never"
+        )
+        parser.add_argument(
+            "--chunk-tokens", dest="chunk_tokens", type=int, help=f"chunk size in the embedder's tokens (default {_default('chunking.chunk_tokens')})"
+        )
+        parser.add_argument(
+            "--overlap-tokens", dest="overlap_tokens", type=int, help=f"tokens shared by consecutive chunks (default {_default('chunking.overlap_tokens')})"
+        )
 
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:

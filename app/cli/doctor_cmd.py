@@ -2,6 +2,7 @@
 
 Exit code: 0 when no problem is left, 1 when problems remain, 2 on usage errors.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`kbqa eval ...`: each evaluation lives in its own module with register(subparsers)."""
+
 from __future__ import annotations
 
 import argparse

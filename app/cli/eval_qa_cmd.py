@@ -1,12 +1,13 @@
 """`kbqa eval qa | squad | mcq | perplexity | compare`: answer quality, the evalscope way.
 
-    kbqa eval qa data/sample_qa.jsonl --kb kb-demo --out runs/sample
-    kbqa eval qa data/sample_qa.jsonl --predictions runs/sample/predictions.jsonl   # no model
-    kbqa eval squad ../shared/data/squad/squad_v1.1_dev_articles_00-23.json --limit 200
-    kbqa eval mcq questions.csv --kb kb-demo
-    kbqa eval perplexity data.jsonl --adapter runs/lora
-    kbqa eval compare runs/before runs/after
+kbqa eval qa data/sample_qa.jsonl --kb kb-demo --out runs/sample
+kbqa eval qa data/sample_qa.jsonl --predictions runs/sample/predictions.jsonl   # no model
+kbqa eval squad ../shared/data/squad/squad_v1.1_dev_articles_00-23.json --limit 200
+kbqa eval mcq questions.csv --kb kb-demo
+kbqa eval perplexity data.jsonl --adapter runs/lora
+kbqa eval compare runs/before runs/after
 """
+
 from __future__ import annotations
 
 import argparse
@@ -185,10 +186,30 @@ def cmd_squad(args) -> int:
             fail(str(exc))
         answers = answer_with_kb(kb, items, batch_size=args.batch_size, progress=progress)
         k = kb.settings.retrieval.k
-        model, mode, kb_path = _model_name(kb.settings), f"RAG ({kb.settings.retrieval.mode}, k={k}, answers {kb.settings.answer.mode}) over {len(paragraphs)} paragraphs", str(kb.path)
+        model, mode, kb_path = (
+            _model_name(kb.settings),
+            f"RAG ({kb.settings.retrieval.mode}, k={k}, answers {kb.settings.answer.mode}) over {len(paragraphs)} paragraphs",
+            str(kb.path),
+        )
     records = score_records(items, answers, k=k)
     metrics = summarize(records)
-    keep = ("em", "f1", "contains", "not_found", "wrong", "rouge-l-f", "rouge-l-r", "bleu-4", "lf-bleu-4", "lf-rouge-l", "hit@1", f"hit@{k}", f"mrr@{k}", f"ndcg@{k}", "latency_ms_mean")
+    keep = (
+        "em",
+        "f1",
+        "contains",
+        "not_found",
+        "wrong",
+        "rouge-l-f",
+        "rouge-l-r",
+        "bleu-4",
+        "lf-bleu-4",
+        "lf-rouge-l",
+        "hit@1",
+        f"hit@{k}",
+        f"mrr@{k}",
+        f"ndcg@{k}",
+        "latency_ms_mean",
+    )
     headline = {key: metrics[key] for key in keep if key in metrics}
     headline.update({key: v for key, v in metrics.items() if key not in headline})
     subset = Path(args.file).stem
@@ -254,8 +275,10 @@ def cmd_perplexity(args) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"{result['model']} on {args.file}: perplexity {result['perplexity']:.3f} "
-              f"({int(result['tokens'])} tokens in {int(result['texts'])} texts, NLL {result['nll_per_token']:.4f}/token)")
+        print(
+            f"{result['model']} on {args.file}: perplexity {result['perplexity']:.3f} "
+            f"({int(result['tokens'])} tokens in {int(result['texts'])} texts, NLL {result['nll_per_token']:.4f}/token)"
+        )
     return 0
 
 

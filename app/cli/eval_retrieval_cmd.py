@@ -10,6 +10,7 @@ text file) and cached under ``<cache_dir>/eval-kb/<key>``, the key hashing the c
 settings that shape the index (embedder, chunking, store); a later run reuses it. Chunks are
 deduplicated to their document before scoring.
 """
+
 from __future__ import annotations
 
 import argparse

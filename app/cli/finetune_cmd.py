@@ -1,4 +1,5 @@
 """`kbqa finetune make-data | train | merge`: from a knowledge base to a LoRA adapter and back."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, help="JSONL to write (messages format, with a 'split' field)")
     m.add_argument("--seed", type=int, default=42, help="random seed for the splits and the not-found examples (default 42)")
     m.add_argument("--split", default="0.7,0.15,0.15", help="train,validation,test ratios (whole chunks per split)")
-    m.add_argument("--not-found-ratio", dest="not_found_ratio", type=float, default=0.15,
-                   help="share of pairs that also get a 'not found' example (blocks lacking the answer)")
+    m.add_argument(
+        "--not-found-ratio",
+        dest="not_found_ratio",
+        type=float,
+        default=0.15,
+        help="share of pairs that also get a 'not found' example (blocks lacking the answer)",
+    )
     m.add_argument("--per-chunk", dest="per_chunk", type=int, default=12, help="at most this many questions per chunk")
-    m.add_argument("--share-context", dest="share_context", action="store_true",
-                   help="questions on one chunk reuse one retrieval's blocks when they hold the answer (train with --pack)")
+    m.add_argument(
+        "--share-context",
+        dest="share_context",
+        action="store_true",
+        help="questions on one chunk reuse one retrieval's blocks when they hold the answer (train with --pack)",
+    )
     m.add_argument("--config", help="TOML settings file (default: $KBQA_CONFIG)")
     m.add_argument("-k", type=int, dest="k", help="chunks retrieved per question (default: the KB's setting)")
     m.set_defaults(func=cmd_make_data)
@@ -39,10 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rank", dest="lora_rank", type=int, help="LoRA rank (default 8)")
     t.add_argument("--alpha", dest="lora_alpha", type=int, help="LoRA alpha, the scale of the update (default 32)")
     t.add_argument("--target-modules", dest="target_modules", help="'all-linear' or e.g. q_proj,v_proj")
-    t.add_argument("--lora-last-layers", dest="lora_last_layers", type=int,
-                   help="LoRA only in the last n decoder layers (faster on a CPU: backward stops there)")
-    t.add_argument("--pack", dest="pack_shared_prefix", action="store_true", default=None,
-                   help="train questions that share a prompt prefix (same blocks) as one sequence")
+    t.add_argument(
+        "--lora-last-layers", dest="lora_last_layers", type=int, help="LoRA only in the last n decoder layers (faster on a CPU: backward stops there)"
+    )
+    t.add_argument(
+        "--pack", dest="pack_shared_prefix", action="store_true", default=None, help="train questions that share a prompt prefix (same blocks) as one sequence"
+    )
     t.add_argument("--lr", dest="learning_rate", type=float, help="peak learning rate (default 1e-4)")
     t.add_argument("--epochs", type=float, help="passes over the training data (default 1; fractions allowed)")
     t.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps to train; overrides --epochs")
@@ -51,13 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step (default 4)")
     t.add_argument("--max-length", dest="max_length", type=int, help="tokens per training sequence; longer ones are truncated (default 2048)")
     t.add_argument("--eval-every", dest="eval_every", type=int, help="optimizer steps between validation losses (default 50)")
-    t.add_argument("--patience", dest="early_stopping_patience", type=int,
-                   help="validations without improvement before stopping early (default 3; 0 = never)")
+    t.add_argument("--patience", dest="early_stopping_patience", type=int, help="validations without improvement before stopping early (default 3; 0 = never)")
     t.add_argument("--save-total-limit", dest="save_total_limit", type=int, help="checkpoint folders kept (default 2)")
     t.add_argument("--seed", type=int, help="random seed (default 42)")
     t.add_argument("--device", help="auto, cpu or cuda")
-    t.add_argument("--resume", nargs="?", const=True, default=None,
-                   help="resume from the latest checkpoint in --out, or from the checkpoint folder given")
+    t.add_argument("--resume", nargs="?", const=True, default=None, help="resume from the latest checkpoint in --out, or from the checkpoint folder given")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     t.add_argument("--config", help="TOML settings file (for cache_dir)")
     t.set_defaults(func=cmd_train)
@@ -106,8 +116,9 @@ def cmd_make_data(args) -> int:
         result = kb.search(question, args.k)
         return kb.assemble(result.hits) if result.hits else []
 
-    examples = build_examples(pairs, search, seed=args.seed, ratios=ratios, not_found_ratio=args.not_found_ratio,
-                              share_context=args.share_context, progress=True)
+    examples = build_examples(
+        pairs, search, seed=args.seed, ratios=ratios, not_found_ratio=args.not_found_ratio, share_context=args.share_context, progress=True
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     n = write_examples(args.out, examples)
     print(json.dumps({"out": args.out, "examples": n, "chunks": len(chunks), "splits": summarize(examples)}, ensure_ascii=False))
@@ -123,9 +134,30 @@ def cmd_train(args) -> int:
     from kbqa.finetune.formats import FormatError
     from kbqa.finetune.train import train
 
-    fields = ("val_data", "model", "mode", "freeze_last_layers", "lora_rank", "lora_alpha", "target_modules", "lora_last_layers", "pack_shared_prefix",
-              "learning_rate", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "max_length",
-              "eval_every", "early_stopping_patience", "save_total_limit", "seed", "device", "progress")
+    fields = (
+        "val_data",
+        "model",
+        "mode",
+        "freeze_last_layers",
+        "lora_rank",
+        "lora_alpha",
+        "target_modules",
+        "lora_last_layers",
+        "pack_shared_prefix",
+        "learning_rate",
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "batch_size",
+        "grad_accum",
+        "max_length",
+        "eval_every",
+        "early_stopping_patience",
+        "save_total_limit",
+        "seed",
+        "device",
+        "progress",
+    )
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     try:
         cfg = TrainConfig(data=args.data, output_dir=args.out, cache_dir=_cache_dir(args), **given)

@@ -3,6 +3,7 @@
 Exit code: 0 when every file landed (or was unchanged), 1 when any failed (each failure on
 stderr as "error: PATH: reason"; the rest of the batch still lands), 2 on usage errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,9 @@ from kbqa.app.env import offline, terminal_only_progress
 def build_parser() -> argparse.ArgumentParser:
     from kbqa.app.cli.common import add_settings_flags, add_version_flag
 
-    parser = argparse.ArgumentParser(prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT; scans and images through OCR) to a knowledge base.")
+    parser = argparse.ArgumentParser(
+        prog="ingest", description="Add documents (PDF, DOCX, HTML, Markdown, TXT; scans and images through OCR) to a knowledge base."
+    )
     add_version_flag(parser)
     parser.add_argument("paths", nargs="+", help="files or folders (recursive)")
     parser.add_argument("--kb", required=True, help="knowledge base directory (created if missing)")

@@ -3,6 +3,7 @@
 Exit code: 0 on success; 1 when `doctor` leaves problems (or on an unexpected error);
 2 on usage and input errors ("error: ..." on stderr, from `app.cli.common.fail`).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@
     kbqa finetune reader --train data/en.jsonl --train data/zh.jsonl --repeat 1 2 \\
         --calibrate SQUAD.json@16-17 --calibrate CMRC.json@validation --out runs/reader
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,13 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
     t.add_argument("--train", action="append", required=True, help="span-example JSONL (repeat the flag for several)")
     t.add_argument("--repeat", type=int, nargs="+", help="times each --train file is used per epoch")
     t.add_argument("--out", required=True, help="folder for reader.safetensors, reader_config.json, loss.json")
-    t.add_argument("--calibrate", action="append", default=[], metavar="FILE[@ARTICLES|@SPLIT]",
-                   help="SQuAD-format validation data for the no-answer threshold, e.g. squad.json@16-17 or cmrc.json@validation")
+    t.add_argument(
+        "--calibrate",
+        action="append",
+        default=[],
+        metavar="FILE[@ARTICLES|@SPLIT]",
+        help="SQuAD-format validation data for the no-answer threshold, e.g. squad.json@16-17 or cmrc.json@validation",
+    )
     for flag, kind, text in TRAIN_FLAGS:
         t.add_argument(flag, type=kind, help=text)
     t.add_argument("--init-from", metavar="FOLDER", help="a trained reader folder to go on training from")
@@ -52,11 +58,20 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
 
     c = fsub.add_parser("reader-calibrate", help="choose a trained reader's no-answer threshold on validation data")
     c.add_argument("folder", help="trained reader folder (written by finetune reader)")
-    c.add_argument("--calibrate", action="append", default=[], metavar="FILE[@ARTICLES|@SPLIT]",
-                   help="validation data to score; without it, the thresholds are chosen again from the folder's calibration_scores.json")
+    c.add_argument(
+        "--calibrate",
+        action="append",
+        default=[],
+        metavar="FILE[@ARTICLES|@SPLIT]",
+        help="validation data to score; without it, the thresholds are chosen again from the folder's calibration_scores.json",
+    )
     c.add_argument("--json", action="store_true", help="print the thresholds and their scores as one JSON object")
-    c.add_argument("--no-answerability", dest="answerability", action="store_false",
-                   help="threshold the best span's score alone (default: fit the answerability model, retrieval/readers/answerability.py)")
+    c.add_argument(
+        "--no-answerability",
+        dest="answerability",
+        action="store_false",
+        help="threshold the best span's score alone (default: fit the answerability model, retrieval/readers/answerability.py)",
+    )
     c.set_defaults(func=cmd_reader_calibrate)
 
 
@@ -93,9 +108,17 @@ def cmd_reader(args) -> int:
     from kbqa.finetune.reader_calibrate import calibrate
     from kbqa.finetune.reader_train import ReaderConfig, train_reader
 
-    flags = {"learning_rate": args.lr, "epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
-             "lora_rank": args.rank, "max_tokens": args.max_tokens, "seed": args.seed,
-             "init_from": args.init_from, "warmup_ratio": args.warmup}
+    flags = {
+        "learning_rate": args.lr,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "lora_rank": args.rank,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "init_from": args.init_from,
+        "warmup_ratio": args.warmup,
+    }
     try:
         cfg = ReaderConfig(train=args.train, output_dir=args.out, repeat=args.repeat, **{k: v for k, v in flags.items() if v is not None})
     except (ValueError, TypeError) as exc:
@@ -110,8 +133,10 @@ def cmd_reader(args) -> int:
         print(f"trained {record['steps']} steps on {record['windows']} windows in {record['train_seconds'] / 60:.1f} min -> {args.out}")
         if items:
             v = record["calibration"]
-            print(f"threshold {v['threshold']:.3f}: correct {v['correct']:.3f}, not found {v['not_found']:.3f}, "
-                  f"wrong {v['wrong']:.3f}, rejection {v['rejection']:.3f} on {len(items)} validation items")
+            print(
+                f"threshold {v['threshold']:.3f}: correct {v['correct']:.3f}, not found {v['not_found']:.3f}, "
+                f"wrong {v['wrong']:.3f}, rejection {v['rejection']:.3f} on {len(items)} validation items"
+            )
     return 0
 
 
@@ -126,11 +151,16 @@ def cmd_reader_calibrate(args) -> int:
         result = choose_thresholds(args.folder, args.answerability)
     else:
         fail(f"{args.folder}: no {SCORES}; give validation data with --calibrate FILE@SPLIT")
-    print(json.dumps(result, indent=2) if args.json else
-          f"threshold {result['threshold']:.3f}: correct {result['correct']:.3f}, not found {result['not_found']:.3f}, "
-          f"wrong {result['wrong']:.3f}, rejection {result['rejection']:.3f}")
+    print(
+        json.dumps(result, indent=2)
+        if args.json
+        else f"threshold {result['threshold']:.3f}: correct {result['correct']:.3f}, not found {result['not_found']:.3f}, "
+        f"wrong {result['wrong']:.3f}, rejection {result['rejection']:.3f}"
+    )
     if not args.json:
         for lang, r in result["by_language"].items():
-            print(f"  {lang}: threshold {r['threshold']:.3f}: correct {r['correct']:.3f}, not found {r['not_found']:.3f}, "
-                  f"wrong {r['wrong']:.3f}, rejection {r['rejection']:.3f} ({r['items']} items)")
+            print(
+                f"  {lang}: threshold {r['threshold']:.3f}: correct {r['correct']:.3f}, not found {r['not_found']:.3f}, "
+                f"wrong {r['wrong']:.3f}, rejection {r['rejection']:.3f} ({r['items']} items)"
+            )
     return 0

@@ -1,4 +1,5 @@
 """`kbqa serve --kb DIR [--kb NAME=DIR ...]`: the chat UI and the REST API in one process."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,16 +13,30 @@ log = logging.getLogger("kbqa.serve")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the chat UI (/ui) and the REST API (/v1, /docs) over one or more knowledge bases")
-    p.add_argument("--kb", action="append", required=True, metavar="[NAME=]DIR", help="a knowledge base directory (repeatable); named after the directory unless NAME= is given")
+    p.add_argument(
+        "--kb",
+        action="append",
+        required=True,
+        metavar="[NAME=]DIR",
+        help="a knowledge base directory (repeatable); named after the directory unless NAME= is given",
+    )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; another address needs API keys)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--keys", help="API keys file (TOML; default $KB_API_KEYS_FILE; inline keys: $KB_API_KEYS)")
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0, help="largest accepted upload, in MB (default 20)")
     p.add_argument("--max-pending", dest="max_pending", type=int, default=8, help="answers generated or queued at once; more are refused with 503 (default 8)")
-    p.add_argument("--rate-limit", dest="rate_limit", type=float, default=0.0, help="requests a minute per API key, more get 429 with Retry-After (default 0: none; a key's rate_limit in the keys file overrides it)")
+    p.add_argument(
+        "--rate-limit",
+        dest="rate_limit",
+        type=float,
+        default=0.0,
+        help="requests a minute per API key, more get 429 with Retry-After (default 0: none; a key's rate_limit in the keys file overrides it)",
+    )
     p.add_argument("--no-ui", dest="ui", action="store_false", help="serve only the REST API")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="load models on the first request instead of at start-up")
-    p.add_argument("--workers", type=int, default=1, help="worker processes behind the port, each with its own models (default 1; share a Chroma server between them)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes behind the port, each with its own models (default 1; share a Chroma server between them)"
+    )
     add_settings_flags(p)
     p.set_defaults(func=cmd_serve)
 

@@ -4,6 +4,7 @@ Imports are lazy: importing the package loads neither FastAPI nor the UI until a
 built. Nothing in `app/` below the server imports it (`app.service` takes its upload checks
 from `app.uploads`).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

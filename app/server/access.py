@@ -1,5 +1,6 @@
 """Who is calling, and may they use this knowledge base: the bearer key (or loopback in
 local-only mode) as a FastAPI dependency, and the read/write check every route makes."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -37,8 +38,11 @@ def _within_rate(request: Request, who: Principal) -> None:
     wait = limiter.wait_s(who.name, who.rate_limit) if limiter is not None else 0.0
     if wait:
         rate = who.rate_limit if who.rate_limit is not None else limiter.per_minute
-        raise HTTPException(429, f"key {who.name!r}: rate limit of {rate:g} requests a minute reached; retry in {retry_after(wait)} s",
-                            headers={"Retry-After": retry_after(wait)})
+        raise HTTPException(
+            429,
+            f"key {who.name!r}: rate limit of {rate:g} requests a minute reached; retry in {retry_after(wait)} s",
+            headers={"Retry-After": retry_after(wait)},
+        )
 
 
 Caller = Annotated[Principal, Depends(principal)]

@@ -5,6 +5,7 @@ Errors are JSON ``{"error": {"message", "type", "code"}, "detail": message}`` so
 both OpenAI clients and plain HTTP clients read them (app/server/errors.py). The document
 routes are in app/server/documents_api.py, the OpenAI ones in app/server/openai_api.py.
 """
+
 from __future__ import annotations
 
 import logging

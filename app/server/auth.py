@@ -19,6 +19,7 @@ server runs in local-only mode: bound to 127.0.0.1, everyone local may read and 
 
 (The variables are not ``KBQA_*``: those are settings.)
 """
+
 from __future__ import annotations
 
 import hmac
@@ -113,12 +114,7 @@ class KeyRing:
 
     def check_kbs(self, known: list[str]) -> list[str]:
         """Warnings for rights naming knowledge bases this server does not hold."""
-        return [
-            f"key {k.name!r} names unknown knowledge base {kb!r}"
-            for k in self.keys
-            for kb in k.rights
-            if kb != "*" and kb not in known
-        ]
+        return [f"key {k.name!r} names unknown knowledge base {kb!r}" for k in self.keys for kb in k.rights if kb != "*" and kb not in known]
 
 
 def _key(name: str, token: str, rights: Mapping[str, str], where: str, rate_limit=None) -> ApiKey:
@@ -127,7 +123,7 @@ def _key(name: str, token: str, rights: Mapping[str, str], where: str, rate_limi
     if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS:
         raise KeysError(f"{where}: key {name!r} needs a token of at least {MIN_TOKEN_CHARS} characters")
     if not isinstance(rights, Mapping) or not rights:
-        raise KeysError(f"{where}: key {name!r} needs kbs = {{ KB = \"r\" | \"rw\" }}")
+        raise KeysError(f'{where}: key {name!r} needs kbs = {{ KB = "r" | "rw" }}')
     for kb, right in rights.items():
         if right not in RIGHTS:
             raise KeysError(f"{where}: key {name!r}, knowledge base {kb!r}: rights must be 'r' or 'rw', not {right!r}")
@@ -146,8 +142,7 @@ def parse_keys_file(path: Path) -> list[ApiKey]:
     entries = data.get("key")
     if not isinstance(entries, list):
         raise KeysError(f"keys file {path}: expected [[key]] tables with name, token and kbs")
-    return [_key(e.get("name"), e.get("token"), e.get("kbs"), f"keys file {path}, key #{n}", e.get("rate_limit"))
-            for n, e in enumerate(entries, 1)]
+    return [_key(e.get("name"), e.get("token"), e.get("kbs"), f"keys file {path}, key #{n}", e.get("rate_limit")) for n, e in enumerate(entries, 1)]
 
 
 def parse_keys_env(value: str) -> list[ApiKey]:

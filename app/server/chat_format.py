@@ -6,6 +6,7 @@ A turn: ``{"q": question, "a": answer text (what the model sees as history), "sh
 answer as displayed (with its verdict line or "nothing found" note), "sources": [{source,
 page, chunk, score, text}]}``, source texts cut to `PASSAGE_CHARS`.
 """
+
 from __future__ import annotations
 
 import html
@@ -60,8 +61,11 @@ def source_record(hit: Hit) -> dict:
 def _hit(record: dict) -> Hit:
     page = record.get("page")
     chunk = Chunk(
-        id="", text=str(record.get("text", "")), source=str(record.get("source", "")),
-        page=page if isinstance(page, int) and page > 0 else None, chunk=int(record.get("chunk") or 0),
+        id="",
+        text=str(record.get("text", "")),
+        source=str(record.get("source", "")),
+        page=page if isinstance(page, int) and page > 0 else None,
+        chunk=int(record.get("chunk") or 0),
     )
     return Hit(chunk, float(record.get("score") or 0.0))
 

@@ -6,6 +6,7 @@ calls `QAService`. What the browser sends back (its stored conversations, the so
 the last answer) is never trusted: a source is opened only when the service finds it
 among the knowledge base's documents.
 """
+
 from __future__ import annotations
 
 import html

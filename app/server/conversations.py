@@ -10,6 +10,7 @@ conversations go first), since a browser holds about 5 MB per site.
 Pure functions on that value: each returns a new one and never trusts the old one's shape
 (it comes back from the browser).
 """
+
 from __future__ import annotations
 
 import copy

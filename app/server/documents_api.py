@@ -5,6 +5,7 @@
 Thin handlers, as in `app.server.openai_api`: they check the caller's rights
 (`app.server.access.need`) and call `QAService`; nothing here touches a store.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def list_documents(kb: str, request: Request, who: Caller) -> dict:
 
 
 @router.post("/kbs/{kb}/documents")
-def upload_documents(kb: str, request: Request, who: Caller, files: Annotated[list[UploadFile], File(description="documents to ingest (multipart field 'files')")]):
+def upload_documents(
+    kb: str, request: Request, who: Caller, files: Annotated[list[UploadFile], File(description="documents to ingest (multipart field 'files')")]
+):
     service = _service(request)
     need(service, who, kb, write=True)
     if len(files) > MAX_FILES_PER_REQUEST:
@@ -62,7 +65,9 @@ def upload_documents(kb: str, request: Request, who: Caller, files: Annotated[li
 
 
 @router.delete("/kbs/{kb}/documents")
-def delete_document(kb: str, request: Request, who: Caller, source: Annotated[str, Query(min_length=1, description="the document's source as listed, or its file name")]) -> dict:
+def delete_document(
+    kb: str, request: Request, who: Caller, source: Annotated[str, Query(min_length=1, description="the document's source as listed, or its file name")]
+) -> dict:
     service = _service(request)
     need(service, who, kb, write=True)
     return {"kb": kb, "removed": service.delete(kb, source)}

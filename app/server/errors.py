@@ -1,11 +1,19 @@
 """The API's error bodies: ``{"error": {"message", "type", "code"}, "detail": message}``, so
 that both OpenAI clients and plain HTTP clients read them."""
+
 from __future__ import annotations
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error"}
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+}
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -1,5 +1,6 @@
 """Request counts and latencies in the Prometheus text format (no client library needed),
 added up over the worker processes of ``kbqa serve --workers N``."""
+
 from __future__ import annotations
 
 import json

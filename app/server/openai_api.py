@@ -7,6 +7,7 @@ grounding rules; `stop` and `max_tokens` end the answer (``finish_reason`` ``sto
 ``length``); `temperature`, `top_p` and `seed` reach the LLM (an extractive answer is a
 quote and does not depend on them); `usage` counts tokens with the model's tokenizer.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,16 @@ def chat_completions(body: fmt.ChatRequest, request: Request, who: Caller):
     if body.user:
         log.info("chat request for %s from user %r", kb, body.user)
     try:
-        answer = service.stream(kb, question, history, adapter=adapter, max_tokens=body.limit, temperature=body.temperature,
-                                sampling=body.sampling(), instructions=body.instructions())
+        answer = service.stream(
+            kb,
+            question,
+            history,
+            adapter=adapter,
+            max_tokens=body.limit,
+            temperature=body.temperature,
+            sampling=body.sampling(),
+            instructions=body.instructions(),
+        )
     except Busy as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
     request.app.state.metrics.answered(kb, answer.found)

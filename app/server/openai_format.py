@@ -6,6 +6,7 @@ Every field of the OpenAI chat request is either applied or rejected with a 422 
 it: a field at its neutral value (``n: 1``, ``presence_penalty: 0``, ``tools: []``,
 ``response_format: {"type": "text"}``) is accepted, any other value of it is refused.
 """
+
 from __future__ import annotations
 
 import base64
@@ -188,7 +189,7 @@ class Limited:
             if self.cut and self.limit is not None:
                 whole = "".join(self._parts) + piece
                 if self.count(whole) >= self.limit:
-                    kept = cut_to_tokens(whole, self.limit, self.count)[len(self.text):]
+                    kept = cut_to_tokens(whole, self.limit, self.count)[len(self.text) :]
                     self._emit(kept)
                     if kept:
                         yield kept
@@ -214,9 +215,13 @@ def completion(ident: str, created: int, model: str, text: str, finish: str, ext
     goes beside the OpenAI fields, and `sources` inside the message too."""
     message = {"role": "assistant", "content": text, "sources": extra.get("sources", [])}
     return {
-        "id": ident, "object": "chat.completion", "created": created, "model": model,
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": used, **extra,
+        "usage": used,
+        **extra,
     }
 
 
@@ -228,6 +233,7 @@ def chunk(ident: str, created: int, model: str, delta: dict | None, finish: str 
 
 def embeddings(model: str, vectors: np.ndarray, encoding: str, tokens: int) -> dict:
     """The ``list`` of ``embedding`` objects; base64 is the little-endian float32 bytes."""
+
     def encode(v: np.ndarray):
         if encoding == "base64":
             return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")

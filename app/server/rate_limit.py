@@ -6,6 +6,7 @@ minute's worth, at least 1); beyond that a request is refused with 429 and ``Ret
 ``rate_limit = N`` in the keys file overrides it for that key. 0 or unset: no limit. With
 ``--workers N`` each worker process keeps its own buckets.
 """
+
 from __future__ import annotations
 
 import math

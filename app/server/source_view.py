@@ -7,6 +7,7 @@ ingest loaders, the page text from pdfium, and the two differ in line breaks and
 renders a PDF page with the passage's lines covered by translucent boxes. Chinese works
 as English does: matching is by character, spaces ignored.
 """
+
 from __future__ import annotations
 
 import html

@@ -9,6 +9,7 @@ source viewer shows a cited passage highlighted in its document (app/server/sour
 Admin (read-write users only): upload with per-file results, document list with chunk
 counts and ingest times, delete.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,7 +105,13 @@ def _chat_tab(names: list[str]) -> SimpleNamespace:
             c.new_chat = gr.Button("New chat", elem_id="new-chat")
             c.past = gr.Dropdown(choices=[], value=None, label="Past conversations", elem_id="past")
         with gr.Column(scale=4):
-            c.chatbot = gr.Chatbot(height=520, label="Conversation", elem_id="chatbot", buttons=["copy"], placeholder="Ask a question about the documents in the knowledge base (English or 中文).")
+            c.chatbot = gr.Chatbot(
+                height=520,
+                label="Conversation",
+                elem_id="chatbot",
+                buttons=["copy"],
+                placeholder="Ask a question about the documents in the knowledge base (English or 中文).",
+            )
             with gr.Row():
                 c.question = gr.Textbox(show_label=False, placeholder="Your question…", scale=8, elem_id="question", autofocus=True)
                 c.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
@@ -125,7 +132,12 @@ def _admin_tab(exts: list[str], max_upload_bytes: int) -> SimpleNamespace:
     a = SimpleNamespace()
     with gr.Tab("Admin", id="admin", visible=False) as a.tab:
         a.kb = gr.Dropdown(choices=[], label="Knowledge base", elem_id="admin-kb")
-        a.files = gr.File(file_count="multiple", file_types=exts, label=f"Upload documents ({', '.join(exts)}; at most {max_upload_bytes // (1024 * 1024)} MB each)", elem_id="upload")
+        a.files = gr.File(
+            file_count="multiple",
+            file_types=exts,
+            label=f"Upload documents ({', '.join(exts)}; at most {max_upload_bytes // (1024 * 1024)} MB each)",
+            elem_id="upload",
+        )
         a.upload = gr.Button("Upload and ingest", variant="primary", elem_id="upload-btn")
         a.upload_log = gr.Dataframe(headers=UPLOAD_HEADERS, label="Upload results", interactive=False, elem_id="upload-log")
         gr.Markdown("### Documents")

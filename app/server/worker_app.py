@@ -6,6 +6,7 @@ should share a Chroma server (``store.chroma_url``): an embedded Chroma director
 safe for writes from several processes. `--max-pending` applies to each worker, and
 ``/metrics`` adds up the counts of all of them (each keeps its own in a shared temporary folder).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,14 @@ def serve_workers(args, settings, config, workers: int) -> int:
     if settings.store.backend == "chroma" and not settings.store.chroma_url:
         log.warning(
             "--workers %d with an embedded Chroma store: fine for questions, but upload through one process only; "
-            "for several writers run a Chroma server (chroma run) and set store.chroma_url", workers
+            "for several writers run a Chroma server (chroma run) and set store.chroma_url",
+            workers,
         )
     if config.ui:
         log.warning(
             "the chat UI (Gradio) keeps each session in one worker: with --workers %d put a sticky-session proxy in front, "
-            "or serve the UI from a single-worker process and the API (--no-ui) from the workers", workers
+            "or serve the UI from a single-worker process and the API (--no-ui) from the workers",
+            workers,
         )
     shared = tempfile.mkdtemp(prefix="kbqa-metrics-")  # each worker's counts, added up by /metrics
     spec = {
@@ -43,8 +46,7 @@ def serve_workers(args, settings, config, workers: int) -> int:
     }
     os.environ[SPEC_ENV] = json.dumps(spec)
     where = f"http://{config.host}:{config.port}"
-    log.info("serving with %d workers (each takes up to %d answers at once): API docs %s/docs  OpenAI base_url %s/v1",
-             workers, args.max_pending, where, where)
+    log.info("serving with %d workers (each takes up to %d answers at once): API docs %s/docs  OpenAI base_url %s/v1", workers, args.max_pending, where, where)
     try:
         uvicorn.run("kbqa.app.server.worker_app:create_app_from_env", factory=True, host=config.host, port=config.port, workers=workers, log_level="info")
     finally:

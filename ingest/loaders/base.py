@@ -1,4 +1,5 @@
 """The loader interface and the extension-to-loader table."""
+
 from __future__ import annotations
 
 import importlib

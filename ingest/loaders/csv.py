@@ -5,6 +5,7 @@ GB18030 and the other legacy codecs). The delimiter is sniffed from the first li
 ``, ; TAB |`` (a ``.tsv`` file, or a sample the sniffer cannot read, falls back to TAB or comma).
 The same bounds as a spreadsheet apply (`ingest.loaders.table.MAX_ROWS`, ``MAX_CELLS``).
 """
+
 from __future__ import annotations
 
 import csv

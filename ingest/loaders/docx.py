@@ -3,6 +3,7 @@
 
 The archive is checked first (`ingest.loaders.zipguard`): zip bombs and XML parts with a
 DOCTYPE (entity expansion, external entities) are refused before python-docx opens them."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """HTML through lxml: scripts, styles and navigation stripped; the declared charset honoured;
 tables as Markdown (`ingest.loaders.table`), their ``<caption>`` on the line above."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ Only the header is read before the size check: an image (or any frame of it) ove
 fails before a pixel is decoded, so a decompression bomb (a small file declaring huge
 dimensions) costs no memory. Pillow's own bomb check (at 2 x its MAX_IMAGE_PIXELS) is reported
 the same way."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,9 @@ def _check_size(path: Path, size: tuple[int, int], frame: int | None = None) -> 
     width, height = size
     if width * height > MAX_PIXELS:
         where = f"frame {frame + 1} " if frame else ""
-        raise LoadError(path, f"image {where}too large to OCR ({width:,} x {height:,} pixels > {MAX_PIXELS:,}, "
-                              "ingest.loaders.image.MAX_PIXELS; a decompression bomb?)")
+        raise LoadError(
+            path, f"image {where}too large to OCR ({width:,} x {height:,} pixels > {MAX_PIXELS:,}, ingest.loaders.image.MAX_PIXELS; a decompression bomb?)"
+        )
 
 
 def load_image(path: Path, data: bytes, ocr: str = "auto") -> list[Page]:
@@ -37,8 +39,7 @@ def load_image(path: Path, data: bytes, ocr: str = "auto") -> list[Page]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError as exc:
-        raise LoadError(path, f"image too large to OCR (over {MAX_PIXELS:,} pixels, ingest.loaders.image.MAX_PIXELS; "
-                              f"a decompression bomb?): {exc}") from exc
+        raise LoadError(path, f"image too large to OCR (over {MAX_PIXELS:,} pixels, ingest.loaders.image.MAX_PIXELS; a decompression bomb?): {exc}") from exc
     except UnidentifiedImageError as exc:
         raise LoadError(path, "not an image this loader can read (unknown or damaged format)") from exc
     _check_size(path, image.size)

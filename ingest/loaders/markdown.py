@@ -1,4 +1,5 @@
 """Markdown through markdown-it-py, rendered to HTML and then to text."""
+
 from __future__ import annotations
 
 from pathlib import Path

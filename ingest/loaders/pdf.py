@@ -4,6 +4,7 @@ a usable text layer are read with OCR (`ingest.page_ocr`, setting ``ingest.ocr``
 
 The page tree is walked first, bounded: a cyclic tree (a /Pages node among its own /Kids) and
 a document of more than `MAX_PAGES` pages are refused before any page is read."""
+
 from __future__ import annotations
 
 import io

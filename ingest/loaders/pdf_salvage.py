@@ -4,6 +4,7 @@ cross-reference table with the /Pages object missing): the file is scanned for p
 the order they lie in the file. Fonts and resources are resolved as usual, so a page whose
 font is intact reads normally; a page whose text comes out as garbage is caught by the
 text-layer check (`ingest.textlayer`) like any other."""
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,7 @@ def page_objects(data: bytes, limit: int) -> list[tuple[int, int]]:
     seen: set[tuple[int, int]] = set()
     for match in _OBJECT.finditer(data):
         end = data.find(b"endobj", match.end(), match.end() + MAX_OBJECT_HEAD)
-        head = data[match.end():end if end >= 0 else match.end() + MAX_OBJECT_HEAD]
+        head = data[match.end() : end if end >= 0 else match.end() + MAX_OBJECT_HEAD]
         stream = head.find(b"stream")
         if _PAGE_TYPE.search(head[:stream] if stream >= 0 else head):
             key = (int(match[1]), int(match[2]))

@@ -9,6 +9,7 @@ table it finds (``lines`` strategy: cells bounded by ruling) becomes a Markdown 
 place on the page, and the text around it is kept as it reads.
 Tables without ruling lines are left as the text layer gives them.
 """
+
 from __future__ import annotations
 
 import io

@@ -7,6 +7,7 @@ in the calling thread, so each whole use of pypdfium2 holds `PDFIUM`. Parser wor
 processes each have their own pdfium and their own copy of the lock, which is made
 fresh in a forked child (a lock held by another thread at the fork would never be freed).
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ bottom, then left to right; a group's shapes in their own order inside it), tabl
 (`ingest.loaders.table`), and last the speaker notes under ``Speaker notes:``. Pictures and
 charts carry no text here. The archive is checked first (`ingest.loaders.zipguard`).
 """
+
 from __future__ import annotations
 
 import io

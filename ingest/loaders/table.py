@@ -13,6 +13,7 @@ finds these blocks in a page's text, keeps a table whole when it fits in a chunk
 otherwise cuts it between rows with the header repeated in every chunk, so that a row's
 values keep their column names.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -84,5 +85,4 @@ def take_rows(rows: Iterable[Sequence[object]], max_cells: int = MAX_CELLS) -> t
 
 def cut_note(where: str, rows: int) -> str:
     """The summary's note for a table cut by `take_rows`."""
-    return (f"{where} cut after {rows:,} rows (limits: {MAX_ROWS:,} rows per sheet, {MAX_CELLS:,} cells per file; "
-            "ingest.loaders.table.MAX_ROWS / MAX_CELLS)")
+    return f"{where} cut after {rows:,} rows (limits: {MAX_ROWS:,} rows per sheet, {MAX_CELLS:,} cells per file; ingest.loaders.table.MAX_ROWS / MAX_CELLS)"

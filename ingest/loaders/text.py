@@ -1,4 +1,5 @@
 """Plain text with encoding detection (BOMs, UTF-8, mixed UTF-8/GBK lines, charset-normalizer)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -13,6 +13,7 @@ in memory, are limited to `MAX_SHARED_STRINGS_BYTES`; at most `table.MAX_COLUMNS
 read, and a sheet past `table.MAX_ROWS` rows, or a workbook past `table.MAX_CELLS` cells, is
 cut with a note in the file's summary line.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,15 +36,17 @@ def load_xlsx(path: Path, data: bytes) -> list[Page]:
     import openpyxl
 
     if data.startswith(_OLE):
-        raise LoadError(path, "XLSX is password-protected or is a legacy .xls file (an OLE2 container)",
-                        "save it unencrypted as .xlsx")
+        raise LoadError(path, "XLSX is password-protected or is a legacy .xls file (an OLE2 container)", "save it unencrypted as .xlsx")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise LoadError(path, "corrupt or truncated XLSX (not a zip archive)")
     with check_archive(path, data, "XLSX") as archive:
         strings = next((i for i in archive.infolist() if i.filename.lower().endswith("sharedstrings.xml")), None)
     if strings is not None and strings.file_size > MAX_SHARED_STRINGS_BYTES:
-        raise LoadError(path, f"XLSX shared strings expand to {strings.file_size / 2**20:,.0f} MiB (limit "
-                              f"{MAX_SHARED_STRINGS_BYTES // 2**20} MiB, ingest.loaders.xlsx.MAX_SHARED_STRINGS_BYTES)")
+        raise LoadError(
+            path,
+            f"XLSX shared strings expand to {strings.file_size / 2**20:,.0f} MiB (limit "
+            f"{MAX_SHARED_STRINGS_BYTES // 2**20} MiB, ingest.loaders.xlsx.MAX_SHARED_STRINGS_BYTES)",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # openpyxl warns about styles and extensions it skips
         try:

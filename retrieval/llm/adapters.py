@@ -8,6 +8,7 @@ Settings hold ``llm.adapters = {name = "path/to/adapter"}`` and optionally a def
 The API's ``model`` field carries both the knowledge base and the adapter as
 ``"kb:adapter"`` (``"kb"`` alone means the default adapter); see `parse_model_field`.
 """
+
 from __future__ import annotations
 
 import hashlib

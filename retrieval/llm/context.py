@@ -4,6 +4,7 @@
 turns in between, then shortens the longest message from its middle (for a RAG prompt
 that keeps the top-ranked context blocks at the start and the question at the end).
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Pick an LLM backend from settings. Heavy imports stay inside each backend module."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,8 +39,7 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
     )
     if backend == "llama_cpp":
         if adapter or common["adapters"]:
-            log.warning("llm.backend = 'llama_cpp' runs no peft LoRA adapters (they are not GGUF); "
-                        "using the transformers backend for adapter %r", adapter)
+            log.warning("llm.backend = 'llama_cpp' runs no peft LoRA adapters (they are not GGUF); using the transformers backend for adapter %r", adapter)
             backend = "transformers"
         else:
             from kbqa.retrieval.llm.llama_cpp import LlamaCppLLM
@@ -49,23 +49,35 @@ def make_llm(settings: Any, cache_dir: Path) -> "LLM":
         from kbqa.retrieval.llm.transformers import TransformersLLM
 
         return TransformersLLM(
-            settings.model, device=settings.device, adapter=adapter, cache_dir=cache_dir,
+            settings.model,
+            device=settings.device,
+            adapter=adapter,
+            cache_dir=cache_dir,
             trust_remote_code=getattr(settings, "trust_remote_code", False),
-            precision=getattr(settings, "precision", "auto"), **common,
+            precision=getattr(settings, "precision", "auto"),
+            **common,
         )
     if backend == "openai":
         from kbqa.retrieval.llm.openai_compat import OpenAICompatLLM
 
         return OpenAICompatLLM(
-            settings.model, base_url=settings.base_url, api_key=settings.api_key, timeout_s=settings.timeout_s,
-            max_retries=getattr(settings, "max_retries", 2), stop=common["stop"],
-            max_context_tokens=common["max_context_tokens"], adapter=adapter,
+            settings.model,
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            timeout_s=settings.timeout_s,
+            max_retries=getattr(settings, "max_retries", 2),
+            stop=common["stop"],
+            max_context_tokens=common["max_context_tokens"],
+            adapter=adapter,
         )
     if backend == "vllm":
         from kbqa.retrieval.llm.vllm import VLLMLLM
 
         return VLLMLLM(
-            settings.model, adapter=adapter, cache_dir=cache_dir,
-            trust_remote_code=getattr(settings, "trust_remote_code", False), **common,
+            settings.model,
+            adapter=adapter,
+            cache_dir=cache_dir,
+            trust_remote_code=getattr(settings, "trust_remote_code", False),
+            **common,
         )
     raise ValueError(f"llm.backend: unknown backend {backend!r} (choose auto, transformers, llama_cpp, openai or vllm)")

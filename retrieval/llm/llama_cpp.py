@@ -12,6 +12,7 @@ backend and logs why (see `retrieval.llm.factory`). This backend itself runs the
 No logits-processor hook is offered: no grounded answer mode in this project uses one today.
 `batch` answers the conversations one after another (llama.cpp decodes one sequence here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,7 +114,9 @@ class LlamaCppLLM:
         text = out["choices"][0]["message"]["content"] or ""
         return cut_at_stop(text, self._stops(sampling)).strip()
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None
+    ) -> list[str]:
         return [self.generate(c, max_tokens=max_tokens, temperature=temperature, sampling=sampling) for c in conversations]
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> Iterator[str]:

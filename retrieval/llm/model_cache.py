@@ -4,6 +4,7 @@ transformers loads GGUF files with ``gguf_file=`` (dequantizing, about 15 s) but
 ``save_pretrained`` on such a model, so we save config, tokenizer and the state dict
 (safetensors) ourselves; later loads take a few seconds.
 """
+
 from __future__ import annotations
 
 import logging

@@ -11,6 +11,7 @@ Adapters are served by the server: `for_adapter(name)` sends `name` as the `mode
 The server's tokenizer is not known here, so the prompt is trimmed to
 ``max_context_tokens`` with an estimate (`context.approx_tokens`); the server still rejects a prompt that is too long.
 """
+
 from __future__ import annotations
 
 import copy
@@ -135,7 +136,9 @@ class OpenAICompatLLM:
         if not finished:  # closed without a last chunk: the answer may be cut short, so it is no answer
             raise LLMServerError(f"llm.base_url {self.base_url}: the stream ended without a finish_reason (connection closed early?)")
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None
+    ) -> list[str]:
         if not conversations:
             return []
         workers = min(_MAX_PARALLEL, len(conversations))

@@ -11,6 +11,7 @@ of the call and then puts the very same int8 modules back, in place of the stand
 wherever peft kept them (as a LoRA layer's ``base_layer`` or where they were). The int8
 weights are never re-quantized, so adding an adapter does not drift the base model.
 """
+
 from __future__ import annotations
 
 import warnings

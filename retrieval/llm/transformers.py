@@ -17,6 +17,7 @@ BF16/AMX, slower than fp32 on plain AVX2); ``int8``: dynamic int8 Linear layers 
 fp32 on CPU. ``bench/llm_quality.py`` measures what each costs in quality, and
 ``bench/speed_generation.py`` what it gains in speed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -122,9 +123,7 @@ def _load(path: str, device: str, trust_remote_code: bool = False, precision: st
             hf_logging.disable_progress_bar()
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
-            ).to(device)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code).to(device)
             BASE_LOADS[path] += 1
             model.eval()
             if precision == "int8":
@@ -259,7 +258,9 @@ class TransformersLLM:
     def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str:
         return self.batch([messages], max_tokens=max_tokens, temperature=temperature, sampling=sampling)[0]
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None
+    ) -> list[str]:
         if not conversations:
             return []
         import torch

@@ -7,6 +7,7 @@ serves every registered adapter (``enable_lora`` is on when adapters are registe
 The offline engine has no token stream: `stream` yields the whole answer as one piece;
 for token streaming run `vllm serve` and use the `openai` backend.
 """
+
 from __future__ import annotations
 
 import threading
@@ -114,13 +115,13 @@ class VLLMLLM:
 
         return fit_messages(messages, count, prompt_budget(self.max_context_tokens, max_tokens))
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None
+    ) -> list[str]:
         if not conversations:
             return []
         fitted = [self._fit(m, max_tokens) for m in conversations]
-        outputs = self.engine.chat(
-            fitted, self._params(max_tokens, temperature, sampling), lora_request=self._lora_request(), use_tqdm=False
-        )
+        outputs = self.engine.chat(fitted, self._params(max_tokens, temperature, sampling), lora_request=self._lora_request(), use_tqdm=False)
         return [out.outputs[0].text.strip() for out in outputs]
 
     def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0, sampling: Sampling | None = None) -> str:

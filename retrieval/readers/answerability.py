@@ -18,6 +18,7 @@ The weights are fitted per question language on the reader's validation items by
 ``finetune.reader_calibrate`` and stored in the reader's config (``answerability``); the
 threshold is then on the model's log-odds. This module only scores.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,7 @@ class Answerability:
         return self.bias + z
 
     def to_config(self) -> dict:
-        return {"features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
-                "weights": list(self.weights), "bias": self.bias}
+        return {"features": list(self.features), "mean": list(self.mean), "scale": list(self.scale), "weights": list(self.weights), "bias": self.bias}
 
     @classmethod
     def from_config(cls, cfg: Mapping, where: str = "answerability") -> Answerability:

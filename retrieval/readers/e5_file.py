@@ -7,6 +7,7 @@ nibbles, byte j holding weight j in its low half and weight j+16 in its high hal
 This module turns that file into float32 numpy arrays and the tokenizer's tables, so that
 the encoder can run (and be fine-tuned) in torch. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import importlib.util

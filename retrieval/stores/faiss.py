@@ -33,6 +33,7 @@ On a CUDA device the search is exact and on the GPU: faiss-gpu's flat index when
 installed faiss has GPUs, otherwise a torch fp16 matrix product (``faiss_gpu.py``).
 This module holds `FaissStore`, the `VectorStore` that ties the three together under one lock.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -100,8 +101,16 @@ class FaissStore:
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self.device = device
         self._rows = RowStore(self.path, self.dim)
-        settings = IndexSettings(kind=index, flat_max=self.flat_max, nlist=nlist, nprobe=nprobe, probe_vectors=self.probe_vectors,
-                                 hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
+        settings = IndexSettings(
+            kind=index,
+            flat_max=self.flat_max,
+            nlist=nlist,
+            nprobe=nprobe,
+            probe_vectors=self.probe_vectors,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+        )
         self._ix = SearchIndex(self._rows, settings)
         self._use_cuda: bool | None = None
         self._gpu = None  # (query, k) -> (rows, scores) over the vectors on the device, for CUDA search

@@ -1,6 +1,7 @@
 """Exact search on a CUDA device for the FAISS store: faiss-gpu's flat index when the
 installed faiss has GPUs, otherwise a torch fp16 matrix product. torch and faiss are
 imported on first use."""
+
 from __future__ import annotations
 
 import numpy as np

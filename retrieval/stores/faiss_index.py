@@ -8,6 +8,7 @@ dimension, highest row, vectors held; for IVF also ``nlist``, ``trained_on`` and
 atomically (temporary file + rename) and rebuilt from them when missing, unreadable or
 made with other settings. See `retrieval.stores.faiss` for the kinds and their numbers.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ its ``text``, its metadata as JSON and its unit vector as float32 bytes. Every u
 delete is one SQLite transaction, so a crash never leaves a chunk half-written. Table
 ``info`` holds the vectors' dimension, checked when the file is opened.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,7 @@ class RowStore:
             elif int(row[0]) != self.dim:
                 conn.close()
                 raise ValueError(
-                    f"faiss store {self.path} holds vectors of dimension {row[0]}, not {self.dim}; "
-                    "use the embedder it was built with, or a new knowledge base"
+                    f"faiss store {self.path} holds vectors of dimension {row[0]}, not {self.dim}; use the embedder it was built with, or a new knowledge base"
                 )
             self._conn = conn
         return self._conn
@@ -82,8 +82,10 @@ class RowStore:
 
     # ---- reads -----------------------------------------------------------------------
     def get(self, ids: list[str]) -> list[Chunk]:
-        found = {id_: Chunk.from_metadata(id_, text, json.loads(meta))
-                 for id_, text, meta in select_in(self.conn, "SELECT id, text, meta FROM chunks WHERE id IN", ids)}
+        found = {
+            id_: Chunk.from_metadata(id_, text, json.loads(meta))
+            for id_, text, meta in select_in(self.conn, "SELECT id, text, meta FROM chunks WHERE id IN", ids)
+        }
         return [found[i] for i in ids if i in found]
 
     def vectors(self, ids: list[str]) -> tuple[list[str], np.ndarray]:
