@@ -27,9 +27,10 @@ demo: install
 test: install browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
-# Lint errors (ruff: syntax, undefined and unused names; config in pyproject.toml). .ci/run runs it.
+# Lint errors (ruff: syntax, undefined and unused names) and formatting (ruff format); config in pyproject.toml. .ci/run runs it.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The browser test (tests/test_ui.py) drives Debian's chromium; install it when missing and we may.
 browser:

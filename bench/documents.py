@@ -10,6 +10,7 @@ Chinese pages need a CJK font (Debian: apt-get install fonts-wqy-zenhei); withou
 left out and the table says so. The baseline in the same run is the loader without OCR
 (``ingest.ocr = never``), which is what kbqa did before.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,11 @@ QUESTIONS = [
 
 
 def cjk_font() -> str | None:
-    for path in ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-                 "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"):
+    for path in (
+        "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+        "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    ):
         if Path(path).is_file():
             return path
     return None
@@ -123,8 +127,16 @@ def synthetic(font: str | None) -> list[dict]:
             pages = load_document(Path(f"synthetic_{lang}_{dpi}.pdf"), data, ocr="auto")
             seconds = time.perf_counter() - started
             text = clean_text("\n".join(p.text for p in pages))
-            rows.append({"lang": lang, "dpi": dpi, "cer": round(cer("\n".join(lines), text), 4), "seconds_per_page": round(seconds, 2),
-                         "pages_ocr": sum(p.ocr for p in pages), "baseline_chars": sum(len(p.text) for p in load_document(Path("x.pdf"), data, ocr="never"))})
+            rows.append(
+                {
+                    "lang": lang,
+                    "dpi": dpi,
+                    "cer": round(cer("\n".join(lines), text), 4),
+                    "seconds_per_page": round(seconds, 2),
+                    "pages_ocr": sum(p.ocr for p in pages),
+                    "baseline_chars": sum(len(p.text) for p in load_document(Path("x.pdf"), data, ocr="never")),
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -153,8 +165,16 @@ def book_speed(dpi: int = 150, passes: int = 3) -> list[dict]:
             started = time.perf_counter()
             chars = sum(len(t) for im in images for _, t, _ in (ocr(im)[0] or []))
             times.append((time.perf_counter() - started) / len(images))
-        rows.append({"config": name, "dpi": dpi, "seconds_per_page": round(statistics.median(times), 2),
-                     "passes": [round(t, 2) for t in times], "characters": chars, "load": round(os.getloadavg()[0], 1)})
+        rows.append(
+            {
+                "config": name,
+                "dpi": dpi,
+                "seconds_per_page": round(statistics.median(times), 2),
+                "passes": [round(t, 2) for t in times],
+                "characters": chars,
+                "load": round(os.getloadavg()[0], 1),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -215,16 +235,29 @@ def retrieval(tmp: Path) -> dict:
 
 def markdown(result: dict) -> str:
     m = result["meta"]
-    lines = ["# Documents that need OCR", "", f"Command: `{m['command']}`  ", f"Date: {m['date']}; load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end; 2 CPUs.", "",
-             "## Synthetic scans (A4, 11 pt, noise, blur, 0.6 degree turn; image-only PDFs)", "",
-             "| language | scan dpi | CER | s / page | pages OCR'd | characters without OCR (baseline) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Documents that need OCR",
+        "",
+        f"Command: `{m['command']}`  ",
+        f"Date: {m['date']}; load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end; 2 CPUs.",
+        "",
+        "## Synthetic scans (A4, 11 pt, noise, blur, 0.6 degree turn; image-only PDFs)",
+        "",
+        "| language | scan dpi | CER | s / page | pages OCR'd | characters without OCR (baseline) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["synthetic"]:
         if "skipped" in r:
             lines.append(f"| {r['lang']} | - | skipped: {r['skipped']} | | | |")
         else:
             lines.append(f"| {r['lang']} | {r['dpi']} | {r['cer']:.3f} | {r['seconds_per_page']:.2f} | {r['pages_ocr']} | {r['baseline_chars']} |")
-    lines += ["", "## ../shared/data/docs/pdf: without OCR (before) and with `ingest.ocr = auto`", "",
-              "| file | pages | before: pages with text | auto: OCR'd | auto: failed | auto: lowest plausibility | auto: s |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## ../shared/data/docs/pdf: without OCR (before) and with `ingest.ocr = auto`",
+        "",
+        "| file | pages | before: pages with text | auto: OCR'd | auto: failed | auto: lowest plausibility | auto: s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["shared"]:
         before, auto = r["never"], r["auto"]
         if "error" in before:
@@ -236,20 +269,34 @@ def markdown(result: dict) -> str:
         else:
             lines.append(f"| {r['file']} | {auto['pages']} | {b} | {auto['ocr']} | {auto['failed']} | {auto['lowest_plausibility']} | {auto['seconds']} |")
     if "book_speed" in result:
-        lines += ["", "## OCR speed: zh_scanned_book_capital_8p.pdf rendered at 150 dpi (8 pages, median of 3 passes)", "",
-                  "| detection | s / page | pages / s | characters read | load average after |", "|---|---|---|---|---|"]
-        lines += [f"| {r['config']} | {r['seconds_per_page']:.2f} | {1 / r['seconds_per_page']:.2f} | {r['characters']} | {r['load']} |"
-                  for r in result["book_speed"]]
+        lines += [
+            "",
+            "## OCR speed: zh_scanned_book_capital_8p.pdf rendered at 150 dpi (8 pages, median of 3 passes)",
+            "",
+            "| detection | s / page | pages / s | characters read | load average after |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['config']} | {r['seconds_per_page']:.2f} | {1 / r['seconds_per_page']:.2f} | {r['characters']} | {r['load']} |" for r in result["book_speed"]
+        ]
     q = result["retrieval"]
-    lines += ["", f"## Questions about the scanned book, the scanned letter and the CAJ2PDF paper ({len(QUESTIONS)}, written for this benchmark)", "",
-              "| ingest.ocr | right page in the top 3 |", "|---|---|"]
+    lines += [
+        "",
+        f"## Questions about the scanned book, the scanned letter and the CAJ2PDF paper ({len(QUESTIONS)}, written for this benchmark)",
+        "",
+        "| ingest.ocr | right page in the top 3 |",
+        "|---|---|",
+    ]
     lines += [f"| {mode} | {q[mode]['hit@3']:.3f} |" for mode in ("never", "auto")]
     if "table_cells" in result:
         from bench.table_cells import markdown_lines
 
         lines += markdown_lines(result["table_cells"], result["table_detection_cost"])
-    lines += ["", "CER: edit distance over the characters of the text written on the page, white space ignored. Pages are rendered for OCR at "
-              "`ingest.ocr_dpi` = 200 (longer side at most 2400 px); text is detected on the page scaled to `DET_SIDE` (ingest/ocr.py). *lowest plausibility*: the least language-like page kept (ingest/textlayer.py)."]
+    lines += [
+        "",
+        "CER: edit distance over the characters of the text written on the page, white space ignored. Pages are rendered for OCR at "
+        "`ingest.ocr_dpi` = 200 (longer side at most 2400 px); text is detected on the page scaled to `DET_SIDE` (ingest/ocr.py). *lowest plausibility*: the least language-like page kept (ingest/textlayer.py).",
+    ]
     return "\n".join(lines) + "\n"
 
 

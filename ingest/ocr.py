@@ -11,6 +11,7 @@ The engine returns text boxes; `lines_from_boxes` puts them back in reading orde
 whose vertical extents overlap form a line, lines run top to bottom, boxes left to right,
 joined by a space except between two Chinese characters.
 """
+
 from __future__ import annotations
 
 import re

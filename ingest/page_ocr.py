@@ -9,6 +9,7 @@
 
 Pages are rendered with pypdfium2 at ``dpi``, their longer side capped at `MAX_SIDE` pixels.
 """
+
 from __future__ import annotations
 
 import re
@@ -68,7 +69,7 @@ def agreement(a: str, b: str) -> float:
     from collections import Counter
 
     plain = ("".join(_TABLE_RULES.sub(" ", x).lower().split()) for x in (a, b))
-    grams = [Counter(t[i:i + 2] for i in range(len(t) - 1)) for t in plain]
+    grams = [Counter(t[i : i + 2] for i in range(len(t) - 1)) for t in plain]
     total = sum(grams[0].values()) + sum(grams[1].values())
     return 2 * sum((grams[0] & grams[1]).values()) / total if total else 0.0
 
@@ -110,8 +111,7 @@ def read_pdf_pages(path: Path, data: bytes, password: str | None, texts: list[st
         return [_layer_page(t, n, n in repaired) for n, t in enumerate(texts, start=1)]
     try:
         # the image area matters only for a short layer: other pages are not opened for it
-        reasons = [ocr_reason(t, _image_share(pdf[i]) if MIN_CHARS <= _visible(t) < CHARS_PER_IMAGE_PAGE else 0.0, mode)
-                   for i, t in enumerate(texts)]
+        reasons = [ocr_reason(t, _image_share(pdf[i]) if MIN_CHARS <= _visible(t) < CHARS_PER_IMAGE_PAGE else 0.0, mode) for i, t in enumerate(texts)]
         todo = [i for i, r in enumerate(reasons) if r]
         pages = [_layer_page(t, n, n in repaired) for n, t in enumerate(texts, start=1)]
         bar = tqdm(todo, desc=f"OCR {path.name}", unit="page", leave=False, disable=None if todo else True)

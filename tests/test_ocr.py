@@ -1,6 +1,7 @@
 """OCR of scans and images, damaged text layers caught and repaired (ingest/ocr.py,
 ingest/page_ocr.py, ingest/textlayer.py). Fixtures are made here: text rendered to images,
 image-only PDFs, and a scan under a garbage text layer."""
+
 from __future__ import annotations
 
 import io
@@ -180,8 +181,9 @@ def test_image_only_pdf_is_read_with_ocr_and_keeps_page_numbers(tmp_path, scan_p
         from kbqa.ingest.chunking import chunk_pages
 
         never = load_document(path, scan_pdf, ocr="never")
-        chunk_pages(path, never, key="k", source=str(path), doc_hash="h", count_tokens=lambda ts: [len(t.split()) for t in ts],
-                    chunk_tokens=100, overlap_tokens=0)
+        chunk_pages(
+            path, never, key="k", source=str(path), doc_hash="h", count_tokens=lambda ts: [len(t.split()) for t in ts], chunk_tokens=100, overlap_tokens=0
+        )
 
 
 def test_garbage_layer_is_replaced_by_ocr_or_the_page_fails(tmp_path):
