@@ -61,6 +61,20 @@ def docs_dir(tmp_path):
     return target
 
 
+def ingest_written(root: Path, settings, write) -> tuple:
+    """A knowledge base in `root`/kb made from the files `write(docs)` puts in `root`/docs; the
+    ingest must succeed. Returns (knowledge base, ingest summary)."""
+    from kbqa.app.kb import KnowledgeBase
+
+    docs = root / "docs"
+    docs.mkdir()
+    write(docs)
+    kb = KnowledgeBase(root / "kb", settings)
+    summary = kb.ingest([docs])
+    assert summary.ok, summary.render()
+    return kb, summary
+
+
 def load_qa():
     import json
 

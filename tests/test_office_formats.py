@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kbqa.app.kb import KnowledgeBase
+from tests.conftest import ingest_written
 from kbqa.ingest.chunking import chunk_pages
 from kbqa.ingest.errors import LoadError
 from kbqa.ingest.loaders import load_document, supported_extensions
@@ -209,16 +209,12 @@ def test_uploads_accept_the_new_formats_by_signature():
 # ---- a real ingest: a cell's question finds the chunk with its row and header ---------------
 @pytest.fixture(scope="module")
 def office_kb(tmp_path_factory, settings):
-    root = tmp_path_factory.mktemp("office")
-    docs = root / "docs"
-    docs.mkdir()
-    make_xlsx(docs / "products.xlsx")
-    make_pptx(docs / "deck.pptx")
-    (docs / "cities.csv").write_bytes("城市;人口（万）;面积（平方公里）\n北京;2189;16410\n上海;2487;6340\n广州;1882;7434\n".encode("gbk"))
-    kb = KnowledgeBase(root / "kb", settings)  # chunks of 200 tokens: the price sheet spans several
-    summary = kb.ingest([docs])
-    assert summary.ok, summary.render()
-    return kb, summary
+    def write(docs):
+        make_xlsx(docs / "products.xlsx")  # chunks of 200 tokens: the price sheet spans several
+        make_pptx(docs / "deck.pptx")
+        (docs / "cities.csv").write_bytes("城市;人口（万）;面积（平方公里）\n北京;2189;16410\n上海;2487;6340\n广州;1882;7434\n".encode("gbk"))
+
+    return ingest_written(tmp_path_factory.mktemp("office"), settings, write)
 
 
 def test_ingest_summary_lists_the_empty_sheet_and_slide(office_kb):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kbqa.app.kb import KnowledgeBase
+from tests.conftest import ingest_written
 from kbqa.ingest.chunking import chunk_pages
 from kbqa.ingest.loaders import load_document
 from kbqa.ingest.loaders.html import html_to_text
@@ -181,21 +181,17 @@ def test_long_docx_table_chunks_repeat_the_header(tmp_path, embedder):
 
 @pytest.fixture(scope="module")
 def table_kb(tmp_path_factory, settings):
-    root = tmp_path_factory.mktemp("tables")
-    docs = root / "docs"
-    docs.mkdir()
-    make_docx(docs / "pumps.docx")
-    make_pdf(docs / "motors.pdf", MOTORS, "Motor ratings for line 2")
-    (docs / "rooms.html").write_text(
-        "<h1>会议室</h1><table><tr><th>房间</th><th>楼层</th><th>座位</th></tr>"
-        + "".join(f"<tr><td>{n}号会议室</td><td>{n % 9 + 1}楼</td><td>{6 + n}</td></tr>" for n in range(1, 40))
-        + "</table>",
-        encoding="utf-8",
-    )
-    kb = KnowledgeBase(root / "kb", settings)
-    summary = kb.ingest([docs])
-    assert summary.ok, summary.render()
-    return kb
+    def write(docs):
+        make_docx(docs / "pumps.docx")
+        make_pdf(docs / "motors.pdf", MOTORS, "Motor ratings for line 2")
+        (docs / "rooms.html").write_text(
+            "<h1>会议室</h1><table><tr><th>房间</th><th>楼层</th><th>座位</th></tr>"
+            + "".join(f"<tr><td>{n}号会议室</td><td>{n % 9 + 1}楼</td><td>{6 + n}</td></tr>" for n in range(1, 40))
+            + "</table>",
+            encoding="utf-8",
+        )
+
+    return ingest_written(tmp_path_factory.mktemp("tables"), settings, write)[0]
 
 
 @pytest.mark.parametrize(
