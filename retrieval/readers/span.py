@@ -94,6 +94,7 @@ class SpanReader:
         self._model: SpanModel | None = None
         self._tok: E5Tokenizer | None = None
         self._lock = threading.Lock()
+        self._answerability: dict[str, object] = {}  # per language, parsed from the config once
         self.name = f"e5-span:{self.folder.name}"
 
     @property
@@ -115,9 +116,11 @@ class SpanReader:
         languages), or None: then the best span's score is the confidence."""
         from kbqa.retrieval.readers.answerability import Answerability
 
-        models = self.config.get("answerability") or {}
-        cfg = models.get(lang, models.get("all"))
-        return Answerability.from_config(cfg, f"{self.folder / CONFIG}: answerability") if cfg else None
+        if lang not in self._answerability:
+            models = self.config.get("answerability") or {}
+            cfg = models.get(lang, models.get("all"))
+            self._answerability[lang] = Answerability.from_config(cfg, f"{self.folder / CONFIG}: answerability") if cfg else None
+        return self._answerability[lang]
 
     def confidence(self, question: str, passages: list[str], spans: list[Span], lang: str) -> float:
         """How sure the reader is that ``spans[0]`` answers the question, on the scale of
