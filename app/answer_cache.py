@@ -19,6 +19,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from kbqa.retrieval.config import LLMSettings
+
+_DEFAULT_ENTRIES = LLMSettings().answer_cache  # the setting llm.answer_cache (retrieval/config.py) owns the default
+
 
 def cache_key(question: str, k: int | None, parts: Mapping[str, Any], kb_state: tuple) -> str:
     """A stable digest of everything an answer depends on."""
@@ -35,7 +39,7 @@ def manifest_state(conn) -> tuple:
 class AnswerCache:
     """A thread-safe LRU map of key -> answer; `max_entries=0` turns it off."""
 
-    def __init__(self, max_entries: int = 256):
+    def __init__(self, max_entries: int = _DEFAULT_ENTRIES):
         self.max_entries = max_entries
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()

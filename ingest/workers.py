@@ -20,8 +20,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kbqa.ingest.config import IngestSettings
 from kbqa.ingest.crash_hooks import HANG_ENV, hang_if_asked  # noqa: F401  (HANG_ENV: its old home)
 from kbqa.ingest.errors import LoadError
+
+_DEFAULTS = IngestSettings()  # the settings' defaults (ingest/config.py), declared there only
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,8 @@ class ParseTask:
     redact: bool = False
     max_bytes: int | None = None
     strip_injections: bool = False
-    ocr: str = "auto"  # auto | always | never (ingest.page_ocr)
-    ocr_dpi: int = 200
+    ocr: str = _DEFAULTS.ocr  # auto | always | never (ingest.page_ocr)
+    ocr_dpi: int = _DEFAULTS.ocr_dpi
 
 
 @dataclass

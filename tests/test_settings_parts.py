@@ -125,6 +125,43 @@ def test_ingest_and_embedder_defaults_come_from_the_settings():
     assert not _literal_defaults(ROOT / "retrieval" / "embedders" / "factory.py", "make_embedder")
 
 
+def test_parsers_embedder_backends_and_the_answer_cache_declare_no_settings_default():
+    """The parse task, the loaders, the embedder backends and the answer cache take the defaults
+    they share with a setting from the settings models, not from a literal of their own."""
+    from kbqa.app.answer_cache import AnswerCache
+    from kbqa.ingest.loaders.base import load_document
+    from kbqa.ingest.loaders.image import load_image
+    from kbqa.ingest.loaders.pdf import load_pdf
+    from kbqa.ingest.workers import ParseTask
+    from kbqa.retrieval.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from kbqa.retrieval.embedders.use import UniversalSentenceEncoder
+
+    loaders, embedders = ROOT / "ingest" / "loaders", ROOT / "retrieval" / "embedders"
+    owned = [  # (file, function or class, parameters whose default a setting owns)
+        (ROOT / "ingest" / "workers.py", "ParseTask", {"ocr", "ocr_dpi"}),
+        (loaders / "base.py", "load_document", {"ocr", "ocr_dpi"}),
+        (loaders / "pdf.py", "load_pdf", {"ocr", "dpi"}),
+        (loaders / "image.py", "load_image", {"ocr"}),
+        (embedders / "sentence_transformers.py", "__init__", {"device", "batch_size", "precision"}),
+        (embedders / "use.py", "__init__", {"batch_size"}),
+        (ROOT / "app" / "answer_cache.py", "__init__", {"max_entries"}),
+    ]
+    for path, name, params in owned:
+        again = params & set(_literal_defaults(path, name))
+        assert not again, f"{path.relative_to(ROOT)}: {name} declares the default of {sorted(again)} again"
+    ingest, embedder = IngestSettings(), EmbedderSettings()
+    task = ParseTask("a.pdf")
+    assert (task.ocr, task.ocr_dpi) == (ingest.ocr, ingest.ocr_dpi)
+    for function, dpi in ((load_document, "ocr_dpi"), (load_pdf, "dpi")):
+        signature = inspect.signature(function).parameters
+        assert (signature["ocr"].default, signature[dpi].default) == (ingest.ocr, ingest.ocr_dpi), function.__name__
+    assert inspect.signature(load_image).parameters["ocr"].default == ingest.ocr
+    backend = inspect.signature(SentenceTransformerEmbedder).parameters
+    assert [backend[n].default for n in ("device", "batch_size", "precision")] == [embedder.device, embedder.batch_size, embedder.precision]
+    assert UniversalSentenceEncoder().batch_size == embedder.batch_size
+    assert AnswerCache().max_entries == LLMSettings().answer_cache
+
+
 def test_retrieval_k_from_the_environment_reaches_kbqa_serve(sample_kb_dir, tmp_path):
     """The real entry point (`kbqa serve`, its settings built from os.environ): /v1/retrieve
     without a k returns KBQA_RETRIEVAL__K passages; with one, that many."""

@@ -6,7 +6,10 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbqa.ingest.config import IngestSettings
 from kbqa.ingest.errors import LoadError
+
+_DEFAULTS = IngestSettings()  # the settings' defaults (ingest/config.py), declared there only
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def supported_extensions() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load_document(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", ocr_dpi: int = 200) -> list[Page]:
+def load_document(path: Path, data: bytes, password: str | None = None, ocr: str = _DEFAULTS.ocr, ocr_dpi: int = _DEFAULTS.ocr_dpi) -> list[Page]:
     """Turn a file's bytes into pages of raw text. Raises LoadError naming the file and reason.
     `ocr` (auto | always | never) and `ocr_dpi` apply to PDFs and images (`ingest.page_ocr`)."""
     ext = path.suffix.lower()

@@ -11,9 +11,11 @@ import io
 import warnings
 from pathlib import Path
 
+from kbqa.ingest.config import IngestSettings
 from kbqa.ingest.errors import LoadError
 from kbqa.ingest.loaders.base import Page
 
+_DEFAULTS = IngestSettings()  # the settings' defaults (ingest/config.py), declared there only
 MAX_PIXELS = 60_000_000  # larger images (decompression bombs included) fail before they are decoded
 MAX_FRAMES = 500
 
@@ -27,7 +29,7 @@ def _check_size(path: Path, size: tuple[int, int], frame: int | None = None) -> 
         )
 
 
-def load_image(path: Path, data: bytes, ocr: str = "auto") -> list[Page]:
+def load_image(path: Path, data: bytes, ocr: str = _DEFAULTS.ocr) -> list[Page]:
     """OCR each frame of an image file; LoadError for an unreadable or oversized image."""
     import numpy as np
     from PIL import Image, ImageSequence, UnidentifiedImageError

@@ -11,9 +11,11 @@ import io
 import logging
 from pathlib import Path
 
+from kbqa.ingest.config import IngestSettings
 from kbqa.ingest.errors import LoadError
 from kbqa.ingest.loaders.base import Page
 
+_DEFAULTS = IngestSettings()  # the settings' defaults (ingest/config.py), declared there only
 MAX_PAGES = 5_000  # more pages fail at once (the text and OCR of each would take hours)
 _MAX_TREE_NODES = 4 * MAX_PAGES  # intermediate /Pages nodes included
 
@@ -137,7 +139,7 @@ def _fallback_texts(path: Path, data: bytes, password: str | None, first: Except
     return texts
 
 
-def load_pdf(path: Path, data: bytes, password: str | None = None, ocr: str = "auto", dpi: int = 200) -> list[Page]:
+def load_pdf(path: Path, data: bytes, password: str | None = None, ocr: str = _DEFAULTS.ocr, dpi: int = _DEFAULTS.ocr_dpi) -> list[Page]:
     from kbqa.ingest.loaders.pdf_tables import with_tables
     from kbqa.ingest.loaders.pdfium_lock import pdfium_lock
     from kbqa.ingest.page_ocr import read_pdf_pages

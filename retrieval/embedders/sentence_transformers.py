@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kbqa.retrieval.config import EmbedderSettings
 from kbqa.retrieval.device import resolve_device
 from kbqa.retrieval.packaged import PACKAGED_EMBEDDER, minilm_dir
 
@@ -109,8 +110,13 @@ def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int | 
     return batches
 
 
+_DEFAULTS = EmbedderSettings()  # the settings' defaults (retrieval/config.py), declared there only
+
+
 class SentenceTransformerEmbedder:
-    def __init__(self, model: str = PACKAGED_EMBEDDER, device: str = "auto", batch_size: int = 64, precision: str = "auto"):
+    def __init__(
+        self, model: str = PACKAGED_EMBEDDER, device: str = _DEFAULTS.device, batch_size: int = _DEFAULTS.batch_size, precision: str = _DEFAULTS.precision
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"embedder.precision: unknown precision {precision!r} (choose one of {', '.join(PRECISIONS)})")
         self.name = model

@@ -12,9 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kbqa.retrieval.config import EmbedderSettings
+
 NAME = "use-multilingual-v3"
 _MODELS: dict[int, object] = {}  # one copy per process (about 100 MB once loaded)
 _LOCK = threading.Lock()
+_DEFAULTS = EmbedderSettings()  # the settings' defaults (retrieval/config.py), declared there only
 
 
 def _load(threads: int):
@@ -34,7 +37,7 @@ def _load(threads: int):
 class UniversalSentenceEncoder:
     name = NAME
 
-    def __init__(self, batch_size: int = 64, threads: int | None = None, max_tokens: int = 512):
+    def __init__(self, batch_size: int = _DEFAULTS.batch_size, threads: int | None = None, max_tokens: int = 512):
         import os
 
         self.batch_size = batch_size
