@@ -157,10 +157,12 @@ class AnswerService:
         adapter: str | None = None,
         sampling: Sampling | None = None,
         instructions: str | None = None,
+        llm: LLM | None = None,
     ) -> tuple[Retrieval, CheckedStream]:
         """The retrieval now and the answer's `CheckedStream` (see `KnowledgeBase.stream_with_sources`).
-        The cache is shared with `ask` when the generation options are the defaults."""
-        llm = self.kb.llm_for(adapter)
+        The cache is shared with `ask` when the generation options are the defaults. `llm`:
+        ``kb.llm_for(adapter)`` already looked up by the caller (else looked up here)."""
+        llm = self.kb.llm_for(adapter) if llm is None else llm
         s = self.kb.settings.llm
         key = None
         defaults = (sampling is None or sampling.is_default) and not (instructions and instructions.strip())

@@ -306,6 +306,7 @@ class KnowledgeBase:
         adapter: str | None = None,
         sampling: Sampling | None = None,
         instructions: str | None = None,
+        llm: LLM | None = None,
     ) -> tuple[Retrieval, CheckedStream]:
         """Retrieve now; return the retrieval (sources before the first token) and the text stream.
 
@@ -315,9 +316,10 @@ class KnowledgeBase:
         `instructions` (added under the grounding rules) and LoRA adapter (see `llm_for`).
         Shares `ask`'s answer cache when those are the defaults: a cached answer comes back at
         once, in word-sized pieces; a stream read to its end is remembered (one closed early is not).
+        `llm`: ``llm_for(adapter)`` when the caller has already looked it up (the server does).
         """
         return self.answering.stream(
-            question, k, history, max_tokens=max_tokens, temperature=temperature, adapter=adapter, sampling=sampling, instructions=instructions
+            question, k, history, max_tokens=max_tokens, temperature=temperature, adapter=adapter, sampling=sampling, instructions=instructions, llm=llm
         )
 
     def as_langchain_retriever(self, k: int | None = None, mode: str | None = None):

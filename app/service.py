@@ -223,9 +223,11 @@ class QAService:
         """The LoRA adapters a request may name for `kb` (as ``"kb:adapter"``); "base" is always there."""
         return ["base", *getattr(self.kb(kb).llm, "adapters", [])]
 
-    def check_adapter(self, kb: str, adapter: str | None) -> None:
-        """Raise KeyError (unknown name) or ValueError (backend without adapters) before any work."""
-        self.kb(kb).llm_for(adapter)
+    def check_adapter(self, kb: str, adapter: str | None) -> LLM:
+        """The LLM that answers `kb` with LoRA adapter `adapter` (`KnowledgeBase.llm_for`), looked up
+        before any work: raises KeyError (unknown name) or ValueError (backend without adapters).
+        A request passes it on (`stream`'s `llm`), so it looks the adapter up once."""
+        return self.kb(kb).llm_for(adapter)
 
     def created(self, kb: str) -> int:
         """When knowledge base `kb` was made (Unix time; see `retrieval.kbdir.created_at`)."""
@@ -265,9 +267,11 @@ class QAService:
         adapter: str | None = None,
         sampling: Sampling | None = None,
         instructions: str | None = None,
+        llm: LLM | None = None,
     ) -> StreamedAnswer:
         """Retrieve, then stream the answer (see `KnowledgeBase.stream_with_sources`); raises
-        `Busy` when `max_pending` answers are already under way."""
+        `Busy` when `max_pending` answers are already under way. `llm`: `check_adapter`'s, when
+        the caller has it (else looked up from `adapter`)."""
         entry = self._entry(kb)
         if not self._pending.acquire(blocking=False):
             raise Busy(f"{self.max_pending} answers are already being generated or queued; try again shortly")
@@ -281,6 +285,7 @@ class QAService:
                     adapter=adapter,
                     sampling=sampling,
                     instructions=instructions,
+                    llm=llm,
                 )
         except BaseException:
             self._pending.release()

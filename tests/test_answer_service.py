@@ -156,3 +156,26 @@ def test_ask_and_the_stream_share_the_cache_and_ask_batch_does_not(tmp_path, set
     assert len(llm.sent) == 1
     kb.ask_batch([OPENED])  # neither reads nor fills the cache
     assert len(llm.sent) == 2 and kb.answering.cache.hits == 2
+
+
+def test_a_chat_completion_resolves_the_llm_once(tmp_path, settings, railway_docs, monkeypatch):
+    """One /v1/chat/completions request (a real server): the adapter check, the answer and the
+    token counter share one `llm_for` lookup, streamed or not, with or without an adapter."""
+    import httpx
+
+    from kbqa.app.server import ServerConfig, build_app
+    from kbqa.app.service import QAService
+    from live_server import running
+
+    kb, llm = make_kb(tmp_path, settings, railway_docs, **{"retrieval.min_score": -1.0, "llm.answer_cache": 0})
+    calls = count_llm_for(kb, monkeypatch)
+    ask = {"messages": [{"role": "user", "content": OPENED}]}
+    with running(build_app(QAService({"kb": kb}, kb.settings), config=ServerConfig(ui=False))) as url, httpx.Client(base_url=url, timeout=600) as h:
+        reply = h.post("/v1/chat/completions", json={"model": "kb", **ask})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"] == "answer 1" and reply.json()["usage"]["completion_tokens"] > 0
+        assert calls == [None]
+        with h.stream("POST", "/v1/chat/completions", json={"model": "kb:base", "stream": True, **ask}) as r:
+            assert r.status_code == 200 and "[DONE]" in r.read().decode()
+        assert calls == [None, "base"]
+    assert len(llm.sent) == 2

@@ -23,6 +23,7 @@ from kbqa.app.server import openai_format as fmt
 from kbqa.app.server.access import Caller, need
 from kbqa.app.service import Busy, QAService, UnknownKB, sources_payload
 from kbqa.retrieval.llm.adapters import parse_model_field
+from kbqa.retrieval.protocols import LLM
 
 log = logging.getLogger("kbqa.server")
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -53,7 +54,8 @@ def model(model_id: str, request: Request, who: Caller) -> dict:
     return fmt.model_card(model_id, service.created(model_id.split(":")[0]))
 
 
-def _kb_and_adapter(service: QAService, who, model_field: str) -> tuple[str, str | None]:
+def _kb_and_adapter(service: QAService, who, model_field: str) -> tuple[str, str | None, LLM]:
+    """The knowledge base, the adapter and the LLM (looked up once for the request) that `model_field` names."""
     try:
         kb, adapter = parse_model_field(model_field)
     except ValueError as exc:
@@ -62,12 +64,12 @@ def _kb_and_adapter(service: QAService, who, model_field: str) -> tuple[str, str
         raise HTTPException(422, f"model {model_field!r}: name the knowledge base, as 'kb' or 'kb:adapter'")
     need(service, who, kb)
     try:
-        service.check_adapter(kb, adapter)
+        llm = service.check_adapter(kb, adapter)
     except UnknownKB:
         raise
     except (KeyError, ValueError) as exc:
         raise HTTPException(404, f"model {model_field!r}: {exc.args[0]}") from None
-    return kb, adapter
+    return kb, adapter, llm
 
 
 def _question(body: fmt.ChatRequest) -> tuple[str, list[dict]]:
@@ -83,7 +85,7 @@ def _question(body: fmt.ChatRequest) -> tuple[str, list[dict]]:
 @router.post("/chat/completions")
 def chat_completions(body: fmt.ChatRequest, request: Request, who: Caller):
     service = _service(request)
-    kb, adapter = _kb_and_adapter(service, who, body.model)
+    kb, adapter, llm = _kb_and_adapter(service, who, body.model)
     question, history = _question(body)
     if body.user:
         log.info("chat request for %s from user %r", kb, body.user)
@@ -97,11 +99,12 @@ def chat_completions(body: fmt.ChatRequest, request: Request, who: Caller):
             temperature=body.temperature,
             sampling=body.sampling(),
             instructions=body.instructions(),
+            llm=llm,
         )
     except Busy as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
     request.app.state.metrics.answered(kb, answer.found)
-    count = fmt.token_counter(service.kb(kb).llm_for(adapter))
+    count = fmt.token_counter(llm)
     # a quote is cut here; a generated answer (cached or not) was limited by the LLM and is sent whole
     quote = answer.result is not None and answer.result.mode == "extractive"
     text = fmt.Limited(answer.tokens, count, body.stop or (), body.limit, cut=quote)
