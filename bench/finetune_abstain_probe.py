@@ -42,6 +42,7 @@ def main() -> None:
     from kbqa.eval.scoring import score_answer
     from finetune_report import abstains, clean
     from kbqa.retrieval.llm.transformers import TransformersLLM
+    from kbqa.retrieval.protocols import DEFAULT_SAMPLING
     from kbqa.retrieval.prompts import NOT_FOUND
 
     items = json.loads((Path(args.gen) / "generations.json").read_text())["items"]
@@ -64,8 +65,8 @@ def main() -> None:
 
         forbid: int
 
-        def _gen_kwargs(self, max_tokens: int, temperature: float) -> dict:
-            return {**super()._gen_kwargs(max_tokens, temperature), "logits_processor": LogitsProcessorList([ForbidFirst(self.forbid)])}
+        def generation_kwargs(self, max_tokens: int, temperature: float, sampling=DEFAULT_SAMPLING) -> dict:
+            return {**super().generation_kwargs(max_tokens, temperature, sampling), "logits_processor": LogitsProcessorList([ForbidFirst(self.forbid)])}
 
     llm = Forced(args.model, device=args.device, adapter=args.adapter, cache_dir=Path(args.cache_dir))
     llm.forbid = llm.tokenizer(NOT_FOUND["en"], add_special_tokens=False)["input_ids"][0]  # the sentence's first token

@@ -32,7 +32,7 @@ def _transformers(prompts, new_tokens: int) -> dict:
     model, tok = llm.model, llm.tokenizer
     row: dict = {"load_s": round(time.perf_counter() - t, 2), "threads": torch.get_num_threads()}
     for n, msgs in prompts.items():
-        inputs = tok([llm._render(msgs)], return_tensors="pt", add_special_tokens=False)
+        inputs = tok([llm.prompt_text(msgs)], return_tensors="pt", add_special_tokens=False)  # <= 2,000 tokens: untrimmed (8k window)
         with torch.inference_mode():
             t = time.perf_counter()
             model.generate(**inputs, max_new_tokens=1, do_sample=False)
@@ -54,7 +54,7 @@ def _llama_cpp(prompts, new_tokens: int) -> dict:
 
     t = time.perf_counter()
     llm = LlamaCppLLM("smollm2", max_context_tokens=4096)
-    llama = llm._loaded()
+    llama = llm.engine
     row: dict = {"load_s": round(time.perf_counter() - t, 2), "threads": llm.n_threads}
     for n, msgs in prompts.items():
         tokens = len(llama.tokenize("".join(m["content"] for m in msgs).encode(), add_bos=False))

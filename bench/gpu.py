@@ -97,7 +97,7 @@ def bench_embedding(inputs: Path, corpus, device: str) -> dict:
     tok(texts, truncation=True, max_length=256)
     out["tokenize_only_chunks_per_s"] = round(len(texts) / (time.perf_counter() - t), 1)
     t = time.perf_counter()
-    emb._token_ids(texts)
+    emb.token_ids(texts)
     out["tokenize_raw_rust_chunks_per_s"] = round(len(texts) / (time.perf_counter() - t), 1)
     for bs in (256, 512, 1024):
         emb.batch_size = bs
@@ -182,7 +182,7 @@ def bench_faiss_store_gpu(device: str, n: int = 200_000, dim: int = 384) -> dict
         agree += len(exact & {int(h.chunk.id[1:]) for h in hits})
     return {
         "chunks": n,
-        "backend": getattr(store._gpu, "backend", "?"),
+        "backend": store.index_info()["gpu_search"] or "?",
         "upsert_s": round(upsert_s, 1),
         "query_ms_p50": round(statistics.median(times), 3),
         "query_ms_p95": round(float(np.percentile(times, 95)), 3),

@@ -75,7 +75,7 @@ def peer(bench: Benchmark, settings: Settings, k: int, build_with=None) -> dict:
     if not (root / "complete").is_file():
         splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
         docs = splitter.split_documents([Document(page_content=text, metadata={"doc_id": doc_id}) for doc_id, text in bench.docs])
-        have = store._collection.count()
+        have = client.get_collection("peer", embedding_function=None).count()  # LangChain made it; the chunks an interrupted build stored
         batch = 256
         for start in tqdm(range(have - have % batch, len(docs), batch), desc=f"peer embedding {bench.name}", unit="batch"):
             part = docs[start : start + batch]

@@ -49,7 +49,7 @@ def run(quick: bool = False, cache_dir: Path | None = None) -> dict:
     llm = TransformersLLM("smollm2", device="cpu", cache_dir=cache_dir)
     model, tok = llm.model, llm.tokenizer
     messages = _prompt_messages()
-    prompt = llm._prompt(messages)
+    prompt = llm.prompt_text(messages)
     tok.padding_side = "left"
     inputs = tok([prompt], return_tensors="pt", add_special_tokens=False)
     n_prompt = int(inputs["input_ids"].shape[1])
@@ -86,7 +86,7 @@ def run(quick: bool = False, cache_dir: Path | None = None) -> dict:
             bttft = _time_generate(m, many, 1)
             row[f"decode_tokens_per_s_batch{batch}"] = round(batch * (new_tokens - 1) / max(btotal - bttft, 1e-9), 1)
             row[f"ttft_s_batch{batch}"] = round(bttft, 2)
-            short = tok([llm._prompt(_prompt_messages(2))], return_tensors="pt", add_special_tokens=False)
+            short = tok([llm.prompt_text(_prompt_messages(2))], return_tensors="pt", add_special_tokens=False)
             t2 = _time_generate(m, short, 1)
             row["ttft_s_2_chunks"] = round(t2, 2)
             row["prompt_tokens_2_chunks"] = int(short["input_ids"].shape[1])

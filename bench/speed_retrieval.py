@@ -64,10 +64,9 @@ def build_bm25(folder: Path, words, word_ids, ids):
     # each invented word's token form, as the index's tokenizer makes it (once per word)
     forms = [bm25_tokens(w) or [w] for w in words]
     index = BM25Index(folder)
-    index._tokens = {id_: [t for w in row for t in forms[w]] for id_, row in zip(ids, word_ids)}
-    index._dirty = True
+    index.load_tokens({id_: [t for w in row for t in forms[w]] for id_, row in zip(ids, word_ids)})
     t = time.perf_counter()
-    index._built()
+    index.build()
     return index, time.perf_counter() - t
 
 
@@ -158,8 +157,9 @@ def run_size(n: int, backends: list[str], n_queries: int = 100, k: int = 10) -> 
 def _index_params(store, backend: str) -> dict:
     if backend == "chroma":
         return {"ef_search": store.ef_search}
-    if store._index_kind == "ivf":
-        return {"nlist": int(store._index.nlist), "nprobe": int(store._nprobe(store._index))}
+    info = store.index_info()
+    if info["kind"] == "ivf":
+        return {"nlist": info["nlist"], "nprobe": info["nprobe"]}
     return {}
 
 
@@ -168,7 +168,7 @@ def _store(backend: str, tmp: Path, n: int):
         from kbqa.retrieval.stores.faiss import FaissStore
 
         store = FaissStore(tmp / "faiss", DIM, device="cpu")
-        return store, store._wanted_kind(n)
+        return store, store.wanted_kind(n)
     from kbqa.retrieval.stores.chroma import ChromaStore
 
     return ChromaStore(tmp / "chroma", DIM), "chroma hnsw (cosine)"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kbqa.retrieval.bm25_matrix import ScoreMatrix, build_matrix
@@ -80,6 +80,17 @@ class BM25Index:
             for id_ in ids:
                 self.tokens.pop(id_, None)
             self._index, self._dirty = None, True
+
+    def load_tokens(self, tokens: Mapping[str, list[str]]) -> None:
+        """Replace the index's chunks with pre-tokenized ones, ``{chunk id: its bm25_tokens}``,
+        without tokenizing their texts again (bulk loads: bench/speed_retrieval.py); `save` writes them."""
+        with self._lock:
+            self._tokens = dict(tokens)
+            self._index, self._dirty = None, True
+
+    def build(self) -> None:
+        """Build the score matrix now; otherwise the first search after a change builds it."""
+        self._built()
 
     def save(self) -> None:
         with self._lock:

@@ -173,7 +173,7 @@ def test_prompt_is_trimmed_to_the_context_window(settings):
         {"role": "assistant", "content": "an old answer " * 50},
         {"role": "user", "content": f"Context:\n{context}\n\nQuestion: How many tunnels are there?"},
     ]
-    prompt = llm._prompt(messages, max_tokens=40)
+    prompt = llm.prompt_text(messages, max_tokens=40)
     assert llm.count_tokens(prompt) <= 300 - 40
     assert "Answer briefly." in prompt and "How many tunnels are there?" in prompt and "Block 0:" in prompt
     assert "an old question" not in prompt  # older turns go first

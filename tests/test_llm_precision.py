@@ -61,7 +61,7 @@ def test_int8_adapter_matches_quantizing_after_peft(int8_llm):
     ref = PeftModel.from_pretrained(ref, int8_llm.adapter_spec.path).eval()
     quantize_linears(ref)
     tok = int8_llm.tokenizer
-    inputs = tok([int8_llm._prompt(MESSAGES)], return_tensors="pt", add_special_tokens=False)
+    inputs = tok([int8_llm.prompt_text(MESSAGES)], return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         int8_llm.generate(MESSAGES, max_tokens=1)  # the adapter is added on first use
         ours = int8_llm.model(**inputs).logits

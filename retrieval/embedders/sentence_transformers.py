@@ -200,8 +200,9 @@ class SentenceTransformerEmbedder:
             self._counter = counter
         return self._counter
 
-    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids with special tokens, truncated to the model's window (one Rust call)."""
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The token ids the model reads for each text: special tokens included, truncated to
+        the model's window (`max_tokens`), no padding; one call into the Rust tokenizer."""
         fast = self._fast_tokenizer()
         if fast is not None:
             return [e.ids for e in fast.encode_batch(list(texts))]
@@ -231,17 +232,17 @@ class SentenceTransformerEmbedder:
         slice_size = max(1, self.slice_texts)
         starts = list(range(0, len(texts), slice_size))
         if len(starts) == 1:
-            self._encode_ids(model, self._token_ids(texts), out, 0)
+            self._encode_ids(model, self.token_ids(texts), out, 0)
             return out
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._token_ids, texts[:slice_size])
+            pending = pool.submit(self.token_ids, texts[:slice_size])
             for n, start in enumerate(starts):
                 ids = pending.result()
                 if n + 1 < len(starts):
                     nxt = starts[n + 1]
-                    pending = pool.submit(self._token_ids, texts[nxt : nxt + slice_size])
+                    pending = pool.submit(self.token_ids, texts[nxt : nxt + slice_size])
                 self._encode_ids(model, ids, out, start)
         return out
 

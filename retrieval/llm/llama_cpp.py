@@ -79,6 +79,13 @@ class LlamaCppLLM:
         self._loaded()
 
     @property
+    def engine(self):
+        """The loaded ``llama_cpp.Llama`` (loaded now if need be; shared by the views of one model
+        file, context size and thread count), for measurements that drive it directly
+        (bench/generation_engines.py)."""
+        return self._loaded()
+
+    @property
     def adapters(self) -> list[str]:
         return []
 

@@ -238,14 +238,19 @@ class TransformersLLM:
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return "\n\n".join(lines) + "\n\nAssistant:"
 
-    def _prompt(self, messages: Sequence[Message], max_tokens: int = 0) -> str:
-        """The rendered prompt, trimmed so that it plus `max_tokens` fits the context window."""
+    def prompt_text(self, messages: Sequence[Message], max_tokens: int = 0) -> str:
+        """The text the model reads for `messages`: the chat template applied (with the
+        assistant's turn opened), the conversation trimmed so that it plus `max_tokens` fits
+        the context window (`llm.max_context_tokens`, the model's own limit)."""
         limit = getattr(self.model.config, "max_position_embeddings", None)
         budget = prompt_budget(self.max_context_tokens, max_tokens, limit)
         fitted = fit_messages(messages, lambda msgs: self.count_tokens(self._render(msgs)), budget)
         return self._render(fitted)
 
-    def _gen_kwargs(self, max_tokens: int, temperature: float, sampling: Sampling = DEFAULT_SAMPLING) -> dict:
+    def generation_kwargs(self, max_tokens: int, temperature: float, sampling: Sampling = DEFAULT_SAMPLING) -> dict:
+        """The keyword arguments of ``model.generate`` for these limits and sampling options (stop
+        tokens and strings, greedy or sampled). The hook for a subclass that adds its own, e.g.
+        a ``logits_processor`` (bench/finetune_abstain_probe.py)."""
         kwargs = {"max_new_tokens": max_tokens, "eos_token_id": self._stop_ids(), "pad_token_id": self.tokenizer.pad_token_id}
         if stops := self._stops(sampling):
             kwargs.update(stop_strings=list(stops), tokenizer=self.tokenizer)
@@ -268,13 +273,13 @@ class TransformersLLM:
         sampling = sampling or DEFAULT_SAMPLING
         engine = self._loaded()
         tok = engine.tokenizer
-        prompts = [self._prompt(m, max_tokens) for m in conversations]
+        prompts = [self.prompt_text(m, max_tokens) for m in conversations]
         tok.padding_side = "left"
         with engine.using(self.adapter_spec) as model:
             inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             _seed(sampling)
             with torch.inference_mode():
-                out = model.generate(**inputs, **self._gen_kwargs(max_tokens, temperature, sampling))
+                out = model.generate(**inputs, **self.generation_kwargs(max_tokens, temperature, sampling))
         new = out[:, inputs["input_ids"].shape[1] :]
         return [cut_at_stop(tok.decode(row, skip_special_tokens=True), self._stops(sampling)).strip() for row in new]
 
@@ -285,10 +290,10 @@ class TransformersLLM:
         sampling = sampling or DEFAULT_SAMPLING
         engine = self._loaded()
         tok = engine.tokenizer
-        prompt = self._prompt(messages, max_tokens)
+        prompt = self.prompt_text(messages, max_tokens)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         errors: list[BaseException] = []
-        kwargs = self._gen_kwargs(max_tokens, temperature, sampling)
+        kwargs = self.generation_kwargs(max_tokens, temperature, sampling)
         cancelled = threading.Event()  # set when the consumer stops reading (Stop button, closed client)
         kwargs["stopping_criteria"] = _cancel_criteria(cancelled)
 

@@ -218,7 +218,25 @@ class FaissStore:
             self._gpu = gpu_searcher(rows, vectors, "cuda" if self.device == "auto" else self.device)
         return self._gpu(query, k)
 
-    # ---- the index's state, as tests and benchmarks read it -----------------------
+    # ---- the index's state ----------------------------------------------------------
+    def index_info(self) -> dict:
+        """The search index as it stands: ``kind`` (flat | ivf | hnsw; None until a search or
+        `flush` builds it), ``vectors`` in it, ``dead`` labels (replaced or deleted rows not
+        yet dropped), for IVF ``nlist``, ``nprobe`` (lists scanned per query) and ``trained_on``
+        (chunks when its centroids were trained); ``gpu_search``: the CUDA searcher's backend
+        ("faiss-gpu" or "torch") once a CUDA query has made one, else None."""
+        with self._lock:
+            ix, index = self._ix, self._ix.index
+            info = {"kind": ix.kind, "vectors": 0 if index is None else int(index.ntotal), "dead": ix.dead, "gpu_search": getattr(self._gpu, "backend", None)}
+            if ix.kind == "ivf" and index is not None:
+                info.update(nlist=int(index.nlist), nprobe=int(ix.nprobe_for(index)), trained_on=ix.trained_on)
+            return info
+
+    def wanted_kind(self, n: int) -> str:
+        """The index kind this store's settings choose for `n` chunks (auto: flat below `flat_max`, IVF at or above)."""
+        return self._ix.wanted_kind(n)
+
+    # the same state, as the tests read it
     @property
     def _index(self):
         return self._ix.index
