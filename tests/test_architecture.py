@@ -15,7 +15,9 @@
 
    No product part imports bench/ or tests/ (they may import anything). Inside app/, only
    app/server/ and app/cli/ import kbqa.app.server or kbqa.app.cli (the front ends sit on
-   top of the service). bench/ imports public names only (no ``_private`` name or module).
+   top of the service). bench/ uses public names only: it imports no ``_private`` name or
+   module of ours and reads no ``x._private`` attribute (x other than ``self``, ``cls`` or
+   ``super()``), so a backend's internals can change without breaking a benchmark.
 
 2. Cheap imports. Importing each part, and the modules that the CLIs and the server load
    first, loads none of torch, transformers, chromadb, gradio: each import runs in a
@@ -194,6 +196,27 @@ def private_import_violations(path: Path) -> list[str]:
     return out
 
 
+def _private(name: object) -> bool:
+    return isinstance(name, str) and name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_attribute_violations(path: Path) -> list[str]:
+    """``x._name`` (or ``getattr(x, "_name")``) in a bench/ script, x other than ``self``, ``cls``
+    or ``super()``: a script's own classes, and the hooks it overrides, keep their private names."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id in ("self", "cls")) or (isinstance(owner, ast.Call) and ast.unparse(owner.func) == "super"):
+                continue
+        elif not (isinstance(node, ast.Call) and ast.unparse(node.func) in ("getattr", "setattr", "hasattr") and len(node.args) > 1):
+            continue
+        elif not (isinstance(node.args[1], ast.Constant) and _private(node.args[1].value)):
+            continue
+        out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)} uses a private attribute (give the backend a public method)")
+    return out
+
+
 # ---- 1. import arrows --------------------------------------------------------------------
 def test_every_part_is_there():
     files = _source_files()
@@ -217,10 +240,10 @@ def test_front_ends_sit_on_top_of_app():
     assert not problems, "\n".join(problems)
 
 
-def test_bench_imports_public_names_only():
+def test_bench_uses_public_names_only():
     scripts = sorted((ROOT / "bench").rglob("*.py"))
     assert scripts, "no bench/ scripts found"
-    problems = [p for path in scripts for p in private_import_violations(path)]
+    problems = [p for path in scripts for p in private_import_violations(path) + private_attribute_violations(path)]
     assert not problems, "\n".join(problems)
 
 
@@ -252,14 +275,21 @@ def test_the_front_end_checker_catches_what_it_should(tmp_path, monkeypatch, fil
         ("import kbqa.eval._helpers\n", True),
         ("from kbqa.eval.benchmarks import Benchmark, load_squad\nfrom kbqa import __version__\n", False),
         ("from bench.finetune_squad import _write_jsonl_gz\nfrom numpy import _pytesttester\n", False),
+        ("tok([llm._render(m)])\n", True),
+        ("have = store._collection.count()\n", True),
+        ("index._dirty = True\n", True),
+        ("def f(make):\n    return make()._x\n", True),
+        ("name = getattr(store._ix, 'kind')\nbackend = getattr(store, '_gpu', None)\n", True),
+        ("class A(B):\n    def m(self):\n        return self._y, super()._hook(1), A.__name__\n", False),
+        ("class A:\n    @classmethod\n    def m(cls):\n        return cls._n, getattr(cls, 'n'), x.__class__, x.name\n", False),
     ],
 )
-def test_the_private_import_checker_catches_what_it_should(tmp_path, monkeypatch, source, bad):
+def test_the_private_name_checker_catches_what_it_should(tmp_path, monkeypatch, source, bad):
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     path = tmp_path / "bench" / "x.py"
     path.parent.mkdir(parents=True)
     path.write_text(source, encoding="utf-8")
-    found = private_import_violations(path)
+    found = private_import_violations(path) + private_attribute_violations(path)
     assert bool(found) == bad, found
 
 
