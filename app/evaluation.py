@@ -283,7 +283,7 @@ def run_mcq(
 
 def run_perplexity(llm, texts: Sequence[str], *, max_length: int = 1024, progress: bool = True) -> dict[str, float]:
     """Perplexity of `llm` (a transformers backend; its adapter active when it has one) on `texts`."""
-    engine = llm._loaded() if hasattr(llm, "_loaded") else None
+    engine = getattr(llm, "engine", None)
     if engine is None or not hasattr(engine, "using"):
         raise TypeError(f"perplexity needs the transformers backend (a local model), not {type(llm).__name__}")
     with engine.using(getattr(llm, "adapter_spec", None)) as model:

@@ -206,7 +206,7 @@ def test_model_without_chat_template_uses_the_fallback(settings, tmp_path):
             shutil.copy(f, folder / f.name)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
     plain = TransformersLLM(str(folder), device="cpu")
-    assert plain._render(messages) == "System: Be brief.\n\nUser: What is the capital of France?\n\nAssistant:"
+    assert plain.prompt_text(messages) == "System: Be brief.\n\nUser: What is the capital of France?\n\nAssistant:"
     full = plain.generate(messages, max_tokens=32)
     assert full and "\nUser:" not in full  # the fallback's turn marker stops it
     words = full.split()

@@ -180,6 +180,12 @@ class TransformersLLM:
             self._engine = _load(self._path(), device, self.trust_remote_code, precision)
         return self._engine
 
+    @property
+    def engine(self) -> _Engine:
+        """The loaded model and tokenizer (loaded now if need be; shared by this model's adapter
+        views), for measurements that drive the model directly (perplexity)."""
+        return self._loaded()
+
     def for_adapter(self, name: str | None) -> "TransformersLLM":
         """A view answering with adapter `name` ("base" = none, None = the default); shares the loaded model."""
         return adapter_view(self, name)
