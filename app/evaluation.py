@@ -174,9 +174,12 @@ def build_eval_kb(
 
 def squad_kb(data_path: str | Path, paragraphs: Sequence[SquadParagraph], settings: Settings, *, progress: bool = True) -> KnowledgeBase:
     """A knowledge base of a SQuAD-style file's paragraphs (one ``<paragraph id>.txt`` document each),
-    built once and cached, keyed by the file's content and the settings that shape the index."""
+    built once and cached, keyed by the file's content, the paragraphs chosen from it and the
+    settings that shape the index."""
     data_path = Path(data_path)
-    bench = Benchmark(f"squad:{data_path.name}", data_path, [(p.id, p.context) for p in paragraphs], {}, {}, SQUAD_KEYS, hash_files([data_path]))
+    docs = [(p.id, p.context) for p in paragraphs]
+    chosen = hashlib.sha256("\n".join([hash_files([data_path]), *(doc_id for doc_id, _ in docs)]).encode()).hexdigest()
+    bench = Benchmark(f"squad:{data_path.name}", data_path, docs, {}, {}, SQUAD_KEYS, chosen)
     return build_eval_kb(bench, settings, named_by_id=True, progress=progress)[0]
 
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 
+from kbqa.app.evaluation import squad_kb  # noqa: E402
 from kbqa.app.kb import KnowledgeBase  # noqa: E402
 from kbqa.app.settings import Settings  # noqa: E402
 from kbqa.eval.datasets import QAItem, read_qa_jsonl, read_squad  # noqa: E402
@@ -71,12 +72,12 @@ def _held_out(text: str) -> bool:
 
 
 def shared_sets(lang: str):
-    """(paragraphs in the KB, answerable items, unanswerable items) for 'en' or 'zh'."""
+    """(the data file, paragraphs in the KB, answerable items, unanswerable items) for 'en' or 'zh'."""
+    path = SHARED / ("squad/squad_v1.1_dev_articles_00-23.json" if lang == "en" else "cmrc2018/cmrc2018_trial.json")
+    paras, items = read_squad(path)
     if lang == "en":
-        paras, items = read_squad(SHARED / "squad" / "squad_v1.1_dev_articles_00-23.json")
         paras = [p for p in paras if 18 <= int(p.id[1:4]) <= 23]
     else:
-        paras, items = read_squad(SHARED / "cmrc2018" / "cmrc2018_trial.json")
         paras = [p for p in paras if split_of(p.context) == "test"]
     kb = [p for p in paras if not _held_out(p.context)]
     in_kb = {p.id for p in kb}
@@ -84,21 +85,7 @@ def shared_sets(lang: str):
     texts = [p.context for p in kb]
     answerable = [it for it in items if it.source in in_kb]
     unanswerable = [it for it in items if it.source in out and not any(r in t for r in it.references for t in texts)]
-    return kb, answerable, unanswerable
-
-
-def build_kb(name: str, paragraphs, settings: Settings) -> Path:
-    key = hashlib.sha256("".join(p.id + p.context for p in paragraphs).encode()).hexdigest()[:12]
-    root = Path(settings.cache_dir) / "bench-answer-modes" / f"{name}-{key}"
-    kb_dir, docs = root / "kb", root / "docs"
-    if not (root / "complete").is_file():
-        docs.mkdir(parents=True, exist_ok=True)
-        for p in paragraphs:
-            (docs / f"{p.id}.txt").write_text(p.context + "\n", encoding="utf-8")
-        summary = KnowledgeBase(kb_dir, settings).ingest([docs], progress=True)
-        assert summary.ok, summary.render()
-        (root / "complete").write_text("ok\n")
-    return kb_dir
+    return path, kb, answerable, unanswerable
 
 
 def unsupported_number(answer: str, blocks: list[str]) -> bool:
@@ -218,8 +205,8 @@ def main(argv=None) -> int:
             small = (items, neg)
             large = (items, neg)
         else:
-            paras, answerable, unanswerable = shared_sets(lang)
-            kb_dir = build_kb(lang, paras, settings)
+            path, paras, answerable, unanswerable = shared_sets(lang)
+            kb_dir = squad_kb(path, paras, settings).path  # the cached evaluation KB (app/evaluation.py)
             small = (_evenly(answerable, args.answerable), _evenly(unanswerable, args.unanswerable))
             large = (_evenly(answerable, args.extractive_answerable), _evenly(unanswerable, args.extractive_unanswerable))
         results["sets"][lang] = {

@@ -112,11 +112,27 @@ def test_one_cached_builder_for_both_layouts(tmp_path, monkeypatch):
 
     paragraphs, _ = read_squad(TINY)
     answering = squad_kb(TINY, paragraphs, settings, progress=False)
-    by_id = eval_kb_root(bench, settings, named_by_id=True)
-    assert by_id != root and answering.path.parent == by_id  # same file, other layout: not the same cache
+    by_id = answering.path.parent
+    assert by_id != root and by_id.parent == root.parent  # same file, other layout: not the same cache, in the one cache folder
     assert sorted(p.stem for p in (by_id / "docs").iterdir()) == sorted(p.id for p in paragraphs)
     assert (by_id / "docs" / f"{paragraphs[0].id}.txt").read_text(encoding="utf-8") == paragraphs[0].context + "\n"
     assert (by_id / EVAL_KB_MARKER).is_file()
     hit = answering.search("What dance do honeybees perform?", 1, "bm25").hits[0]
     assert hit.chunk.source.endswith(f"{paragraphs[0].id}.txt")  # sources cite the paragraph id
     assert len(kb.search("What dance do honeybees perform?", 1, "bm25").hits) == 1
+
+
+def test_squad_kb_caches_each_choice_of_paragraphs_apart(tmp_path, monkeypatch):
+    """Two subsets of one file (other articles, another split) are two knowledge bases, not one
+    cache hit: the key holds the paragraphs chosen, not the file alone."""
+    from kbqa.app.evaluation import squad_kb
+    from kbqa.app.settings import Settings
+
+    monkeypatch.setenv("KBQA_CACHE_DIR", str(tmp_path / "cache"))
+    settings = Settings.load()
+    paragraphs, _ = read_squad(TINY)
+    first = squad_kb(TINY, paragraphs[:2], settings, progress=False)
+    rest = squad_kb(TINY, paragraphs[2:], settings, progress=False)
+    assert first.path != rest.path
+    assert sorted(p.stem for p in (rest.path.parent / "docs").iterdir()) == sorted(p.id for p in paragraphs[2:])
+    assert squad_kb(TINY, paragraphs[:2], settings, progress=False).path == first.path  # the same choice: reused
