@@ -60,9 +60,7 @@ class BM25Index:
         chunks = fetch(ids)
         if len(chunks) != len(ids):
             raise RuntimeError(f"BM25 index {self.directory}: {len(ids) - len(chunks)} of {len(ids)} chunks missing from the vector store; re-ingest")
-        with self._lock:
-            self._tokens = {c.id: bm25_tokens(c.text) for c in chunks}
-            self._index, self._dirty = None, True
+        self.load_tokens({c.id: bm25_tokens(c.text) for c in chunks})
         self.save()
         return len(chunks)
 
