@@ -30,9 +30,9 @@ def test_auto_switches_from_flat_to_ivf_by_size(tmp_path):
     store = FaissStore(tmp_path / "f", DIM, flat_max=200, device="cpu")
     store.upsert(chunks[:100], v[:100])
     store.query(v[0], 5)
-    assert store._index_kind == "flat"
+    assert store.index_info()["kind"] == "flat"
     store.upsert(chunks[100:], v[100:])
-    assert store._index_kind == "ivf"
+    assert store.index_info()["kind"] == "ivf"
     assert store.query(v[250], 1)[0].chunk.id == "c250"
     store.close()
     saved = json.loads((tmp_path / "f" / "index.json").read_text())
@@ -50,7 +50,7 @@ def test_saved_index_is_caught_up_with_later_writes(tmp_path):
     first.upsert(chunks[30:], v[30:])  # not flushed: only SQLite has these
     second = FaissStore(tmp_path / "f", DIM, device="cpu")
     assert second.query(v[45], 1)[0].chunk.id == "c45"
-    assert second._index.ntotal == 50
+    assert second.index_info()["vectors"] == 50
 
 
 def test_many_deletions_trigger_a_rebuild_without_dead_labels(tmp_path):
@@ -59,7 +59,8 @@ def test_many_deletions_trigger_a_rebuild_without_dead_labels(tmp_path):
     store.upsert(chunks, v)
     store.query(v[0], 1)
     store.delete([c.id for c in chunks[:1500]])
-    assert store._index.ntotal == 1500 and store._dead == 0
+    info = store.index_info()
+    assert info["vectors"] == 1500 and info["dead"] == 0
     assert {h.chunk.id for h in store.query(v[0], 10)}.isdisjoint({c.id for c in chunks[:1500]})
 
 
@@ -88,8 +89,8 @@ def test_recall_against_exact(tmp_path, kind):
     store.upsert(chunks, v)
     assert _recall(store, v) >= 0.95
     if kind == "ivf":
-        index = store._index
-        assert index.nlist == 250 and store._nprobe(index) == 50  # 1,000 of 5,000 vectors scanned
+        info = store.index_info()
+        assert info["nlist"] == 250 and info["nprobe"] == 50  # 1,000 of 5,000 vectors scanned
 
 
 def test_ivf_probing_one_list_misses_neighbours_that_the_default_finds(tmp_path):
@@ -104,14 +105,17 @@ def test_ivf_saved_reloaded_and_retrained_as_the_store_grows(tmp_path):
     first = FaissStore(tmp_path / "f", DIM, index="ivf", device="cpu")
     first.upsert(chunks[:500], v[:500])
     assert first.query(v[7], 1)[0].chunk.id == "c7"
-    assert first._trained_on == 500 and first._index.nlist == 25
+    info = first.index_info()
+    assert info["trained_on"] == 500 and info["nlist"] == 25
     first.close()
     second = FaissStore(tmp_path / "f", DIM, index="ivf", device="cpu")
     second.upsert(chunks[500:1500], v[500:1500])  # not loaded yet: SQLite only
     assert second.query(v[1200], 1)[0].chunk.id == "c1200"
-    assert second._trained_on == 500 and second._index.ntotal == 1500  # the saved index, caught up
+    info = second.index_info()
+    assert info["trained_on"] == 500 and info["vectors"] == 1500  # the saved index, caught up
     second.upsert(chunks[1500:], v[1500:])  # past 4 x 500: new centroids
-    assert second._trained_on == 4000 and second._index.nlist == 200
+    info = second.index_info()
+    assert info["trained_on"] == 4000 and info["nlist"] == 200
     assert second.query(v[3999], 1)[0].chunk.id == "c3999"
 
 

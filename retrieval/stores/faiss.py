@@ -235,26 +235,3 @@ class FaissStore:
     def wanted_kind(self, n: int) -> str:
         """The index kind this store's settings choose for `n` chunks (auto: flat below `flat_max`, IVF at or above)."""
         return self._ix.wanted_kind(n)
-
-    # the same state, as the tests read it
-    @property
-    def _index(self):
-        return self._ix.index
-
-    @property
-    def _index_kind(self) -> str | None:
-        return self._ix.kind
-
-    @property
-    def _dead(self) -> int:
-        return self._ix.dead
-
-    @property
-    def _trained_on(self) -> int:
-        return self._ix.trained_on
-
-    def _nprobe(self, index) -> int:
-        return self._ix.nprobe_for(index)
-
-    def _wanted_kind(self, n: int) -> str:
-        return self._ix.wanted_kind(n)
