@@ -60,6 +60,14 @@ def is_correct(scores: Mapping[str, float]) -> bool:
     return scores.get("contains", 0.0) >= 1.0 or scores.get("f1", 0.0) >= F1_CORRECT
 
 
+def answer_is_correct(prediction: str, references: Sequence[str]) -> bool:
+    """`is_correct` on a bare answer (no citation markers): it contains a reference, or its
+    SQuAD F1 (characters for Chinese) with one is at least `F1_CORRECT`."""
+    from kbqa.eval.squad_metrics import squad_scores
+
+    return bool(prediction.strip() and references) and is_correct(squad_scores(prediction, references))
+
+
 def is_not_found(answer: str, found: bool | None = None) -> bool:
     """The answer says the knowledge base lacks it: the service said so (`found` False), or the
     text is one of the "not found" sentences."""

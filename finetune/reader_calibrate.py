@@ -1,9 +1,13 @@
 """Choose the reader's no-answer threshold on validation data, and score it there.
 
 Each item is a question with a few passages, the gold paragraph among them or not
-(`finetune.reader_data.calibration_items`). The reader's best span over the passages is
-"correct" when it and a reference contain one another (after lower-casing and dropping
-punctuation and white space). The threshold, chosen per question language, is the one that
+(`finetune.reader_data.calibration_items`). Whether the reader's best span over the passages
+is "correct" is decided by a `judge(prediction, references)`: by default `overlaps` (it and
+a reference contain one another, after lower-casing and dropping punctuation and white
+space); `kbqa finetune reader-calibrate` passes the benchmark's own rule
+(`eval.error_analysis.answer_is_correct`), so that the thresholds serve the figures the
+benchmark reports. Each item's prediction is saved, so another judge needs no re-reading.
+The threshold, chosen per question language, is the one that
 gives the most right answers less wrong ones among those that still reject `REJECTION_FLOOR`
 of the unanswerable items (the product's target for negative rejection is 0.80; the floor
 leaves a margin); of equally good ones, the most rejecting. A wrong answer thus costs as much
@@ -15,7 +19,7 @@ threshold reaches the floor, the one that maximises the mean of "answered correc
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,16 +35,19 @@ def overlaps(prediction: str, answers: Sequence[str]) -> bool:
     return bool(p) and any(a and (a in p or p in a) for a in map(answer_key, answers))
 
 
-def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True) -> list[tuple[float, bool, bool, dict]]:
-    """(best span score, answerable, the best span is correct, its answerability features) per item."""
+Judge = Callable[[str, Sequence[str]], bool]
+
+
+def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True, judge: Judge = overlaps) -> list[tuple[float, bool, bool, dict, str]]:
+    """(best span score, answerable, the best span is correct, its answerability features, its text) per item."""
     out = []
     for item in tqdm(items, desc="calibrating", unit="q", disable=None if progress else True):
         passages = list(item.passages)
         spans = reader.read(item.question, passages)
         best = spans[0] if spans else None
         score = best.score if best else float("-inf")
-        correct = bool(best and item.answers and overlaps(best.text, item.answers))
-        out.append((score, bool(item.answers), correct, features(item.question, passages, spans)))
+        correct = bool(best and item.answers and judge(best.text, item.answers))
+        out.append((score, bool(item.answers), correct, features(item.question, passages, spans), best.text if best else ""))
     return out
 
 
@@ -70,21 +77,37 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]], floor: float = 
     return max(table, key=lambda r: (r["correct"] + r["rejection"]) / 2)
 
 
-def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True, answerability: bool = True) -> dict:
+def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True, answerability: bool = True, judge: Judge = overlaps) -> dict:
     """Score `items` with the reader in `folder` (kept in calibration_scores.json, with each
-    item's answerability features), then choose its thresholds (`choose_thresholds`)."""
+    item's prediction and answerability features), then choose its thresholds (`choose_thresholds`)."""
     from kbqa.retrieval.lang import detect_language
     from kbqa.retrieval.readers.span import SpanReader
 
     folder = Path(folder)
-    scored = score_items(SpanReader(folder), items, progress)
+    scored = score_items(SpanReader(folder), items, progress, judge)
     langs = [detect_language(it.question) for it in items]
     scores = [
-        {"score": s[0] if s[0] != float("-inf") else None, "answerable": s[1], "correct": s[2], "lang": lang, "question": it.question, "features": s[3]}
+        {
+            "score": s[0] if s[0] != float("-inf") else None,
+            "answerable": s[1],
+            "correct": s[2],
+            "lang": lang,
+            "question": it.question,
+            "features": s[3],
+            "prediction": s[4],
+            "answers": list(it.answers),
+        }
         for s, lang, it in zip(scored, langs, items)
     ]
     (folder / SCORES).write_text(json.dumps(scores) + "\n", encoding="utf-8")  # to study other thresholds without re-reading
-    return choose_thresholds(folder, answerability)
+    return choose_thresholds(folder, answerability, judge)
+
+
+def relabel(saved: Sequence[dict], judge: Judge) -> list[dict]:
+    """The saved items with "correct" decided again by `judge` from their saved predictions."""
+    if not all("prediction" in s for s in saved):
+        raise ValueError(f"{SCORES} has no predictions (written before they were saved): score the validation data again with --calibrate")
+    return [s | {"correct": bool(s["answerable"] and s["prediction"] and judge(s["prediction"], s["answers"]))} for s in saved]
 
 
 MIN_ITEMS_PER_MODEL = 40  # a language with fewer validation items uses the model fitted on all of them
@@ -117,16 +140,18 @@ def confidences(saved: Sequence[dict], use_model: bool = True) -> tuple[list[flo
     return overall, by_lang, models
 
 
-def choose_thresholds(folder: str | Path, answerability: bool = True) -> dict:
+def choose_thresholds(folder: str | Path, answerability: bool = True, judge: Judge | None = None) -> dict:
     """Pick the reader's thresholds from its calibration_scores.json: one per question language
     (the reader is less sure of itself in Chinese than in English), plus one over all items as
     the fallback for other languages; record them and their validation rates in its config.
     With `answerability` (and features saved), fit the answerability models too: the thresholds
-    are then on their log-odds."""
+    are then on their log-odds. With `judge`, the items are relabelled first (`relabel`)."""
     from kbqa.retrieval.readers.span import CONFIG
 
     folder = Path(folder)
     saved = json.loads((folder / SCORES).read_text(encoding="utf-8"))
+    if judge is not None:
+        saved = relabel(saved, judge)
     overall, by_lang, models = confidences(saved, answerability)
     langs = [s["lang"] for s in saved]
     flags = [(s["answerable"], s["correct"]) for s in saved]
@@ -139,6 +164,8 @@ def choose_thresholds(folder: str | Path, answerability: bool = True) -> dict:
     config["threshold"] = round(result["threshold"], 4)
     config["thresholds"] = {lang: round(r["threshold"], 4) for lang, r in per_lang.items()}
     config["threshold_rule"] = f"the most right less wrong answers among thresholds rejecting {REJECTION_FLOOR:.0%} of unanswerable validation items"
+    if judge is not None:
+        config["correct_rule"] = f"{judge.__module__}.{judge.__qualname__}"
     config["threshold_scale"] = "answerability log-odds (out of fold)" if models else "span score"
     config.pop("answerability", None)
     if models:

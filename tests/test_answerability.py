@@ -119,3 +119,50 @@ def test_thresholds_are_chosen_on_the_model_and_the_reader_uses_it(tmp_path):
     unsure = reader.confidence("How long is the Cloudgate Tunnel?", PASSAGES, [span(1, "a café", -2.0)], "en")
     assert sure > reader.threshold_for("en") > unsure
     assert reader.answerability_for("ko") == Answerability.from_config(config["answerability"]["all"])
+
+
+def test_the_benchmark_rule_relabels_saved_predictions_and_is_recorded(tmp_path):
+    """A short Chinese answer inside a long reference counts as right by mutual containment and
+    wrong by the benchmark's rule (F1 < 0.5); relabelling from the saved predictions changes
+    the labels without re-reading, the config names the rule, and scores saved without
+    predictions are refused with a reason."""
+    from kbqa.eval.error_analysis import answer_is_correct
+    from kbqa.finetune.reader_calibrate import SCORES, choose_thresholds, overlaps, relabel
+
+    long_ref = ["成立时最初的注册资本为30亿越南盾"]
+    assert overlaps("30亿越南盾", long_ref) and not answer_is_correct("30亿越南盾", long_ref)
+    assert answer_is_correct("注册资本为30亿越南盾", long_ref) and answer_is_correct("the Eiffel Tower in Paris", ["Eiffel Tower"])
+    assert not answer_is_correct("", ["x"]) and not answer_is_correct("Paris", [])
+    saved = [{"answerable": True, "prediction": "30亿越南盾", "answers": long_ref, "correct": True}]
+    assert relabel(saved, answer_is_correct)[0]["correct"] is False and relabel(saved, overlaps)[0]["correct"] is True
+
+    folder = tmp_path / "reader"
+    shutil.copytree(ROOT / "data" / "readers" / "e5-span-kbqa", folder, ignore=shutil.ignore_patterns("*.safetensors", SCORES))
+    rng = random.Random(2)
+    rows = []
+    for q in range(40):
+        for answerable in (True, False):
+            score = rng.gauss(8 if answerable else 1, 3)
+            pred = ("30亿越南盾" if q % 2 else "注册资本为30亿越南盾") if answerable else "河内"
+            rows.append(
+                {
+                    "score": score,
+                    "answerable": answerable,
+                    "correct": answerable,
+                    "lang": "zh",
+                    "question": f"q{q}",
+                    "prediction": pred,
+                    "answers": long_ref if answerable else [],
+                }
+            )
+    (folder / SCORES).write_text(json.dumps(rows), encoding="utf-8")
+    loose = choose_thresholds(folder, answerability=False)
+    strict = choose_thresholds(folder, answerability=False, judge=answer_is_correct)
+    assert loose["correct"] == 1.0 - loose["not_found"] and strict["correct"] <= 0.5 < loose["correct"]
+    config = json.loads((folder / "reader_config.json").read_text(encoding="utf-8"))
+    assert config["correct_rule"] == "kbqa.eval.error_analysis.answer_is_correct"
+    for r in rows:
+        del r["prediction"]
+    (folder / SCORES).write_text(json.dumps(rows), encoding="utf-8")
+    with pytest.raises(ValueError, match="no predictions"):
+        choose_thresholds(folder, judge=answer_is_correct)

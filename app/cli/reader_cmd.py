@@ -54,6 +54,7 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
     t.add_argument("--init-from", metavar="FOLDER", help="a trained reader folder to go on training from")
     t.add_argument("--warmup", type=float, help="share of the steps spent warming up the learning rate")
     t.add_argument("--json", action="store_true", help="print the training record (and calibration) as one JSON object")
+    _add_correct_flag(t)
     t.set_defaults(func=cmd_reader)
 
     c = fsub.add_parser("reader-calibrate", help="choose a trained reader's no-answer threshold on validation data")
@@ -72,7 +73,29 @@ def register_reader(fsub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="threshold the best span's score alone (default: fit the answerability model, retrieval/readers/answerability.py)",
     )
+    _add_correct_flag(c)
     c.set_defaults(func=cmd_reader_calibrate)
+
+
+CORRECT_RULES = ("benchmark", "overlap")
+
+
+def _add_correct_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--correct",
+        choices=CORRECT_RULES,
+        default="overlap",
+        help="when a validation answer counts as right: overlap (it and a reference contain one another; the default, the "
+        "shipped reader's rule) or benchmark (the rule kbqa eval reports: it contains a reference, or F1 >= 0.5; measured "
+        "in bench/results/answer_modes_candidate_bench_rule.md)",
+    )
+
+
+def _judge(rule: str):
+    from kbqa.eval.error_analysis import answer_is_correct
+    from kbqa.finetune.reader_calibrate import overlaps
+
+    return answer_is_correct if rule == "benchmark" else overlaps
 
 
 def cmd_reader_data(args) -> int:
@@ -126,7 +149,7 @@ def cmd_reader(args) -> int:
     items = _calibration_items(args.calibrate)
     record = train_reader(cfg)
     if items:
-        record["calibration"] = calibrate(args.out, items)
+        record["calibration"] = calibrate(args.out, items, judge=_judge(args.correct))
     if args.json:
         print_json(record)
     else:
@@ -146,9 +169,12 @@ def cmd_reader_calibrate(args) -> int:
     if not (Path(args.folder) / "reader_config.json").is_file():
         fail(f"{args.folder}: not a reader folder (no reader_config.json)")
     if args.calibrate:
-        result = calibrate(args.folder, _calibration_items(args.calibrate), answerability=args.answerability)
+        result = calibrate(args.folder, _calibration_items(args.calibrate), answerability=args.answerability, judge=_judge(args.correct))
     elif (Path(args.folder) / SCORES).is_file():
-        result = choose_thresholds(args.folder, args.answerability)
+        try:
+            result = choose_thresholds(args.folder, args.answerability, _judge(args.correct))
+        except ValueError as exc:
+            fail(f"{args.folder}: {exc}")
     else:
         fail(f"{args.folder}: no {SCORES}; give validation data with --calibrate FILE@SPLIT")
     print(
