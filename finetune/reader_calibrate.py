@@ -150,8 +150,9 @@ def choose_thresholds(folder: str | Path, answerability: bool = True, judge: Jud
 
     folder = Path(folder)
     saved = json.loads((folder / SCORES).read_text(encoding="utf-8"))
-    if judge is not None:
+    if judge is not None:  # the file's labels follow the rule recorded in the config
         saved = relabel(saved, judge)
+        (folder / SCORES).write_text(json.dumps(saved) + "\n", encoding="utf-8")
     overall, by_lang, models = confidences(saved, answerability)
     langs = [s["lang"] for s in saved]
     flags = [(s["answerable"], s["correct"]) for s in saved]

@@ -161,6 +161,8 @@ def test_the_benchmark_rule_relabels_saved_predictions_and_is_recorded(tmp_path)
     assert loose["correct"] == 1.0 - loose["not_found"] and strict["correct"] <= 0.5 < loose["correct"]
     config = json.loads((folder / "reader_config.json").read_text(encoding="utf-8"))
     assert config["correct_rule"] == "kbqa.eval.error_analysis.answer_is_correct"
+    kept = json.loads((folder / SCORES).read_text(encoding="utf-8"))  # the file's labels follow the recorded rule
+    assert [r["correct"] for r in kept if r["answerable"]] == [not q % 2 for q in range(40)]
     for r in rows:
         del r["prediction"]
     (folder / SCORES).write_text(json.dumps(rows), encoding="utf-8")
