@@ -9,6 +9,7 @@ the record, so a knowledge base keeps its embedder; the ingest summary reports i
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def chinese_share(paths: Sequence[str | Path]) -> float:
     letters = chinese = 0
     for path in files[::step][:SAMPLE_FILES]:
         try:
-            if path.stat().st_size > SAMPLE_MAX_BYTES or path.suffix.lower() in IMAGE_EXTENSIONS:  # images need OCR: not sampled
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block: the ingest reports it
+                continue
+            if info.st_size > SAMPLE_MAX_BYTES or path.suffix.lower() in IMAGE_EXTENSIONS:  # images need OCR: not sampled
                 continue
             pages = load_document(path, path.read_bytes(), ocr="never")[:SAMPLE_PAGES]
         except (LoadError, OSError, ValueError):

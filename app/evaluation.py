@@ -246,7 +246,8 @@ def run_retrieval(
     out.update({"p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2), "queries": len(ids)})
     if timed is not ids:
         out["latency_queries"] = len(latencies)
-    return {"metrics": out, "per_item": per_item, "mode": mode}
+    e = kb.settings.embedder  # the knowledge base's own (embedder.backend = auto chose it at the build)
+    return {"metrics": out, "per_item": per_item, "mode": mode, "embedder": f"{e.backend}:{e.model}"}
 
 
 def run_mcq(

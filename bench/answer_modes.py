@@ -251,7 +251,14 @@ def main(argv=None) -> int:
 
 
 def _sample_kb(settings: Settings) -> Path:
-    kb_dir = Path(settings.cache_dir) / "bench-answer-modes" / "sample" / "kb"
+    """The bundled sample KB, cached under a key of its files' bytes and the settings that shape a
+    knowledge base (a change to data/sample or to the embedder builds a new one)."""
+    key = hashlib.sha1()
+    for path in sorted((ROOT / "data" / "sample").rglob("*")):
+        if path.is_file():
+            key.update(path.name.encode() + b"\0" + path.read_bytes())
+    key.update(json.dumps(settings.model_dump(mode="json", include={"embedder", "chunking", "store"}), sort_keys=True).encode())
+    kb_dir = Path(settings.cache_dir) / "bench-answer-modes" / f"sample-{key.hexdigest()[:12]}" / "kb"
     if not (kb_dir / "kb.json").is_file():
         summary = KnowledgeBase(kb_dir, settings).ingest([ROOT / "data" / "sample"], progress=True)
         assert summary.ok, summary.render()

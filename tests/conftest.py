@@ -29,10 +29,11 @@ def settings():
 
 @pytest.fixture(scope="session")
 def embedder(settings):
+    """The packaged English embedder (MiniLM): what embedder.backend = auto gives an English corpus."""
+    from kbqa.app.embedder_choice import ENGLISH
     from kbqa.retrieval.embedders import make_embedder
 
-    e = settings.embedder
-    return make_embedder(e.backend, e.model, device="cpu", batch_size=e.batch_size)
+    return make_embedder(*ENGLISH, device="cpu", batch_size=settings.embedder.batch_size)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ recorded in kb.json, reported in the summary, and kept afterwards (app/embedder_
 from __future__ import annotations
 
 import json
+import os
 
 from kbqa.app.embedder_choice import chinese_share
 
@@ -27,6 +28,8 @@ def test_chinese_share_of_a_sample(tmp_path):
     assert chinese_share([_write(tmp_path / "zh", CHINESE)]) > 0.9
     assert 0.1 < chinese_share([tmp_path / "en", tmp_path / "zh"]) < 0.9
     assert chinese_share([tmp_path / "missing"]) == 0.0
+    os.mkfifo(tmp_path / "zh" / "pipe.txt")  # reading it would block forever: not sampled
+    assert chinese_share([tmp_path / "zh"]) > 0.9
 
 
 def test_auto_picks_e5_for_a_mixed_corpus_and_keeps_it(tmp_path):

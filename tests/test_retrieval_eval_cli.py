@@ -57,3 +57,19 @@ def test_bad_beir_folder_names_the_missing_file(tmp_path, cache, capsys):
         main(["eval", "retrieval", "--beir", str(broken), "--json"])
     assert exc.value.code == 2
     assert "qrels/test.tsv" in capsys.readouterr().err
+
+
+def test_the_report_names_the_embedder_the_knowledge_base_got(cache, capsys, tmp_path):
+    """embedder.backend = auto: a Chinese set is built with e5, and the report says so (not "auto")."""
+    from kbqa.app.cli.kbqa_main import main
+
+    texts = ["未满6周岁的儿童乘车免费，须由成年旅客陪同。", "退款在十个工作日内原路退回到原支付账户。", "蓝山站位于海拔八百米的山腰上。"]
+    paragraphs = [
+        {"context": t, "qas": [{"id": f"z{i}", "question": q, "answers": [{"text": t[:4], "answer_start": 0}]}]}
+        for i, (t, q) in enumerate(zip(texts, ["儿童乘车要买票吗？", "退款多久到账？", "蓝山站的海拔是多少？"]))
+    ]
+    data = tmp_path / "zh_tiny.json"
+    data.write_text(json.dumps({"version": "tiny", "data": [{"title": "t", "paragraphs": paragraphs}]}, ensure_ascii=False), encoding="utf-8")
+    assert main(["eval", "retrieval", "--squad", str(data), "--mode", "hybrid", "--embedder-backend", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "embedder=e5:multilingual-e5-small" in out and "hit@1" in out

@@ -46,7 +46,7 @@ def cmd_eval_retrieval(args) -> int:
     if args.json:
         print_json(metrics)
     else:
-        print(f"{bench.name}  mode={result['mode']}  embedder={settings.embedder.backend}:{settings.embedder.model}")
+        print(f"{bench.name}  mode={result['mode']}  embedder={result['embedder']}")
         for key, value in metrics.items():
             print(f"  {key:<11} {value}")
     return 0
