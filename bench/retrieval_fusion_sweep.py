@@ -90,11 +90,24 @@ def floor_stats(name: str, backend: str, settings: Settings, foreign: list[str])
         vectors = query_vectors(kb.embedder, queries)
         return np.array([kb.store.query(v, 1)[0].score for v in vectors])
 
+    from kbqa.retrieval.lang import detect_language
+
     own = top1([bench.queries[q] for q in list(bench.qrels)[:300]])
     other = top1(foreign)
     grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
     # the floor that best separates them: most own questions above, most foreign ones below
     best = max(grid, key=lambda t: (own >= t).mean() + (other < t).mean())
+    # a lenient floor: the highest that keeps 99% of the set's own questions, and what it rejects
+    # of the foreign questions in each language
+    lenient = max(t for t in grid if (own >= t).mean() >= 0.99)
+    from kbqa.retrieval.calibration import calibration
+
+    shipped = calibration(kb.embedder.name)["min_score"]
+    langs = np.array([detect_language(q) for q in foreign])
+    by_lang = {"shipped_floor": shipped, "own_kept_at_shipped": round(float((own >= shipped).mean()), 3)}
+    for floor_name, t in (("shipped", shipped), ("lenient", lenient)):
+        for lang in sorted(set(langs)):
+            by_lang[f"foreign_{lang}_rejected_at_{floor_name}"] = round(float((other[langs == lang] < t).mean()), 3)
     return {
         "own_p05": round(float(np.percentile(own, 5)), 3),
         "own_median": round(float(np.median(own)), 3),
@@ -103,6 +116,8 @@ def floor_stats(name: str, backend: str, settings: Settings, foreign: list[str])
         "best_floor": float(best),
         "own_kept": round(float((own >= best).mean()), 3),
         "foreign_rejected": round(float((other < best).mean()), 3),
+        "lenient_floor": float(lenient),
+        **by_lang,
     }
 
 
@@ -149,6 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="retrieval_fusion_sweep", help="file name under bench/results (.json and .md)")
     ap.add_argument("--floors", action="store_true", help="also measure where the dense relevance floor goes (own vs other sets' questions)")
     args = ap.parse_args(argv)
+    load_start = round(os.getloadavg()[0], 2)
     settings = Settings.load()
     results, floors = {}, {}
     for run in args.runs.split(","):
@@ -170,10 +186,14 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "pool": POOL,
+        "load_average_start": load_start,
     }
     meta["load_average_end"] = round(os.getloadavg()[0], 2)
     (out / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results, "floors": floors}, indent=2))
-    lines = ["# Fusion sweep\n", f"`{meta['command']}` ({meta['date']}, {meta['machine']}); candidates per retriever: {POOL}.\n"]
+    lines = [
+        "# Fusion sweep\n",
+        f"`{meta['command']}` ({meta['date']}, {meta['machine']}, load average {meta['load_average_start']} at the start, {meta['load_average_end']} at the end); candidates per retriever: {POOL}.\n",
+    ]
     for run, table in results.items():
         keys = list(next(iter(table.values())))
         lines += [f"\n## {run}\n", "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
