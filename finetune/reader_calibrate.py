@@ -38,16 +38,27 @@ def overlaps(prediction: str, answers: Sequence[str]) -> bool:
 Judge = Callable[[str, Sequence[str]], bool]
 
 
-def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True, judge: Judge = overlaps) -> list[tuple[float, bool, bool, dict, str]]:
-    """(best span score, answerable, the best span is correct, its answerability features, its text) per item."""
+def score_items(reader, items: Sequence[CalibrationItem], progress: bool = True) -> list[dict]:
+    """Each item read by `reader`: its best span's score (None: no span), answerability
+    features and text, unlabelled (`relabel` decides "correct")."""
+    from kbqa.retrieval.lang import detect_language
+
     out = []
     for item in tqdm(items, desc="calibrating", unit="q", disable=None if progress else True):
         passages = list(item.passages)
         spans = reader.read(item.question, passages)
         best = spans[0] if spans else None
-        score = best.score if best else float("-inf")
-        correct = bool(best and item.answers and judge(best.text, item.answers))
-        out.append((score, bool(item.answers), correct, features(item.question, passages, spans), best.text if best else ""))
+        out.append(
+            {
+                "score": best.score if best else None,
+                "answerable": bool(item.answers),
+                "lang": detect_language(item.question),
+                "question": item.question,
+                "features": features(item.question, passages, spans),
+                "prediction": best.text if best else "",
+                "answers": list(item.answers),
+            }
+        )
     return out
 
 
@@ -78,29 +89,15 @@ def choose_threshold(scored: Sequence[tuple[float, bool, bool]], floor: float = 
 
 
 def calibrate(folder: str | Path, items: Sequence[CalibrationItem], progress: bool = True, answerability: bool = True, judge: Judge = overlaps) -> dict:
-    """Score `items` with the reader in `folder` (kept in calibration_scores.json, with each
-    item's prediction and answerability features), then choose its thresholds (`choose_thresholds`)."""
-    from kbqa.retrieval.lang import detect_language
+    """Score `items` with the reader in `folder`, label them with `judge` (kept in
+    calibration_scores.json, with each item's prediction and answerability features), then
+    choose its thresholds (as `choose_thresholds`)."""
     from kbqa.retrieval.readers.span import SpanReader
 
     folder = Path(folder)
-    scored = score_items(SpanReader(folder), items, progress, judge)
-    langs = [detect_language(it.question) for it in items]
-    scores = [
-        {
-            "score": s[0] if s[0] != float("-inf") else None,
-            "answerable": s[1],
-            "correct": s[2],
-            "lang": lang,
-            "question": it.question,
-            "features": s[3],
-            "prediction": s[4],
-            "answers": list(it.answers),
-        }
-        for s, lang, it in zip(scored, langs, items)
-    ]
-    (folder / SCORES).write_text(json.dumps(scores) + "\n", encoding="utf-8")  # to study other thresholds without re-reading
-    return choose_thresholds(folder, answerability, judge)
+    saved = relabel(score_items(SpanReader(folder), items, progress), judge)
+    (folder / SCORES).write_text(json.dumps(saved) + "\n", encoding="utf-8")  # to study other thresholds without re-reading
+    return _choose(folder, saved, answerability, judge)
 
 
 def relabel(saved: Sequence[dict], judge: Judge) -> list[dict]:
@@ -146,13 +143,18 @@ def choose_thresholds(folder: str | Path, answerability: bool = True, judge: Jud
     the fallback for other languages; record them and their validation rates in its config.
     With `answerability` (and features saved), fit the answerability models too: the thresholds
     are then on their log-odds. With `judge`, the items are relabelled first (`relabel`)."""
-    from kbqa.retrieval.readers.span import CONFIG
-
     folder = Path(folder)
     saved = json.loads((folder / SCORES).read_text(encoding="utf-8"))
     if judge is not None:  # the file's labels follow the rule recorded in the config
         saved = relabel(saved, judge)
         (folder / SCORES).write_text(json.dumps(saved) + "\n", encoding="utf-8")
+    return _choose(folder, saved, answerability, judge)
+
+
+def _choose(folder: Path, saved: Sequence[dict], answerability: bool, judge: Judge | None) -> dict:
+    """`choose_thresholds` on labelled items: the thresholds, models and rates, written to the config."""
+    from kbqa.retrieval.readers.span import CONFIG
+
     overall, by_lang, models = confidences(saved, answerability)
     langs = [s["lang"] for s in saved]
     flags = [(s["answerable"], s["correct"]) for s in saved]
